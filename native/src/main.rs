@@ -1,0 +1,69 @@
+//! `lavender`: the command-line side of lavender-rs. Owns I/O, logging and exit codes;
+//! the method itself lives in `lavender-core`.
+
+mod commands;
+mod cuda;
+mod device;
+mod panic_capture;
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lavender",
+    version,
+    about = "Lavender (Diffusion Instruction Tuning, arXiv 2502.06814) in Rust",
+    long_about = "Lavender fine-tunes a vision-language model so that its text-to-image attention \
+                  matches Stable Diffusion's per-word cross-attention maps.\n\n\
+                  Every command that computes takes --device cuda[:N] | wgpu[:N] | cpu; \
+                  `lavender devices` lists what this machine offers.",
+    after_help = "Examples:\n  lavender devices\n  lavender devices --device cuda:0 --json"
+)]
+struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List CUDA GPUs, wgpu adapters and the CPU backend, checking each with a small computation.
+    Devices(commands::devices::DevicesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let mut stdout = std::io::stdout().lock();
+    let outcome = match cli.command {
+        Command::Devices(args) => commands::devices::run(args, &mut stdout),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    // Graphics drivers are chatty: wgpu's hardware layer reports every API it probes and
+    // cannot open (EGL on a headless machine) as an error; `lavender devices` says what works.
+    let default = match verbose {
+        0 => "error,wgpu_hal=off,lavender=info",
+        1 => "warn,lavender=debug",
+        _ => "info,lavender=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

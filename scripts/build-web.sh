@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the browser bundle into www/dist/, servable by any static host.
+#
+# A plain cargo + wasm-bindgen build rather than Trunk: see README.md ("Why no Trunk").
+# Writes to a temporary folder and renames it, so an interrupted build never leaves a
+# half-written www/dist/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+wanted=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
+if [ "$have" != "$wanted" ]; then
+    echo "build-web: wasm-bindgen CLI ${have:-missing}, Cargo.lock wants $wanted; run scripts/setup.sh" >&2
+    exit 1
+fi
+
+cargo build -p lavender-web --lib --target wasm32-unknown-unknown --release
+
+out=www/dist
+staging="$out.partial"
+rm -rf "$staging"
+mkdir -p "$staging/pkg"
+# The name and producers sections only serve debuggers; without them the module is ~3x smaller.
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+    --out-dir "$staging/pkg" \
+    "$target_dir/wasm32-unknown-unknown/release/lavender_web.wasm"
+cp www/index.html www/style.css "$staging/"
+rm -rf "$out"
+mv "$staging" "$out"
+echo "build-web: $(du -sh "$out" | cut -f1) in $out ($(du -h "$out/pkg/lavender_web_bg.wasm" | cut -f1) wasm)"

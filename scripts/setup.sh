@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what building and testing lavender-rs needs on a Debian 12 machine (as root or
+# with sudo): Debian packages, the wasm target, the wasm-bindgen CLI at Cargo.lock's
+# version, the offline LLVM arrangement for the CUDA backend, and the browser-test driver.
+# Safe to re-run: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# llvm-22-dev + libzstd-dev: LLVM for the CUDA backend's kernel compiler (scripts/setup-llvm-offline.sh).
+# mesa-vulkan-drivers + libvulkan1: lavapipe, a software Vulkan adapter for wgpu without a GPU.
+# chromium: the browser of the end-to-end tests.
+apt_packages=(pkg-config llvm-22-dev libzstd-dev mesa-vulkan-drivers libvulkan1 chromium)
+missing=()
+for package in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown
+fi
+
+# The CLI must equal the wasm-bindgen crate in Cargo.lock exactly. No --locked: the CLI's
+# own lockfile names a webpki-roots release missing from the registry index.
+wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen_version" ]; then
+    echo "setup: installing wasm-bindgen-cli $wasm_bindgen_version"
+    cargo install --quiet wasm-bindgen-cli --version "$wasm_bindgen_version"
+fi
+
+bash scripts/setup-llvm-offline.sh
+
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+echo "setup: done"
