@@ -125,5 +125,8 @@ fn a_bad_device_spec_is_a_usage_error() {
     let output = lavender(&["devices", "--device", "tpu:0"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("expected cuda[:N], wgpu[:N] or cpu"), "{stderr}");
+    assert!(
+        stderr.contains("expected cuda[:N], wgpu[:N] or cpu"),
+        "{stderr}"
+    );
 }

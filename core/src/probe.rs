@@ -71,8 +71,8 @@ pub fn check_attention_probe(values: &[f32]) -> Result<(), ProbeMismatch> {
         });
     }
     for (index, (&found, &expected)) in values.iter().zip(PROBE_EXPECTED.iter()).enumerate() {
-        // `!(x <= tol)` also rejects NaN.
-        if !((found - expected).abs() <= PROBE_TOLERANCE) {
+        let error = (found - expected).abs();
+        if error.is_nan() || error > PROBE_TOLERANCE {
             return Err(ProbeMismatch::WrongValue {
                 index,
                 expected,

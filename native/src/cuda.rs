@@ -25,7 +25,8 @@ pub fn list_gpus() -> anyhow::Result<Vec<CudaGpu>> {
     // SAFETY: loading the NVIDIA driver library runs only its own initialisers.
     if let Err(error) = unsafe { libloading::Library::new(DRIVER_LIBRARY) } {
         // libloading's own message is only "dlopen failed"; the loader's reason is its source.
-        let reason = std::error::Error::source(&error).map_or(error.to_string(), |source| source.to_string());
+        let reason = std::error::Error::source(&error)
+            .map_or(error.to_string(), |source| source.to_string());
         bail!(
             "the NVIDIA driver library {DRIVER_LIBRARY} cannot be loaded ({reason}); \
              CUDA needs an NVIDIA GPU with its driver installed"

@@ -106,9 +106,14 @@ impl WgpuAdapter {
     /// Initialises Burn's wgpu runtime on exactly this adapter and graphics API.
     pub fn open(&self) -> anyhow::Result<Device> {
         let (kind, api) = (self.kind.clone(), self.api);
-        catch_panic(move || Device::wgpu_options().device_kind(kind).graphics_api(api).init())
-            .map_err(anyhow::Error::msg)?
-            .with_context(|| format!("cannot initialise wgpu on '{}'", self.info.name))
+        catch_panic(move || {
+            Device::wgpu_options()
+                .device_kind(kind)
+                .graphics_api(api)
+                .init()
+        })
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("cannot initialise wgpu on '{}'", self.info.name))
     }
 }
 

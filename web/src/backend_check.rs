@@ -105,7 +105,11 @@ fn format_row(values: &[f32]) -> String {
 }
 
 fn outcome_view(outcome: CheckOutcome) -> impl IntoView {
-    let status = if outcome.verdict.is_ok() { "ok" } else { "failed" };
+    let status = if outcome.verdict.is_ok() {
+        "ok"
+    } else {
+        "failed"
+    };
     // Shortest round-trip representation, so the test compares exact f32 values.
     let raw_values = outcome
         .values

@@ -140,14 +140,16 @@ fn check_one(spec: DeviceSpec) -> DevicesReport {
                 .and_then(|gpus| gpus.into_iter().find(|gpu| gpu.ordinal == ordinal));
             let (name, details) = gpu
                 .map(|gpu| {
-                    let memory = format!("{:.1} GiB", gpu.memory_bytes as f64 / (1u64 << 30) as f64);
+                    let memory =
+                        format!("{:.1} GiB", gpu.memory_bytes as f64 / (1u64 << 30) as f64);
                     (gpu.name, memory)
                 })
                 .unwrap_or_default();
             check(spec, "cuda", name, details, || spec.open())
         }
         DeviceSpec::Wgpu(index) => {
-            let adapter = index.and_then(|index| catch_panic(wgpu_adapters).ok()?.get(index).cloned());
+            let adapter =
+                index.and_then(|index| catch_panic(wgpu_adapters).ok()?.get(index).cloned());
             let (name, details) = adapter
                 .map(|adapter| (adapter.info.name.clone(), adapter_details(&adapter.info)))
                 .unwrap_or_else(|| ("default adapter".to_string(), String::new()));
@@ -235,14 +237,22 @@ fn print_report(report: &DevicesReport, out: &mut impl Write) -> anyhow::Result<
             (Some(error), _) => format!("FAILED: {error}"),
             (None, None) => "not checked".to_string(),
         };
-        writeln!(out, "{:<8} {:<5} {}", check.device, check.backend, check.name)?;
+        writeln!(
+            out,
+            "{:<8} {:<5} {}",
+            check.device, check.backend, check.name
+        )?;
         if !check.details.is_empty() {
             writeln!(out, "{:<14} {}", "", check.details)?;
         }
         writeln!(out, "{:<14} {}", "", status)?;
     }
     for backend in &report.unavailable {
-        writeln!(out, "{:<8} {:<5} unavailable: {}", "-", backend.backend, backend.reason)?;
+        writeln!(
+            out,
+            "{:<8} {:<5} unavailable: {}",
+            "-", backend.backend, backend.reason
+        )?;
     }
     Ok(())
 }
