@@ -63,6 +63,16 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// The first CUDA GPU when the machine has one, otherwise the CPU. wgpu is only used when
+    /// asked for: on machines without a GPU its adapter is a software rasteriser.
+    pub fn best_available() -> Self {
+        if cuda::list_gpus().is_ok() {
+            Self::Cuda(0)
+        } else {
+            Self::Cpu
+        }
+    }
+
     /// Initialises the backend behind this spec and returns its device.
     pub fn open(self) -> anyhow::Result<Device> {
         match self {

@@ -4,6 +4,7 @@
 mod commands;
 mod cuda;
 mod device;
+mod output;
 mod panic_capture;
 
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use tracing_subscriber::EnvFilter;
                   matches Stable Diffusion's per-word cross-attention maps.\n\n\
                   Every command that computes takes --device cuda[:N] | wgpu[:N] | cpu; \
                   `lavender devices` lists what this machine offers.",
-    after_help = "Examples:\n  lavender devices\n  lavender devices --device cuda:0 --json"
+    after_help = "Examples:\n  lavender devices\n  lavender attend-sd --sd ./stable-diffusion-v1-4 --image dog.jpg --text \"a dog\" --out dog.safetensors --png dog.png"
 )]
 struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// List CUDA GPUs, wgpu adapters and the CPU backend, checking each with a small computation.
     Devices(commands::devices::DevicesArgs),
+    /// Stable Diffusion's per-word attention maps for one image and text.
+    AttendSd(commands::attend_sd::AttendSdArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let outcome = match cli.command {
         Command::Devices(args) => commands::devices::run(args, &mut stdout),
+        Command::AttendSd(args) => commands::attend_sd::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

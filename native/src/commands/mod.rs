@@ -1,3 +1,5 @@
 //! One module per subcommand; each takes its parsed arguments and writes its own output.
 
+pub mod attend_sd;
 pub mod devices;
+pub mod teacher_args;

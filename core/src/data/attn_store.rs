@@ -1,0 +1,172 @@
+//! Teacher maps on disk. A shard file (`maps-*.safetensors`) holds many samples: for each, a u8
+//! tensor `[words, S, S]` named by the sample id (min-max maps x 255, lossless), and in the
+//! metadata `samples` (JSON: id, text, image, words, token ids per sample) and `recipe`.
+//! Shards are written whole (see the CLI), so a shard on disk is always complete.
+
+use std::{collections::HashMap, io::Read, path::Path};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::DataError;
+
+/// One sample's maps as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMaps {
+    pub id: String,
+    pub text: String,
+    pub image: String,
+    pub words: Vec<String>,
+    pub token_ids: Vec<u32>,
+    /// Map side `S`.
+    pub side: usize,
+    /// `[words, S, S]` row-major, 0..=255.
+    #[serde(skip)]
+    pub maps: Vec<u8>,
+}
+
+/// Maps in [0, 1] to bytes (values outside are clamped; NaN becomes 0).
+pub fn quantize(maps: &[f32]) -> Vec<u8> {
+    maps.iter()
+        .map(|&v| if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0).round() as u8 })
+        .collect()
+}
+
+/// Serialises a shard; `recipe` is the JSON of the extraction settings.
+pub fn shard_bytes(samples: &[StoredMaps], recipe: &str) -> Result<Vec<u8>, String> {
+    let views = samples
+        .iter()
+        .map(|sample| {
+            let shape = vec![sample.words.len(), sample.side, sample.side];
+            TensorView::new(Dtype::U8, shape, &sample.maps)
+                .map(|view| (sample.id.as_str(), view))
+                .map_err(|error| format!("sample {}: {error}", sample.id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([
+        (
+            "samples".to_string(),
+            serde_json::to_string(samples).map_err(|e| e.to_string())?,
+        ),
+        ("recipe".to_string(), recipe.to_string()),
+    ]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+fn samples_metadata(path: &Path, header: &str) -> Result<Vec<StoredMaps>, DataError> {
+    let format = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(header).map_err(|e| format(format!("bad header: {e}")))?;
+    let samples = json["__metadata__"]["samples"]
+        .as_str()
+        .ok_or_else(|| format("no `samples` metadata: not a lavender maps shard".into()))?;
+    serde_json::from_str(samples).map_err(|e| format(format!("bad `samples` metadata: {e}")))
+}
+
+/// The sample ids in a shard, reading only its header.
+pub fn read_shard_ids(path: &Path) -> Result<Vec<String>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(io)?;
+    let length = u64::from_le_bytes(length);
+    if length > 100 << 20 {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            reason: format!("header of {length} bytes: not a safetensors file"),
+        });
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header = String::from_utf8(header).map_err(|_| DataError::Format {
+        path: path.to_path_buf(),
+        reason: "header is not UTF-8".into(),
+    })?;
+    Ok(samples_metadata(path, &header)?
+        .into_iter()
+        .map(|sample| sample.id)
+        .collect())
+}
+
+/// Every sample of a shard, maps included.
+pub fn read_shard(path: &Path) -> Result<Vec<StoredMaps>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+    let header_length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_length])
+        .map_err(|_| format("header is not UTF-8".into()))?;
+    let mut samples = samples_metadata(path, header)?;
+    for sample in &mut samples {
+        let view = tensors
+            .tensor(&sample.id)
+            .map_err(|e| format(format!("sample {}: {e}", sample.id)))?;
+        let expected = [sample.words.len(), sample.side, sample.side];
+        if view.dtype() != Dtype::U8 || view.shape() != expected {
+            return Err(format(format!(
+                "sample {}: {:?} {:?}, expected U8 {expected:?}",
+                sample.id,
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        sample.maps = view.data().to_vec();
+    }
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_round_trip_and_ids_come_from_the_header() {
+        let samples = vec![
+            StoredMaps {
+                id: "1.jpg".into(),
+                text: "a dog".into(),
+                image: "images/1.jpg".into(),
+                words: vec!["a".into(), "dog".into()],
+                token_ids: vec![49406, 320, 1929, 49407],
+                side: 2,
+                maps: vec![0, 255, 128, 1, 2, 3, 4, 5],
+            },
+            StoredMaps {
+                id: "2.jpg".into(),
+                text: "!".into(),
+                image: "images/2.jpg".into(),
+                words: vec![],
+                token_ids: vec![],
+                side: 2,
+                maps: vec![],
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("lavender-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("maps-00000.safetensors");
+        std::fs::write(&path, shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap()).unwrap();
+        assert_eq!(read_shard_ids(&path).unwrap(), vec!["1.jpg", "2.jpg"]);
+        assert_eq!(read_shard(&path).unwrap(), samples);
+
+        std::fs::write(&path, b"not a shard").unwrap();
+        assert!(read_shard_ids(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quantization_rounds_and_clamps() {
+        assert_eq!(quantize(&[0.0, 1.0, 0.5, -1.0, 2.0, f32::NAN]), vec![0, 255, 128, 0, 255, 0]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Datasets of (image, text) pairs, read the same way by the teacher (`extract`) and, later,
+//! the trainer. A `--data` spec names the reader: `jsonl:PATH` or `flickr30k:PATH`.
+
+pub mod attn_store;
+pub mod flickr30k;
+pub mod jsonl;
+pub mod reference_layout;
+
+use std::{fmt, path::PathBuf, str::FromStr};
+
+/// One (image, text) pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Unique within the dataset; keys the teacher's maps.
+    pub id: String,
+    pub image: PathBuf,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("sample id `{id}` appears twice ({path})")]
+    DuplicateId { id: String, path: PathBuf },
+}
+
+/// Which reader, and where its data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSpec {
+    /// One `{"image": ..., "text": ...}` object per line (optional `"id"`); image paths
+    /// relative to the file.
+    Jsonl(PathBuf),
+    /// Karpathy's `dataset_flickr30k.json`; images in `flickr30k-images/` beside it.
+    Flickr30k(PathBuf),
+}
+
+impl FromStr for DataSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (kind, path) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("data spec `{spec}` must be KIND:PATH (jsonl:, flickr30k:)"))?;
+        if path.is_empty() {
+            return Err(format!("data spec `{spec}` has no path"));
+        }
+        match kind {
+            "jsonl" => Ok(Self::Jsonl(path.into())),
+            "flickr30k" => Ok(Self::Flickr30k(path.into())),
+            other => Err(format!(
+                "unknown dataset kind `{other}` in `{spec}`: expected jsonl: or flickr30k:"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Jsonl(path) => write!(f, "jsonl:{}", path.display()),
+            Self::Flickr30k(path) => write!(f, "flickr30k:{}", path.display()),
+        }
+    }
+}
+
+impl DataSpec {
+    /// All samples, in the dataset's order; ids are checked to be unique.
+    pub fn read(&self) -> Result<Vec<Sample>, DataError> {
+        let (samples, path) = match self {
+            Self::Jsonl(path) => (jsonl::read(path)?, path),
+            Self::Flickr30k(path) => (flickr30k::read(path)?, path),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for sample in &samples {
+            if !seen.insert(sample.id.as_str()) {
+                return Err(DataError::DuplicateId {
+                    id: sample.id.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(samples)
+    }
+}
+
+/// `i/n`: this worker's share of a dataset split across `n` workers (e.g. a Slurm array).
+/// Sample `k` belongs to worker `k % n`, so the shards are disjoint and cover everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    pub fn contains(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (index, count) = text
+            .split_once('/')
+            .ok_or_else(|| format!("shard `{text}` must be i/n, e.g. 0/4"))?;
+        let index: usize = index
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index in `{text}` is not a number"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count in `{text}` is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard `{text}`: need 0 <= i < n"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print() {
+        let spec: DataSpec = "jsonl:data/pairs.jsonl".parse().unwrap();
+        assert_eq!(spec, DataSpec::Jsonl("data/pairs.jsonl".into()));
+        assert_eq!(spec.to_string(), "jsonl:data/pairs.jsonl");
+        assert!("csv:x".parse::<DataSpec>().unwrap_err().contains("unknown dataset kind"));
+        assert!("jsonl:".parse::<DataSpec>().unwrap_err().contains("no path"));
+        assert!("pairs.jsonl".parse::<DataSpec>().unwrap_err().contains("KIND:PATH"));
+    }
+
+    #[test]
+    fn shards_are_disjoint_and_cover_everything() {
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for position in 0..100 {
+            assert_eq!(shards.iter().filter(|s| s.contains(position)).count(), 1);
+        }
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("1/0".parse::<Shard>().is_err());
+        assert!("x/2".parse::<Shard>().is_err());
+        assert_eq!("2/5".parse::<Shard>().unwrap().to_string(), "2/5");
+    }
+}

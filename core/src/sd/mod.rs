@@ -1,0 +1,14 @@
+//! The Stable Diffusion v1.x teacher: CLIP text encoder, VAE, UNet with cross-attention
+//! capture, DDIM, and the per-word attention recipe. Models load from a diffusers folder
+//! (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`) with diffusers' key names.
+
+pub mod attention;
+pub mod clip_text;
+pub mod preprocess;
+pub mod resnet;
+pub mod scheduler;
+pub mod teacher;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod words;

@@ -1,0 +1,361 @@
+//! The teacher: a Stable Diffusion v1.x pipeline loaded from a diffusers folder, and the recipes
+//! that turn an (image, text) pair into per-token and per-word cross-attention maps.
+//!
+//! Default recipe (`Recipe::Inversion`), exactly as `tests/fixtures/make_sd_fixtures.py`:
+//! 1. latent = VAE posterior mean x scaling factor; text and the empty string encoded;
+//! 2. DDIM inversion under the text over the run's timesteps in increasing order;
+//! 3. regeneration in decreasing order with classifier-free guidance, recording the conditional
+//!    branch's attn2 probabilities of down/up layers whose maps are `attn_res x attn_res`;
+//! 4. mean over heads, layers and steps, bilinear (half-pixel) resize to `map_size`;
+//! 5. prompt tokens only; words merged and min-max normalised ([`crate::sd::words`]).
+//!
+//! `Recipe::Noise` replaces 2-3 by one conditional pass per timestep on the noised latent.
+
+use std::path::Path;
+
+use burn::tensor::{
+    Device, Distribution, Int, Tensor, TensorData,
+    module::interpolate,
+    ops::{InterpolateMode, InterpolateOptions},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    attention::AttentionCapture,
+    clip_text::ClipTextModel,
+    scheduler::DdimScheduler,
+    tokenizer::{ClipTokenizer, ClipTokens, pieces_to_text},
+    unet::UNet2DConditionModel,
+    vae::AutoencoderKl,
+    words::{group_words, word_maps},
+};
+use crate::weights::LoadError;
+
+/// How the attention maps are obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "recipe", rename_all = "snake_case")]
+pub enum Recipe {
+    /// DDIM inversion, then CFG regeneration with capture.
+    Inversion { steps: usize, guidance: f64 },
+    /// One conditional UNet pass per timestep on the latent noised with seeded Gaussian noise.
+    Noise { timesteps: Vec<usize>, seed: u64 },
+}
+
+/// Every parameter of the extraction; written into each output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherConfig {
+    #[serde(flatten)]
+    pub recipe: Recipe,
+    /// Images are squashed to this square size before the VAE.
+    pub image_size: usize,
+    /// Side of the attention maps that are recorded (query length `attn_res^2`).
+    pub attn_res: usize,
+    /// Side of the output maps.
+    pub map_size: usize,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        Self {
+            recipe: Recipe::Inversion {
+                steps: 50,
+                guidance: 7.5,
+            },
+            image_size: 512,
+            attn_res: 16,
+            map_size: 32,
+        }
+    }
+}
+
+/// The maps of one (image, text) pair.
+#[derive(Debug, Clone)]
+pub struct TeacherMaps {
+    /// The 77 CLIP ids of the text.
+    pub token_ids: Vec<u32>,
+    /// The prompt's BPE pieces (no start, end or padding tokens).
+    pub pieces: Vec<String>,
+    /// `[pieces, map_size, map_size]`: mean probabilities, not normalised.
+    pub token_maps: Tensor<3>,
+    /// Lower-cased words, punctuation dropped, duplicates merged.
+    pub words: Vec<String>,
+    /// `[words, map_size, map_size]`, each min-max normalised.
+    pub word_maps: Tensor<3>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeacherError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// SD v1.x: tokenizer, text encoder, VAE, UNet and DDIM.
+#[derive(Debug)]
+pub struct StableDiffusion {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub vae: AutoencoderKl,
+    pub unet: UNet2DConditionModel,
+    pub scheduler: DdimScheduler,
+    device: Device,
+}
+
+impl StableDiffusion {
+    /// Loads `folder/{tokenizer,text_encoder,vae,unet,scheduler}`.
+    pub fn load(folder: &Path, device: &Device) -> Result<Self, LoadError> {
+        if !folder.is_dir() {
+            return Err(LoadError::Config {
+                path: folder.to_path_buf(),
+                reason: "not a folder (expected a diffusers SD v1.x folder with unet/, vae/, \
+                         text_encoder/, tokenizer/, scheduler/)"
+                    .to_string(),
+            });
+        }
+        Ok(Self {
+            tokenizer: ClipTokenizer::load(&folder.join("tokenizer"))?,
+            text_encoder: ClipTextModel::load(&folder.join("text_encoder"), device)?,
+            vae: AutoencoderKl::load(&folder.join("vae"), device)?,
+            unet: UNet2DConditionModel::load(&folder.join("unet"), device)?,
+            scheduler: DdimScheduler::load(&folder.join("scheduler"))?,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Tokenises texts into ids `[batch, 77]`.
+    fn encode_texts(&self, texts: &[&str]) -> Result<(Vec<ClipTokens>, Tensor<3>), TeacherError> {
+        let tokens: Vec<ClipTokens> = texts
+            .iter()
+            .map(|text| {
+                self.tokenizer
+                    .encode(text)
+                    .map_err(|error| TeacherError::Input(format!("cannot tokenise {text:?}: {error}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = tokens
+            .iter()
+            .flat_map(|t| t.ids.iter().map(|&id| id as i64))
+            .collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [texts.len(), 77]), &self.device);
+        let embeddings = self.text_encoder.forward(ids);
+        Ok((tokens, embeddings))
+    }
+
+    /// VAE latents `[batch, 4, h, w]` (scaled) of images `[batch, 3, H, W]` in [-1, 1].
+    pub fn encode_images(&self, images: Tensor<4>) -> Tensor<4> {
+        self.vae
+            .encode_mean(images)
+            .mul_scalar(self.vae.scaling_factor())
+    }
+
+    /// DDIM inversion of `latent` under `context` over an N-step run.
+    pub fn invert(&self, latent: Tensor<4>, context: Tensor<3>, steps: usize) -> Result<Tensor<4>, TeacherError> {
+        let timesteps = self.scheduler.timesteps(steps).map_err(TeacherError::Input)?;
+        let mut z = latent;
+        for &t in timesteps.iter().rev() {
+            let eps = self.unet.forward(z.clone(), t as f32, context.clone(), None);
+            z = self.scheduler.invert_step(z, eps, t, steps);
+        }
+        Ok(z)
+    }
+
+    /// Per-token and per-word maps for each (image, text) pair. `images`: `[batch, 3, S, S]` in
+    /// [-1, 1] at `config.image_size`. `noise` (`[timesteps, batch, 4, h, w]`) replaces the
+    /// seeded noise of `Recipe::Noise` (for tests against the reference).
+    pub fn attend(
+        &self,
+        images: Tensor<4>,
+        texts: &[&str],
+        config: &TeacherConfig,
+        noise: Option<Tensor<5>>,
+    ) -> Result<Vec<TeacherMaps>, TeacherError> {
+        let [batch, _, height, width] = images.dims();
+        if batch != texts.len() {
+            return Err(TeacherError::Input(format!(
+                "{batch} images but {} texts",
+                texts.len()
+            )));
+        }
+        if height != config.image_size || width != config.image_size {
+            return Err(TeacherError::Input(format!(
+                "images are {height}x{width}, the recipe expects {0}x{0}",
+                config.image_size
+            )));
+        }
+        if config.attn_res == 0 || config.map_size == 0 {
+            return Err(TeacherError::Input("attn_res and map_size must be positive".into()));
+        }
+        let latent = self.encode_images(images);
+        let (tokens, cond) = self.encode_texts(texts)?;
+        if let Some(empty) = tokens.iter().position(|t| t.prompt_len == 0) {
+            return Err(TeacherError::Input(format!(
+                "text {:?} has no tokens",
+                texts[empty]
+            )));
+        }
+        let mut capture = AttentionCapture::at_resolution(config.attn_res);
+
+        let probs = match &config.recipe {
+            Recipe::Inversion { steps, guidance } => {
+                let (_, uncond) = self.encode_texts(&vec![""; batch])?;
+                let timesteps = self.scheduler.timesteps(*steps).map_err(TeacherError::Input)?;
+                let mut z = self.invert(latent, cond.clone(), *steps)?;
+                let context = Tensor::cat(vec![uncond, cond], 0);
+                for &t in &timesteps {
+                    let both = Tensor::cat(vec![z.clone(), z.clone()], 0);
+                    let eps = self.unet.forward(both, t as f32, context.clone(), Some(&mut capture));
+                    let eps_uncond = eps.clone().narrow(0, 0, batch);
+                    let eps_cond = eps.narrow(0, batch, batch);
+                    let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(*guidance);
+                    z = self.scheduler.step(z, eps, t, *steps);
+                }
+                // The conditional half of the [uncond; cond] batch.
+                capture.mean().map(|mean| mean.narrow(0, batch, batch))
+            }
+            Recipe::Noise { timesteps, seed } => {
+                if timesteps.is_empty() {
+                    return Err(TeacherError::Input("the noise recipe needs timesteps".into()));
+                }
+                let train_steps = self.scheduler.alphas_cumprod().len();
+                if let Some(bad) = timesteps.iter().find(|&&t| t >= train_steps) {
+                    return Err(TeacherError::Input(format!(
+                        "timestep {bad} is outside 0..{train_steps}"
+                    )));
+                }
+                let noise = match noise {
+                    Some(noise) => noise,
+                    None => {
+                        self.device.seed(*seed);
+                        let [b, c, h, w] = latent.dims();
+                        Tensor::random([timesteps.len(), b, c, h, w], Distribution::Normal(0.0, 1.0), &self.device)
+                    }
+                };
+                for (index, &t) in timesteps.iter().enumerate() {
+                    let [_, b, c, h, w] = noise.dims();
+                    let noise_t = noise.clone().narrow(0, index, 1).reshape([b, c, h, w]);
+                    let noisy = self.scheduler.add_noise(latent.clone(), noise_t, t);
+                    self.unet.forward(noisy, t as f32, cond.clone(), Some(&mut capture));
+                }
+                capture.mean()
+            }
+        };
+        let probs = probs.ok_or_else(|| {
+            TeacherError::Input(format!(
+                "no down/up cross-attention layer has {0}x{0} maps at image size {1}; \
+                 choose another attn_res",
+                config.attn_res, config.image_size
+            ))
+        })?;
+
+        // [batch, r*r, 77] -> [batch, 77, r, r] -> [batch, 77, S, S]
+        let r = config.attn_res;
+        let maps = probs.swap_dims(1, 2).reshape([batch, 77, r, r]);
+        let maps = interpolate(
+            maps,
+            // Half-pixel bilinear, as PyTorch's align_corners=False (Burn defaults to true).
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(false)
+                .with_output_size([config.map_size, config.map_size]),
+        );
+
+        let mut outputs = Vec::with_capacity(batch);
+        for (index, tokens) in tokens.into_iter().enumerate() {
+            let n = tokens.prompt_len;
+            let token_maps = maps
+                .clone()
+                .narrow(0, index, 1)
+                .narrow(1, 1, n)
+                .reshape([n, config.map_size, config.map_size]);
+            let groups = group_words(&tokens.pieces, pieces_to_text);
+            let word_maps = word_maps(token_maps.clone(), &groups);
+            outputs.push(TeacherMaps {
+                token_ids: tokens.ids,
+                pieces: tokens.pieces,
+                token_maps,
+                words: groups.words,
+                word_maps,
+            });
+        }
+        Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, device, sd_golden, sd_golden_metadata, sd_tiny_dir};
+
+    fn fixture() -> (StableDiffusion, Tensor<4>, String) {
+        let sd = StableDiffusion::load(&sd_tiny_dir(), &device()).unwrap();
+        let image = sd_golden().tensor("image", [1, 3, 32, 32], &device()).unwrap();
+        (sd, image, sd_golden_metadata("prompt"))
+    }
+
+    fn tiny_config(recipe: Recipe) -> TeacherConfig {
+        TeacherConfig {
+            recipe,
+            image_size: 32,
+            attn_res: 16,
+            map_size: 32,
+        }
+    }
+
+    #[test]
+    fn inversion_recipe_matches_the_reference() {
+        let (sd, image, prompt) = fixture();
+        let golden = sd_golden();
+        let config = tiny_config(Recipe::Inversion { steps: 5, guidance: 7.5 });
+
+        let latent = sd.encode_images(image.clone());
+        let (_, cond) = sd.encode_texts(&[prompt.as_str()]).unwrap();
+        let inverted = sd.invert(latent, cond, 5).unwrap();
+        let expected = golden.tensor("inverted_latent", [1, 4, 16, 16], &device()).unwrap();
+        assert_close("inverted latent", inverted, expected, 1e-4);
+
+        let maps = sd.attend(image, &[prompt.as_str()], &config, None).unwrap().remove(0);
+        let pieces: Vec<String> = serde_json::from_str(&sd_golden_metadata("tokens")).unwrap();
+        let words: Vec<String> = serde_json::from_str(&sd_golden_metadata("words")).unwrap();
+        assert_eq!(maps.pieces, pieces);
+        assert_eq!(maps.words, words);
+        let n = pieces.len();
+        let expected = golden.tensor("token_maps", [n, 32, 32], &device()).unwrap();
+        assert_close("token maps", maps.token_maps, expected, 1e-4);
+        let expected = golden.tensor("word_maps", [words.len(), 32, 32], &device()).unwrap();
+        assert_close("word maps", maps.word_maps, expected, 1e-4);
+    }
+
+    #[test]
+    fn noise_recipe_matches_the_reference() {
+        let (sd, image, prompt) = fixture();
+        let golden = sd_golden();
+        let timesteps: Vec<usize> = serde_json::from_str(&sd_golden_metadata("noise_timesteps")).unwrap();
+        let noise = golden.tensor("noise", [timesteps.len(), 1, 4, 16, 16], &device()).unwrap();
+        let config = tiny_config(Recipe::Noise { timesteps, seed: 0 });
+        let maps = sd.attend(image, &[prompt.as_str()], &config, Some(noise)).unwrap().remove(0);
+        let n = maps.pieces.len();
+        let expected = golden.tensor("noise_token_maps", [n, 32, 32], &device()).unwrap();
+        assert_close("noise token maps", maps.token_maps, expected, 1e-4);
+        let w = maps.words.len();
+        let expected = golden.tensor("noise_word_maps", [w, 32, 32], &device()).unwrap();
+        assert_close("noise word maps", maps.word_maps, expected, 1e-4);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let (sd, image, _) = fixture();
+        let config = tiny_config(Recipe::Inversion { steps: 2, guidance: 7.5 });
+        let error = sd.attend(image.clone(), &["a", "b"], &config, None).unwrap_err();
+        assert!(error.to_string().contains("1 images but 2 texts"), "{error}");
+        let error = sd.attend(image.clone(), &[""], &config, None).unwrap_err();
+        assert!(error.to_string().contains("no tokens"), "{error}");
+        let mut wrong_res = config.clone();
+        wrong_res.attn_res = 5;
+        let error = sd.attend(image, &["a dog"], &wrong_res, None).unwrap_err();
+        assert!(error.to_string().contains("choose another attn_res"), "{error}");
+    }
+}

@@ -1,0 +1,58 @@
+//! Helpers for tests that compare against the reference libraries' golden outputs
+//! (`tests/fixtures/`, written by the scripts there).
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::weights::Weights;
+
+/// The tiny SD v1.x-shaped pipeline written by `tests/fixtures/make_sd_fixtures.py`.
+pub fn sd_tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd-tiny")
+}
+
+/// The golden tensors of the tiny SD pipeline.
+pub fn sd_golden() -> Weights {
+    Weights::from_files(&[sd_tiny_dir().join("golden.safetensors")]).expect("golden outputs load")
+}
+
+/// The metadata string `key` of the SD golden file.
+pub fn sd_golden_metadata(key: &str) -> String {
+    let bytes = std::fs::read(sd_tiny_dir().join("golden.safetensors")).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .unwrap_or_else(|| panic!("golden metadata has no `{key}`"))
+}
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// Relative error of `actual` against `expected`: the largest absolute difference divided by
+/// the largest absolute expected value (so values near zero do not blow it up).
+pub fn relative_error<const D: usize>(actual: Tensor<D>, expected: Tensor<D>) -> f32 {
+    assert_eq!(actual.dims(), expected.dims(), "shapes differ");
+    let scale: f32 = expected.clone().abs().max().into_scalar();
+    let diff: f32 = (actual - expected).abs().max().into_scalar();
+    diff / scale.max(f32::MIN_POSITIVE)
+}
+
+/// Panics unless `actual` matches `expected` within `max_relative` (see [`relative_error`]).
+pub fn assert_close<const D: usize>(
+    what: &str,
+    actual: Tensor<D>,
+    expected: Tensor<D>,
+    max_relative: f32,
+) {
+    let error = relative_error(actual, expected);
+    // Shown with `cargo test -- --nocapture`: the measured errors go into notes.
+    eprintln!("{what}: relative error {error:e}");
+    assert!(
+        error.is_finite() && error <= max_relative,
+        "{what}: relative error {error:e} exceeds {max_relative:e}"
+    );
+}

@@ -1,0 +1,397 @@
+//! Named tensors read from safetensors files and turned into Burn modules, with every
+//! mismatch reported by tensor name, file and shape.
+//!
+//! Keys are the reference libraries' own (diffusers, transformers, PEFT), so a model folder
+//! from the Hugging Face hub loads as it is. PyTorch stores linear weights `[out, in]`; Burn's
+//! [`Linear`] wants `[in, out]`, so [`Weights::linear`] transposes. f16 and bf16 files are
+//! converted to f32 on load.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use burn::{
+    module::Param,
+    nn::{
+        Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d,
+        conv::Conv2d,
+    },
+    tensor::{Device, Tensor, TensorData, bf16, f16},
+};
+use safetensors::{Dtype, SafeTensors};
+
+/// Why weights could not be loaded. Every variant names the file and, where there is one, the
+/// tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("tensor `{name}` is missing (looked in {files})")]
+    Missing { name: String, files: String },
+    #[error("tensor `{name}` in {path} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        path: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor `{name}` in {path} has dtype {dtype}, expected F32, F16 or BF16")]
+    Dtype {
+        name: String,
+        path: PathBuf,
+        dtype: String,
+    },
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+}
+
+struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// Where a tensor lives: which file, its dtype, shape and byte range in that file's buffer.
+struct TensorEntry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: (usize, usize),
+}
+
+/// The tensors of one or more safetensors files (a sharded checkpoint is several), by name.
+pub struct Weights {
+    files: Vec<WeightFile>,
+    tensors: HashMap<String, TensorEntry>,
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Weights")
+            .field("files", &self.files.iter().map(|f| &f.path).collect::<Vec<_>>())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Weights {
+    /// Reads safetensors files into memory.
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self, LoadError> {
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let path = path.as_ref().to_path_buf();
+            let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.push(WeightFile { path, bytes });
+        }
+        Self::from_buffers(files.into_iter().map(|f| (f.path, f.bytes)).collect())
+    }
+
+    /// Uses safetensors data already in memory; `label` names it in errors.
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        Self::from_buffers(vec![(label.into(), bytes)])
+    }
+
+    fn from_buffers(buffers: Vec<(PathBuf, Vec<u8>)>) -> Result<Self, LoadError> {
+        let mut files = Vec::with_capacity(buffers.len());
+        let mut tensors = HashMap::new();
+        for (index, (path, bytes)) in buffers.into_iter().enumerate() {
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&bytes).map_err(|error| LoadError::Format {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
+            let data_start = 8 + header_len;
+            for (name, info) in metadata.tensors() {
+                let (start, end) = info.data_offsets;
+                if data_start + end > bytes.len() {
+                    return Err(LoadError::Format {
+                        path: path.clone(),
+                        reason: format!("tensor `{name}` extends past the end of the file"),
+                    });
+                }
+                tensors.insert(
+                    name.to_string(),
+                    TensorEntry {
+                        file: index,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        range: (data_start + start, data_start + end),
+                    },
+                );
+            }
+            files.push(WeightFile { path, bytes });
+        }
+        Ok(Self { files, tensors })
+    }
+
+    /// Whether a tensor of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The names of all tensors, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The stored shape of a tensor.
+    pub fn shape(&self, name: &str) -> Result<&[usize], LoadError> {
+        Ok(&self.entry(name)?.shape)
+    }
+
+    fn entry(&self, name: &str) -> Result<&TensorEntry, LoadError> {
+        self.tensors.get(name).ok_or_else(|| LoadError::Missing {
+            name: name.to_string(),
+            files: self
+                .files
+                .iter()
+                .map(|file| file.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// The tensor `name` as f32 on `device`, which must have exactly `shape`.
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>, LoadError> {
+        let entry = self.entry(name)?;
+        let file = &self.files[entry.file];
+        if entry.shape != shape {
+            return Err(LoadError::Shape {
+                name: name.to_string(),
+                path: file.path.clone(),
+                expected: shape.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let raw = &file.bytes[entry.range.0..entry.range.1];
+        let values: Vec<f32> = match entry.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(LoadError::Dtype {
+                    name: name.to_string(),
+                    path: file.path.clone(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// `prefix.weight` `[out, in]` (and `prefix.bias` `[out]`) as a Burn [`Linear`].
+    pub fn linear(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Linear, LoadError> {
+        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight.transpose()),
+            bias,
+        })
+    }
+
+    /// A square-kernel [`Conv2d`] with symmetric padding, from `prefix.weight`
+    /// `[out, in, k, k]` and `prefix.bias` `[out]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        &self,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        device: &Device,
+    ) -> Result<Conv2d, LoadError> {
+        let weight = self.tensor(
+            &format!("{prefix}.weight"),
+            [c_out, c_in, kernel, kernel],
+            device,
+        )?;
+        let bias = self.tensor(&format!("{prefix}.bias"), [c_out], device)?;
+        Ok(Conv2d {
+            weight: Param::from_tensor(weight),
+            bias: Some(Param::from_tensor(bias)),
+            stride: [stride, stride],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            groups: 1,
+            padding: PaddingConfig2d::Explicit(padding, padding, padding, padding),
+        })
+    }
+
+    /// An affine [`GroupNorm`] from `prefix.weight` and `prefix.bias`.
+    pub fn group_norm(
+        &self,
+        prefix: &str,
+        num_groups: usize,
+        num_channels: usize,
+        epsilon: f64,
+        device: &Device,
+    ) -> Result<GroupNorm, LoadError> {
+        if num_groups == 0 || num_channels % num_groups != 0 {
+            return Err(LoadError::Config {
+                path: PathBuf::from(prefix),
+                reason: format!(
+                    "{num_channels} channels cannot be split into {num_groups} groups"
+                ),
+            });
+        }
+        Ok(GroupNorm {
+            gamma: Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.weight"),
+                [num_channels],
+                device,
+            )?)),
+            beta: Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [num_channels],
+                device,
+            )?)),
+            num_groups,
+            num_channels,
+            epsilon,
+            affine: true,
+        })
+    }
+
+    /// A [`LayerNorm`] with bias from `prefix.weight` and `prefix.bias`.
+    pub fn layer_norm(
+        &self,
+        prefix: &str,
+        dim: usize,
+        epsilon: f64,
+        device: &Device,
+    ) -> Result<LayerNorm, LoadError> {
+        let mut norm = LayerNormConfig::new(dim).with_epsilon(epsilon).init(device);
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [dim], device)?);
+        norm.beta = Some(Param::from_tensor(self.tensor(
+            &format!("{prefix}.bias"),
+            [dim],
+            device,
+        )?));
+        Ok(norm)
+    }
+
+    /// An [`Embedding`] table from `prefix.weight` `[n, dim]`.
+    pub fn embedding(
+        &self,
+        prefix: &str,
+        n: usize,
+        dim: usize,
+        device: &Device,
+    ) -> Result<Embedding, LoadError> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [n, dim], device)?),
+        })
+    }
+}
+
+/// The `*.safetensors` weights of a diffusers / transformers component folder: the
+/// un-suffixed file (`diffusion_pytorch_model.safetensors`, `model.safetensors`) when present,
+/// otherwise its `fp16` variant, otherwise the shards listed by `*.safetensors.index.json`.
+pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let read_dir = std::fs::read_dir(folder).map_err(|source| LoadError::Io {
+        path: folder.to_path_buf(),
+        source,
+    })?;
+    let mut names: Vec<String> = read_dir
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for preferred in [
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "model.fp16.safetensors",
+    ] {
+        if names.iter().any(|name| name == preferred) {
+            return Ok(vec![folder.join(preferred)]);
+        }
+    }
+    if let Some(index) = names.iter().find(|name| name.ends_with(".safetensors.index.json")) {
+        let path = folder.join(index);
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|error| LoadError::Config {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        let map = json["weight_map"].as_object().ok_or_else(|| LoadError::Config {
+            path: path.clone(),
+            reason: "no `weight_map` object".to_string(),
+        })?;
+        let mut shards: Vec<String> = map
+            .values()
+            .filter_map(|value| value.as_str().map(str::to_string))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        return Ok(shards.into_iter().map(|shard| folder.join(shard)).collect());
+    }
+    let singles: Vec<&String> = names.iter().filter(|name| name.ends_with(".safetensors")).collect();
+    match singles.as_slice() {
+        [only] => Ok(vec![folder.join(only)]),
+        [] => Err(LoadError::Config {
+            path: folder.to_path_buf(),
+            reason: "no .safetensors weights in this folder".to_string(),
+        }),
+        _ => Err(LoadError::Config {
+            path: folder.to_path_buf(),
+            reason: format!("several .safetensors files and no index: {singles:?}"),
+        }),
+    }
+}
+
+/// Reads and parses a component's `config.json` (or another JSON file) into `T`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|error| LoadError::Config {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })
+}

@@ -1,0 +1,148 @@
+//! `lavender attend-sd`: the Stable Diffusion teacher's per-word attention maps for one
+//! (image, text) pair, as a safetensors file and optionally a PNG of heatmaps over the image.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::Context;
+use clap::Args;
+use lavender_core::sd::{
+    preprocess::image_to_tensor,
+    teacher::{StableDiffusion, TeacherConfig, TeacherMaps},
+};
+use safetensors::{Dtype, tensor::TensorView};
+
+use crate::{
+    commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically,
+};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  lavender attend-sd --sd ./stable-diffusion-v1-4 --image dog.jpg --text \"a dog on a skateboard\" \\
+      --out dog.safetensors --png dog.png
+  lavender attend-sd --sd ./sd --image dog.jpg --text \"a dog\" --out dog.safetensors \\
+      --recipe noise --timesteps 100,500,900 --device cuda:1")]
+pub struct AttendSdArgs {
+    /// Stable Diffusion v1.x in diffusers layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long, value_name = "DIR")]
+    pub sd: PathBuf,
+
+    /// The image (PNG, JPEG).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+
+    /// The text whose words are located in the image.
+    #[arg(long)]
+    pub text: String,
+
+    /// Where to write the maps (safetensors: token_maps, word_maps, metadata).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Also write a PNG grid of per-word heatmaps over the image.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+
+    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
+    let config = args.teacher.config()?;
+    let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
+    let device = spec.open()?;
+    let image = image::open(&args.image)
+        .with_context(|| format!("cannot decode the image {}", args.image.display()))?
+        .to_rgb8();
+
+    let started = Instant::now();
+    let sd = StableDiffusion::load(&args.sd, &device)
+        .with_context(|| format!("cannot load Stable Diffusion from {}", args.sd.display()))?;
+    tracing::info!("loaded {} on {spec} in {:.1?}", args.sd.display(), started.elapsed());
+
+    let started = Instant::now();
+    let input = image_to_tensor(&image, config.image_size, &device);
+    let maps = sd
+        .attend(input, &[args.text.as_str()], &config, None)?
+        .remove(0);
+    tracing::info!(
+        "{} words from {} tokens in {:.1?}",
+        maps.words.len(),
+        maps.pieces.len(),
+        started.elapsed()
+    );
+
+    let metadata = maps_metadata(&maps, &config, &args.text, &args.image, &args.sd)?;
+    write_atomically(&args.out, &maps_safetensors(&maps, metadata)?)?;
+    println!(
+        "wrote {} ({} words: {})",
+        args.out.display(),
+        maps.words.len(),
+        maps.words.join(", ")
+    );
+    if let Some(png) = &args.png {
+        let word_maps: Vec<f32> = maps
+            .word_maps
+            .clone()
+            .into_data()
+            .try_to_vec()
+            .map_err(|error| anyhow::anyhow!("reading the word maps: {error:?}"))?;
+        let grid = lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
+        let mut bytes = Vec::new();
+        grid.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+        write_atomically(png, &bytes)?;
+        println!("wrote {}", png.display());
+    }
+    Ok(())
+}
+
+/// Everything needed to interpret the maps, as safetensors string metadata (JSON values).
+fn maps_metadata(
+    maps: &TeacherMaps,
+    config: &TeacherConfig,
+    text: &str,
+    image: &Path,
+    sd: &Path,
+) -> anyhow::Result<HashMap<String, String>> {
+    Ok(HashMap::from([
+        ("text".to_string(), text.to_string()),
+        ("tokens".to_string(), serde_json::to_string(&maps.pieces)?),
+        ("token_ids".to_string(), serde_json::to_string(&maps.token_ids)?),
+        ("words".to_string(), serde_json::to_string(&maps.words)?),
+        ("recipe".to_string(), serde_json::to_string(config)?),
+        ("image".to_string(), image.display().to_string()),
+        ("sd".to_string(), sd.display().to_string()),
+        ("producer".to_string(), format!("lavender {}", env!("CARGO_PKG_VERSION"))),
+    ]))
+}
+
+fn maps_safetensors(
+    maps: &TeacherMaps,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let tensors = [("token_maps", &maps.token_maps), ("word_maps", &maps.word_maps)]
+        .into_iter()
+        .map(|(name, tensor)| {
+            let shape = tensor.dims().to_vec();
+            let values: Vec<f32> = tensor
+                .clone()
+                .into_data()
+                .try_to_vec()
+                .map_err(|error| anyhow::anyhow!("reading {name}: {error:?}"))?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok((name, shape, bytes))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(safetensors::serialize(views, Some(metadata))?)
+}
