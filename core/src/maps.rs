@@ -17,12 +17,19 @@ pub fn overlay_grid(image: &RgbImage, words: &[String], maps: &[f32], side: usiz
     let count = words.len();
     let columns = count.clamp(1, 4) as u32;
     let rows = count.div_ceil(columns as usize).max(1) as u32;
-    let mut grid = RgbImage::from_pixel(columns * CELL, rows * (CELL + LABEL_HEIGHT), Rgb([255, 255, 255]));
+    let mut grid = RgbImage::from_pixel(
+        columns * CELL,
+        rows * (CELL + LABEL_HEIGHT),
+        Rgb([255, 255, 255]),
+    );
     let background = image::imageops::resize(image, CELL, CELL, FilterType::Triangle);
     for (index, word) in words.iter().enumerate() {
         let map = &maps[index * side * side..(index + 1) * side * side];
         let cell = heatmap_overlay(&background, map, side);
-        let (x, y) = ((index as u32 % columns) * CELL, (index as u32 / columns) * (CELL + LABEL_HEIGHT));
+        let (x, y) = (
+            (index as u32 % columns) * CELL,
+            (index as u32 / columns) * (CELL + LABEL_HEIGHT),
+        );
         image::imageops::replace(&mut grid, &cell, x as i64, (y + LABEL_HEIGHT) as i64);
         draw_text(&mut grid, word, x + 4, y + 4, 2);
     }
@@ -33,7 +40,8 @@ pub fn overlay_grid(image: &RgbImage, words: &[String], maps: &[f32], side: usiz
 /// bilinearly and blended on top in the inferno colormap.
 pub fn heatmap_overlay(background: &RgbImage, map: &[f32], side: usize) -> RgbImage {
     let map: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(side as u32, side as u32, map.to_vec()).expect("map has side^2 values");
+        ImageBuffer::from_raw(side as u32, side as u32, map.to_vec())
+            .expect("map has side^2 values");
     let (width, height) = background.dimensions();
     let map = image::imageops::resize(&map, width, height, FilterType::Triangle);
     RgbImage::from_fn(width, height, |x, y| {
@@ -54,7 +62,11 @@ pub fn inferno(value: f32) -> [u8; 3] {
         [249.0, 142.0, 9.0],
         [252.0, 255.0, 164.0],
     ];
-    let position = if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.0 } * 4.0;
+    let position = if value.is_finite() {
+        value.clamp(0.0, 1.0)
+    } else {
+        0.0
+    } * 4.0;
     let low = (position.floor() as usize).min(3);
     let t = position - low as f32;
     std::array::from_fn(|c| (STOPS[low][c] * (1.0 - t) + STOPS[low + 1][c] * t).round() as u8)
@@ -70,7 +82,8 @@ fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32) {
                 if bits >> row & 1 == 1 {
                     for dy in 0..scale {
                         for dx in 0..scale {
-                            let (px, py) = (cursor + column as u32 * scale + dx, y + row * scale + dy);
+                            let (px, py) =
+                                (cursor + column as u32 * scale + dx, y + row * scale + dy);
                             if px < canvas.width() && py < canvas.height() {
                                 canvas.put_pixel(px, py, Rgb([20, 20, 30]));
                             }
@@ -146,11 +159,19 @@ mod tests {
     fn overlay_follows_the_map() {
         let image = RgbImage::from_pixel(10, 10, Rgb([128, 128, 128]));
         let map = [1.0, 0.0, 0.0, 0.0];
-        let grid = overlay_grid(&image, &["dog".to_string(), "ball".to_string()], &[map, map].concat(), 2);
+        let grid = overlay_grid(
+            &image,
+            &["dog".to_string(), "ball".to_string()],
+            &[map, map].concat(),
+            2,
+        );
         assert_eq!(grid.dimensions(), (2 * CELL, CELL + LABEL_HEIGHT));
         let hot = grid.get_pixel(2, LABEL_HEIGHT + 2).0;
         let cold = grid.get_pixel(CELL - 3, LABEL_HEIGHT + CELL - 3).0;
-        assert!(hot.iter().map(|&c| c as u32).sum::<u32>() > cold.iter().map(|&c| c as u32).sum::<u32>());
+        assert!(
+            hot.iter().map(|&c| c as u32).sum::<u32>()
+                > cold.iter().map(|&c| c as u32).sum::<u32>()
+        );
         // The label strip has dark text pixels.
         assert!((0..CELL).any(|x| grid.get_pixel(x, 8).0 == [20, 20, 30]));
     }

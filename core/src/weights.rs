@@ -14,10 +14,7 @@ use std::{
 
 use burn::{
     module::Param,
-    nn::{
-        Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d,
-        conv::Conv2d,
-    },
+    nn::{Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d},
     tensor::{Device, Tensor, TensorData, bf16, f16},
 };
 use safetensors::{Dtype, SafeTensors};
@@ -74,7 +71,10 @@ pub struct Weights {
 impl fmt::Debug for Weights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Weights")
-            .field("files", &self.files.iter().map(|f| &f.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.tensors.len())
             .finish()
     }
@@ -269,9 +269,7 @@ impl Weights {
         if num_groups == 0 || num_channels % num_groups != 0 {
             return Err(LoadError::Config {
                 path: PathBuf::from(prefix),
-                reason: format!(
-                    "{num_channels} channels cannot be split into {num_groups} groups"
-                ),
+                reason: format!("{num_channels} channels cannot be split into {num_groups} groups"),
             });
         }
         Ok(GroupNorm {
@@ -319,7 +317,11 @@ impl Weights {
         device: &Device,
     ) -> Result<Embedding, LoadError> {
         Ok(Embedding {
-            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [n, dim], device)?),
+            weight: Param::from_tensor(self.tensor(
+                &format!("{prefix}.weight"),
+                [n, dim],
+                device,
+            )?),
         })
     }
 }
@@ -347,7 +349,10 @@ pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> 
             return Ok(vec![folder.join(preferred)]);
         }
     }
-    if let Some(index) = names.iter().find(|name| name.ends_with(".safetensors.index.json")) {
+    if let Some(index) = names
+        .iter()
+        .find(|name| name.ends_with(".safetensors.index.json"))
+    {
         let path = folder.join(index);
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
             path: path.clone(),
@@ -358,10 +363,12 @@ pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> 
                 path: path.clone(),
                 reason: error.to_string(),
             })?;
-        let map = json["weight_map"].as_object().ok_or_else(|| LoadError::Config {
-            path: path.clone(),
-            reason: "no `weight_map` object".to_string(),
-        })?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| LoadError::Config {
+                path: path.clone(),
+                reason: "no `weight_map` object".to_string(),
+            })?;
         let mut shards: Vec<String> = map
             .values()
             .filter_map(|value| value.as_str().map(str::to_string))
@@ -370,7 +377,10 @@ pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> 
         shards.dedup();
         return Ok(shards.into_iter().map(|shard| folder.join(shard)).collect());
     }
-    let singles: Vec<&String> = names.iter().filter(|name| name.ends_with(".safetensors")).collect();
+    let singles: Vec<&String> = names
+        .iter()
+        .filter(|name| name.ends_with(".safetensors"))
+        .collect();
     match singles.as_slice() {
         [only] => Ok(vec![folder.join(only)]),
         [] => Err(LoadError::Config {

@@ -38,6 +38,8 @@ enum Command {
     Devices(commands::devices::DevicesArgs),
     /// Stable Diffusion's per-word attention maps for one image and text.
     AttendSd(commands::attend_sd::AttendSdArgs),
+    /// Stable Diffusion's per-word attention maps for a whole dataset (resumable, shardable).
+    Extract(commands::extract::ExtractArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Devices(args) => commands::devices::run(args, &mut stdout),
         Command::AttendSd(args) => commands::attend_sd::run(args),
+        Command::Extract(args) => commands::extract::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

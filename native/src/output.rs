@@ -19,7 +19,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", temporary.display()))?;
         fs::rename(&temporary, path).with_context(|| {
-            format!("cannot rename {} to {}", temporary.display(), path.display())
+            format!(
+                "cannot rename {} to {}",
+                temporary.display(),
+                path.display()
+            )
         })
     })();
     if result.is_err() {

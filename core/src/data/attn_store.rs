@@ -28,7 +28,13 @@ pub struct StoredMaps {
 /// Maps in [0, 1] to bytes (values outside are clamped; NaN becomes 0).
 pub fn quantize(maps: &[f32]) -> Vec<u8> {
     maps.iter()
-        .map(|&v| if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0).round() as u8 })
+        .map(|&v| {
+            if v.is_nan() {
+                0
+            } else {
+                (v.clamp(0.0, 1.0) * 255.0).round() as u8
+            }
+        })
         .collect()
 }
 
@@ -156,7 +162,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lavender-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("maps-00000.safetensors");
-        std::fs::write(&path, shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap(),
+        )
+        .unwrap();
         assert_eq!(read_shard_ids(&path).unwrap(), vec!["1.jpg", "2.jpg"]);
         assert_eq!(read_shard(&path).unwrap(), samples);
 
@@ -167,6 +177,9 @@ mod tests {
 
     #[test]
     fn quantization_rounds_and_clamps() {
-        assert_eq!(quantize(&[0.0, 1.0, 0.5, -1.0, 2.0, f32::NAN]), vec![0, 255, 128, 0, 255, 0]);
+        assert_eq!(
+            quantize(&[0.0, 1.0, 0.5, -1.0, 2.0, f32::NAN]),
+            vec![0, 255, 128, 0, 255, 0]
+        );
     }
 }

@@ -84,7 +84,11 @@ mod tests {
                 text: "A dog.".into()
             }]
         );
-        std::fs::write(&path, r#"{"images": [{"filename": "1.jpg", "sentences": []}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"images": [{"filename": "1.jpg", "sentences": []}]}"#,
+        )
+        .unwrap();
         assert!(read(&path).unwrap_err().to_string().contains("no caption"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -62,7 +62,10 @@ mod tests {
 
         std::fs::write(&path, "{\"image\": \"a.png\"}\n").unwrap();
         let error = read(&path).unwrap_err().to_string();
-        assert!(error.contains("pairs.jsonl:1") && error.contains("text"), "{error}");
+        assert!(
+            error.contains("pairs.jsonl:1") && error.contains("text"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

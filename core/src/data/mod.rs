@@ -148,9 +148,24 @@ mod tests {
         let spec: DataSpec = "jsonl:data/pairs.jsonl".parse().unwrap();
         assert_eq!(spec, DataSpec::Jsonl("data/pairs.jsonl".into()));
         assert_eq!(spec.to_string(), "jsonl:data/pairs.jsonl");
-        assert!("csv:x".parse::<DataSpec>().unwrap_err().contains("unknown dataset kind"));
-        assert!("jsonl:".parse::<DataSpec>().unwrap_err().contains("no path"));
-        assert!("pairs.jsonl".parse::<DataSpec>().unwrap_err().contains("KIND:PATH"));
+        assert!(
+            "csv:x"
+                .parse::<DataSpec>()
+                .unwrap_err()
+                .contains("unknown dataset kind")
+        );
+        assert!(
+            "jsonl:"
+                .parse::<DataSpec>()
+                .unwrap_err()
+                .contains("no path")
+        );
+        assert!(
+            "pairs.jsonl"
+                .parse::<DataSpec>()
+                .unwrap_err()
+                .contains("KIND:PATH")
+        );
     }
 
     #[test]

@@ -76,13 +76,21 @@ pub fn read_sample(
         if image.width() != image.height() {
             return Err(DataError::Format {
                 path,
-                reason: format!("map is {}x{}, expected a square", image.width(), image.height()),
+                reason: format!(
+                    "map is {}x{}, expected a square",
+                    image.width(),
+                    image.height()
+                ),
             });
         }
         let side = image.width() as usize;
         maps.push((
             word.to_string(),
-            image.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+            image
+                .into_raw()
+                .into_iter()
+                .map(|v| v as f32 / 255.0)
+                .collect(),
             side,
         ));
     }
@@ -102,11 +110,24 @@ mod tests {
         let dog: Vec<u8> = (0..side * side).map(|i| ((i % side) * 8) as u8).collect();
         let ball: Vec<u8> = (0..side * side).map(|i| ((i / side) * 8) as u8).collect();
         let words = vec!["dog".to_string(), "ball".to_string()];
-        write_sample(&root, "1000092795.jpg", &words, &[dog.clone(), ball].concat(), side).unwrap();
-        assert!(root.join("1000092795.jpg/lpm_attention/1000092795/attention_dog.jpg").is_file());
+        write_sample(
+            &root,
+            "1000092795.jpg",
+            &words,
+            &[dog.clone(), ball].concat(),
+            side,
+        )
+        .unwrap();
+        assert!(
+            root.join("1000092795.jpg/lpm_attention/1000092795/attention_dog.jpg")
+                .is_file()
+        );
 
         let maps = read_sample(&root, "1000092795.jpg").unwrap();
-        assert_eq!(maps.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["ball", "dog"]);
+        assert_eq!(
+            maps.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            ["ball", "dog"]
+        );
         let worst = maps[1]
             .1
             .iter()

@@ -4,12 +4,7 @@
 
 use burn::{
     nn::Linear,
-    tensor::{
-        Device, Tensor,
-        activation::softmax,
-        module::attention,
-        ops::AttentionModuleOptions,
-    },
+    tensor::{Device, Tensor, activation::softmax, module::attention, ops::AttentionModuleOptions},
 };
 
 use crate::weights::{LoadError, Weights};
@@ -93,7 +88,13 @@ impl Attention {
             to_q: weights.linear(&format!("{prefix}.to_q"), query_dim, inner, false, device)?,
             to_k: weights.linear(&format!("{prefix}.to_k"), context_dim, inner, false, device)?,
             to_v: weights.linear(&format!("{prefix}.to_v"), context_dim, inner, false, device)?,
-            to_out: weights.linear(&format!("{prefix}.to_out.0"), inner, query_dim, true, device)?,
+            to_out: weights.linear(
+                &format!("{prefix}.to_out.0"),
+                inner,
+                query_dim,
+                true,
+                device,
+            )?,
             heads,
             head_dim,
         })

@@ -32,9 +32,13 @@ mod tests {
 
     #[test]
     fn fixture_image_matches_the_reference_preprocessing() {
-        let image = image::open(sd_tiny_dir().join("image.png")).unwrap().to_rgb8();
+        let image = image::open(sd_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
         let ours = image_to_tensor(&image, 32, &device());
-        let theirs = sd_golden().tensor("image", [1, 3, 32, 32], &device()).unwrap();
+        let theirs = sd_golden()
+            .tensor("image", [1, 3, 32, 32], &device())
+            .unwrap();
         assert_close("image", ours, theirs, 1e-6);
     }
 

@@ -45,18 +45,60 @@ impl ResnetBlock2D {
             eps,
         } = shape;
         Ok(Self {
-            norm1: weights.group_norm(&format!("{prefix}.norm1"), groups, in_channels, eps, device)?,
-            conv1: weights.conv2d(&format!("{prefix}.conv1"), in_channels, out_channels, 3, 1, 1, device)?,
+            norm1: weights.group_norm(
+                &format!("{prefix}.norm1"),
+                groups,
+                in_channels,
+                eps,
+                device,
+            )?,
+            conv1: weights.conv2d(
+                &format!("{prefix}.conv1"),
+                in_channels,
+                out_channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
             time_emb_proj: temb_channels
                 .map(|temb| {
-                    weights.linear(&format!("{prefix}.time_emb_proj"), temb, out_channels, true, device)
+                    weights.linear(
+                        &format!("{prefix}.time_emb_proj"),
+                        temb,
+                        out_channels,
+                        true,
+                        device,
+                    )
                 })
                 .transpose()?,
-            norm2: weights.group_norm(&format!("{prefix}.norm2"), groups, out_channels, eps, device)?,
-            conv2: weights.conv2d(&format!("{prefix}.conv2"), out_channels, out_channels, 3, 1, 1, device)?,
+            norm2: weights.group_norm(
+                &format!("{prefix}.norm2"),
+                groups,
+                out_channels,
+                eps,
+                device,
+            )?,
+            conv2: weights.conv2d(
+                &format!("{prefix}.conv2"),
+                out_channels,
+                out_channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
             conv_shortcut: (in_channels != out_channels)
                 .then(|| {
-                    weights.conv2d(&format!("{prefix}.conv_shortcut"), in_channels, out_channels, 1, 1, 0, device)
+                    weights.conv2d(
+                        &format!("{prefix}.conv_shortcut"),
+                        in_channels,
+                        out_channels,
+                        1,
+                        1,
+                        0,
+                        device,
+                    )
                 })
                 .transpose()?,
         })

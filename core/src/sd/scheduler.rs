@@ -186,7 +186,8 @@ impl DdimScheduler {
 
 /// Moves a latent from noise level `from` to `to` along the predicted noise `eps`.
 fn move_between(sample: Tensor<4>, eps: Tensor<4>, from: f64, to: f64) -> Tensor<4> {
-    let predicted_x0 = (sample - eps.clone().mul_scalar((1.0 - from).sqrt())).div_scalar(from.sqrt());
+    let predicted_x0 =
+        (sample - eps.clone().mul_scalar((1.0 - from).sqrt())).div_scalar(from.sqrt());
     predicted_x0.mul_scalar(to.sqrt()) + eps.mul_scalar((1.0 - to).sqrt())
 }
 
@@ -257,7 +258,8 @@ mod tests {
         let device = Device::flex();
         let z = Tensor::<4>::from_floats([[[[0.3, -1.2], [0.7, 2.0]]]], &device);
         let eps = Tensor::<4>::from_floats([[[[0.1, 0.4], [-0.5, 0.9]]]], &device);
-        let back = scheduler.invert_step(scheduler.step(z.clone(), eps.clone(), 401, 5), eps, 401, 5);
+        let back =
+            scheduler.invert_step(scheduler.step(z.clone(), eps.clone(), 401, 5), eps, 401, 5);
         let error: f32 = (back - z).abs().max().into_scalar();
         assert!(error < 1e-5, "{error}");
     }
@@ -280,9 +282,17 @@ mod tests {
     fn unsupported_configs_are_refused() {
         let mut config: SchedulerConfig = serde_json::from_str("{}").unwrap();
         config.beta_schedule = "squaredcos_cap_v2".into();
-        assert!(DdimScheduler::new(&config).unwrap_err().contains("squaredcos_cap_v2"));
+        assert!(
+            DdimScheduler::new(&config)
+                .unwrap_err()
+                .contains("squaredcos_cap_v2")
+        );
         config.beta_schedule = "linear".into();
         config.prediction_type = "v_prediction".into();
-        assert!(DdimScheduler::new(&config).unwrap_err().contains("v_prediction"));
+        assert!(
+            DdimScheduler::new(&config)
+                .unwrap_err()
+                .contains("v_prediction")
+        );
     }
 }

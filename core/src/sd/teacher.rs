@@ -132,16 +132,17 @@ impl StableDiffusion {
         let tokens: Vec<ClipTokens> = texts
             .iter()
             .map(|text| {
-                self.tokenizer
-                    .encode(text)
-                    .map_err(|error| TeacherError::Input(format!("cannot tokenise {text:?}: {error}")))
+                self.tokenizer.encode(text).map_err(|error| {
+                    TeacherError::Input(format!("cannot tokenise {text:?}: {error}"))
+                })
             })
             .collect::<Result<_, _>>()?;
         let ids: Vec<i64> = tokens
             .iter()
             .flat_map(|t| t.ids.iter().map(|&id| id as i64))
             .collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [texts.len(), 77]), &self.device);
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [texts.len(), 77]), &self.device);
         let embeddings = self.text_encoder.forward(ids);
         Ok((tokens, embeddings))
     }
@@ -154,11 +155,21 @@ impl StableDiffusion {
     }
 
     /// DDIM inversion of `latent` under `context` over an N-step run.
-    pub fn invert(&self, latent: Tensor<4>, context: Tensor<3>, steps: usize) -> Result<Tensor<4>, TeacherError> {
-        let timesteps = self.scheduler.timesteps(steps).map_err(TeacherError::Input)?;
+    pub fn invert(
+        &self,
+        latent: Tensor<4>,
+        context: Tensor<3>,
+        steps: usize,
+    ) -> Result<Tensor<4>, TeacherError> {
+        let timesteps = self
+            .scheduler
+            .timesteps(steps)
+            .map_err(TeacherError::Input)?;
         let mut z = latent;
         for &t in timesteps.iter().rev() {
-            let eps = self.unet.forward(z.clone(), t as f32, context.clone(), None);
+            let eps = self
+                .unet
+                .forward(z.clone(), t as f32, context.clone(), None);
             z = self.scheduler.invert_step(z, eps, t, steps);
         }
         Ok(z)
@@ -188,7 +199,9 @@ impl StableDiffusion {
             )));
         }
         if config.attn_res == 0 || config.map_size == 0 {
-            return Err(TeacherError::Input("attn_res and map_size must be positive".into()));
+            return Err(TeacherError::Input(
+                "attn_res and map_size must be positive".into(),
+            ));
         }
         let latent = self.encode_images(images);
         let (tokens, cond) = self.encode_texts(texts)?;
@@ -203,12 +216,17 @@ impl StableDiffusion {
         let probs = match &config.recipe {
             Recipe::Inversion { steps, guidance } => {
                 let (_, uncond) = self.encode_texts(&vec![""; batch])?;
-                let timesteps = self.scheduler.timesteps(*steps).map_err(TeacherError::Input)?;
+                let timesteps = self
+                    .scheduler
+                    .timesteps(*steps)
+                    .map_err(TeacherError::Input)?;
                 let mut z = self.invert(latent, cond.clone(), *steps)?;
                 let context = Tensor::cat(vec![uncond, cond], 0);
                 for &t in &timesteps {
                     let both = Tensor::cat(vec![z.clone(), z.clone()], 0);
-                    let eps = self.unet.forward(both, t as f32, context.clone(), Some(&mut capture));
+                    let eps =
+                        self.unet
+                            .forward(both, t as f32, context.clone(), Some(&mut capture));
                     let eps_uncond = eps.clone().narrow(0, 0, batch);
                     let eps_cond = eps.narrow(0, batch, batch);
                     let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(*guidance);
@@ -219,7 +237,9 @@ impl StableDiffusion {
             }
             Recipe::Noise { timesteps, seed } => {
                 if timesteps.is_empty() {
-                    return Err(TeacherError::Input("the noise recipe needs timesteps".into()));
+                    return Err(TeacherError::Input(
+                        "the noise recipe needs timesteps".into(),
+                    ));
                 }
                 let train_steps = self.scheduler.alphas_cumprod().len();
                 if let Some(bad) = timesteps.iter().find(|&&t| t >= train_steps) {
@@ -232,14 +252,19 @@ impl StableDiffusion {
                     None => {
                         self.device.seed(*seed);
                         let [b, c, h, w] = latent.dims();
-                        Tensor::random([timesteps.len(), b, c, h, w], Distribution::Normal(0.0, 1.0), &self.device)
+                        Tensor::random(
+                            [timesteps.len(), b, c, h, w],
+                            Distribution::Normal(0.0, 1.0),
+                            &self.device,
+                        )
                     }
                 };
                 for (index, &t) in timesteps.iter().enumerate() {
                     let [_, b, c, h, w] = noise.dims();
                     let noise_t = noise.clone().narrow(0, index, 1).reshape([b, c, h, w]);
                     let noisy = self.scheduler.add_noise(latent.clone(), noise_t, t);
-                    self.unet.forward(noisy, t as f32, cond.clone(), Some(&mut capture));
+                    self.unet
+                        .forward(noisy, t as f32, cond.clone(), Some(&mut capture));
                 }
                 capture.mean()
             }
@@ -266,11 +291,11 @@ impl StableDiffusion {
         let mut outputs = Vec::with_capacity(batch);
         for (index, tokens) in tokens.into_iter().enumerate() {
             let n = tokens.prompt_len;
-            let token_maps = maps
-                .clone()
-                .narrow(0, index, 1)
-                .narrow(1, 1, n)
-                .reshape([n, config.map_size, config.map_size]);
+            let token_maps = maps.clone().narrow(0, index, 1).narrow(1, 1, n).reshape([
+                n,
+                config.map_size,
+                config.map_size,
+            ]);
             let groups = group_words(&tokens.pieces, pieces_to_text);
             let word_maps = word_maps(token_maps.clone(), &groups);
             outputs.push(TeacherMaps {
@@ -292,7 +317,9 @@ mod tests {
 
     fn fixture() -> (StableDiffusion, Tensor<4>, String) {
         let sd = StableDiffusion::load(&sd_tiny_dir(), &device()).unwrap();
-        let image = sd_golden().tensor("image", [1, 3, 32, 32], &device()).unwrap();
+        let image = sd_golden()
+            .tensor("image", [1, 3, 32, 32], &device())
+            .unwrap();
         (sd, image, sd_golden_metadata("prompt"))
     }
 
@@ -309,15 +336,23 @@ mod tests {
     fn inversion_recipe_matches_the_reference() {
         let (sd, image, prompt) = fixture();
         let golden = sd_golden();
-        let config = tiny_config(Recipe::Inversion { steps: 5, guidance: 7.5 });
+        let config = tiny_config(Recipe::Inversion {
+            steps: 5,
+            guidance: 7.5,
+        });
 
         let latent = sd.encode_images(image.clone());
         let (_, cond) = sd.encode_texts(&[prompt.as_str()]).unwrap();
         let inverted = sd.invert(latent, cond, 5).unwrap();
-        let expected = golden.tensor("inverted_latent", [1, 4, 16, 16], &device()).unwrap();
+        let expected = golden
+            .tensor("inverted_latent", [1, 4, 16, 16], &device())
+            .unwrap();
         assert_close("inverted latent", inverted, expected, 1e-4);
 
-        let maps = sd.attend(image, &[prompt.as_str()], &config, None).unwrap().remove(0);
+        let maps = sd
+            .attend(image, &[prompt.as_str()], &config, None)
+            .unwrap()
+            .remove(0);
         let pieces: Vec<String> = serde_json::from_str(&sd_golden_metadata("tokens")).unwrap();
         let words: Vec<String> = serde_json::from_str(&sd_golden_metadata("words")).unwrap();
         assert_eq!(maps.pieces, pieces);
@@ -325,7 +360,9 @@ mod tests {
         let n = pieces.len();
         let expected = golden.tensor("token_maps", [n, 32, 32], &device()).unwrap();
         assert_close("token maps", maps.token_maps, expected, 1e-4);
-        let expected = golden.tensor("word_maps", [words.len(), 32, 32], &device()).unwrap();
+        let expected = golden
+            .tensor("word_maps", [words.len(), 32, 32], &device())
+            .unwrap();
         assert_close("word maps", maps.word_maps, expected, 1e-4);
     }
 
@@ -333,29 +370,50 @@ mod tests {
     fn noise_recipe_matches_the_reference() {
         let (sd, image, prompt) = fixture();
         let golden = sd_golden();
-        let timesteps: Vec<usize> = serde_json::from_str(&sd_golden_metadata("noise_timesteps")).unwrap();
-        let noise = golden.tensor("noise", [timesteps.len(), 1, 4, 16, 16], &device()).unwrap();
+        let timesteps: Vec<usize> =
+            serde_json::from_str(&sd_golden_metadata("noise_timesteps")).unwrap();
+        let noise = golden
+            .tensor("noise", [timesteps.len(), 1, 4, 16, 16], &device())
+            .unwrap();
         let config = tiny_config(Recipe::Noise { timesteps, seed: 0 });
-        let maps = sd.attend(image, &[prompt.as_str()], &config, Some(noise)).unwrap().remove(0);
+        let maps = sd
+            .attend(image, &[prompt.as_str()], &config, Some(noise))
+            .unwrap()
+            .remove(0);
         let n = maps.pieces.len();
-        let expected = golden.tensor("noise_token_maps", [n, 32, 32], &device()).unwrap();
+        let expected = golden
+            .tensor("noise_token_maps", [n, 32, 32], &device())
+            .unwrap();
         assert_close("noise token maps", maps.token_maps, expected, 1e-4);
         let w = maps.words.len();
-        let expected = golden.tensor("noise_word_maps", [w, 32, 32], &device()).unwrap();
+        let expected = golden
+            .tensor("noise_word_maps", [w, 32, 32], &device())
+            .unwrap();
         assert_close("noise word maps", maps.word_maps, expected, 1e-4);
     }
 
     #[test]
     fn bad_inputs_are_errors() {
         let (sd, image, _) = fixture();
-        let config = tiny_config(Recipe::Inversion { steps: 2, guidance: 7.5 });
-        let error = sd.attend(image.clone(), &["a", "b"], &config, None).unwrap_err();
-        assert!(error.to_string().contains("1 images but 2 texts"), "{error}");
+        let config = tiny_config(Recipe::Inversion {
+            steps: 2,
+            guidance: 7.5,
+        });
+        let error = sd
+            .attend(image.clone(), &["a", "b"], &config, None)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("1 images but 2 texts"),
+            "{error}"
+        );
         let error = sd.attend(image.clone(), &[""], &config, None).unwrap_err();
         assert!(error.to_string().contains("no tokens"), "{error}");
         let mut wrong_res = config.clone();
         wrong_res.attn_res = 5;
         let error = sd.attend(image, &["a dog"], &wrong_res, None).unwrap_err();
-        assert!(error.to_string().contains("choose another attn_res"), "{error}");
+        assert!(
+            error.to_string().contains("choose another attn_res"),
+            "{error}"
+        );
     }
 }

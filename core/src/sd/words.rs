@@ -56,7 +56,10 @@ pub fn word_maps(token_maps: Tensor<3>, groups: &WordGroups) -> Tensor<3> {
         .iter()
         .map(|members| {
             let indices = Tensor::<1, Int>::from_data(
-                TensorData::new(members.iter().map(|&i| i as i64).collect::<Vec<_>>(), [members.len()]),
+                TensorData::new(
+                    members.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [members.len()],
+                ),
                 &device,
             );
             let mean = token_maps.clone().select(0, indices).mean_dim(0);
@@ -94,7 +97,9 @@ mod tests {
 
     #[test]
     fn pieces_merge_duplicates_join_and_punctuation_drops() {
-        let pieces = strings(&["a</w>", "Ze", "bra</w>", ",</w>", "a</w>", "dog</w>", "!</w>"]);
+        let pieces = strings(&[
+            "a</w>", "Ze", "bra</w>", ",</w>", "a</w>", "dog</w>", "!</w>",
+        ]);
         let groups = group_words(&pieces, plain);
         assert_eq!(groups.words, strings(&["a", "zebra", "dog"]));
         assert_eq!(groups.members, vec![vec![0, 4], vec![1, 2], vec![5]]);

@@ -15,9 +15,7 @@ use lavender_core::sd::{
 };
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::{
-    commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically,
-};
+use crate::{commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -65,7 +63,11 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let sd = StableDiffusion::load(&args.sd, &device)
         .with_context(|| format!("cannot load Stable Diffusion from {}", args.sd.display()))?;
-    tracing::info!("loaded {} on {spec} in {:.1?}", args.sd.display(), started.elapsed());
+    tracing::info!(
+        "loaded {} on {spec} in {:.1?}",
+        args.sd.display(),
+        started.elapsed()
+    );
 
     let started = Instant::now();
     let input = image_to_tensor(&image, config.image_size, &device);
@@ -94,9 +96,13 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
             .into_data()
             .try_to_vec()
             .map_err(|error| anyhow::anyhow!("reading the word maps: {error:?}"))?;
-        let grid = lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
+        let grid =
+            lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
         let mut bytes = Vec::new();
-        grid.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+        grid.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )?;
         write_atomically(png, &bytes)?;
         println!("wrote {}", png.display());
     }
@@ -114,12 +120,18 @@ fn maps_metadata(
     Ok(HashMap::from([
         ("text".to_string(), text.to_string()),
         ("tokens".to_string(), serde_json::to_string(&maps.pieces)?),
-        ("token_ids".to_string(), serde_json::to_string(&maps.token_ids)?),
+        (
+            "token_ids".to_string(),
+            serde_json::to_string(&maps.token_ids)?,
+        ),
         ("words".to_string(), serde_json::to_string(&maps.words)?),
         ("recipe".to_string(), serde_json::to_string(config)?),
         ("image".to_string(), image.display().to_string()),
         ("sd".to_string(), sd.display().to_string()),
-        ("producer".to_string(), format!("lavender {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "producer".to_string(),
+            format!("lavender {}", env!("CARGO_PKG_VERSION")),
+        ),
     ]))
 }
 
@@ -127,19 +139,22 @@ fn maps_safetensors(
     maps: &TeacherMaps,
     metadata: HashMap<String, String>,
 ) -> anyhow::Result<Vec<u8>> {
-    let tensors = [("token_maps", &maps.token_maps), ("word_maps", &maps.word_maps)]
-        .into_iter()
-        .map(|(name, tensor)| {
-            let shape = tensor.dims().to_vec();
-            let values: Vec<f32> = tensor
-                .clone()
-                .into_data()
-                .try_to_vec()
-                .map_err(|error| anyhow::anyhow!("reading {name}: {error:?}"))?;
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Ok((name, shape, bytes))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tensors = [
+        ("token_maps", &maps.token_maps),
+        ("word_maps", &maps.word_maps),
+    ]
+    .into_iter()
+    .map(|(name, tensor)| {
+        let shape = tensor.dims().to_vec();
+        let values: Vec<f32> = tensor
+            .clone()
+            .into_data()
+            .try_to_vec()
+            .map_err(|error| anyhow::anyhow!("reading {name}: {error:?}"))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok((name, shape, bytes))
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
     let views = tensors
         .iter()
         .map(|(name, shape, bytes)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), bytes)?)))

@@ -2,4 +2,5 @@
 
 pub mod attend_sd;
 pub mod devices;
+pub mod extract;
 pub mod teacher_args;

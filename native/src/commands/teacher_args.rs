@@ -62,7 +62,10 @@ impl TeacherArgs {
                 }
             }
             RecipeKind::Noise => {
-                anyhow::ensure!(!self.timesteps.is_empty(), "--timesteps needs at least one value");
+                anyhow::ensure!(
+                    !self.timesteps.is_empty(),
+                    "--timesteps needs at least one value"
+                );
                 Recipe::Noise {
                     timesteps: self.timesteps.clone(),
                     seed: self.seed,

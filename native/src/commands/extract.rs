@@ -1,0 +1,365 @@
+//! `lavender extract`: the teacher's word maps for a whole dataset, resumable and shardable.
+//!
+//! Output folder: `maps-*.safetensors` shards (u8 maps per sample, see
+//! `lavender_core::data::attn_store`), `index*.jsonl` (one line per sample: id, shard, words),
+//! and `recipe.json`. A shard is written whole under a temporary name and renamed, so a killed
+//! run loses at most the shard in progress; the next run skips every sample already in a shard.
+//! `--shard i/n` takes samples `k` with `k % n == i`, so n machines split a dataset with no
+//! overlap and may write into the same folder.
+
+use std::{
+    collections::HashSet,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use burn::tensor::Tensor;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lavender_core::{
+    data::{
+        DataSpec, Sample, Shard,
+        attn_store::{StoredMaps, quantize, read_shard_ids, shard_bytes},
+        reference_layout,
+    },
+    sd::{preprocess::image_to_tensor, teacher::StableDiffusion},
+};
+
+use crate::{commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Safetensors shards with lossless u8 maps.
+    Native,
+    /// Shards, and also the reference's `reference/<image>/lpm_attention/<stem>/attention_<word>.jpg`.
+    Reference,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  lavender extract --sd ./stable-diffusion-v1-4 --data flickr30k:data/dataset_flickr30k.json --out maps/
+  lavender extract --sd ./sd --data jsonl:pairs.jsonl --out maps/ --shard $SLURM_ARRAY_TASK_ID/8 --batch 4
+  lavender extract --sd ./sd --data jsonl:pairs.jsonl --out maps/ --recipe noise --format reference
+
+Data specs:
+  jsonl:PATH       one {\"image\": ..., \"text\": ..., \"id\": optional} per line, images relative to PATH
+  flickr30k:PATH   Karpathy's dataset_flickr30k.json, images in flickr30k-images/ beside it
+
+Re-running the same command resumes: samples already in a shard are skipped.")]
+pub struct ExtractArgs {
+    /// Stable Diffusion v1.x in diffusers layout.
+    #[arg(long, value_name = "DIR")]
+    pub sd: PathBuf,
+
+    /// The dataset: jsonl:PATH or flickr30k:PATH.
+    #[arg(long, value_name = "SPEC")]
+    pub data: DataSpec,
+
+    /// Output folder (created if missing; shared by all shards of a run).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// This worker's part of the dataset, i/n.
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    pub shard: Shard,
+
+    /// Pairs per UNet call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+
+    /// Samples per output file; a killed run recomputes at most this many.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_size: u64,
+
+    /// Also write the reference implementation's JPEG layout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Native)]
+    pub format: OutputFormat,
+
+    /// Process at most this many samples of this worker's share (for trials).
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+
+    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+/// What a run did, printed at the end.
+#[derive(Debug, Default)]
+struct Tally {
+    extracted: usize,
+    unreadable_images: usize,
+    empty_texts: usize,
+    shards_written: usize,
+}
+
+pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
+    let config = args.teacher.config()?;
+    let recipe_json = serde_json::to_string(&config)?;
+    let samples = args
+        .data
+        .read()
+        .with_context(|| format!("cannot read the dataset {}", args.data))?;
+    fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    check_recipe(&args.out, &recipe_json)?;
+
+    let done = finished_ids(&args.out)?;
+    let mut mine: Vec<Sample> = samples
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| args.shard.contains(*position))
+        .map(|(_, sample)| sample.clone())
+        .collect();
+    if let Some(limit) = args.limit {
+        mine.truncate(limit);
+    }
+    let share = mine.len();
+    let todo: Vec<Sample> = mine.into_iter().filter(|s| !done.contains(&s.id)).collect();
+    println!(
+        "{}: {} samples; shard {} has {share}, {} already extracted, {} to do",
+        args.data,
+        samples.len(),
+        args.shard,
+        share - todo.len(),
+        todo.len()
+    );
+    if todo.is_empty() {
+        return Ok(());
+    }
+
+    let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
+    let device = spec.open()?;
+    let sd = StableDiffusion::load(&args.sd, &device)
+        .with_context(|| format!("cannot load Stable Diffusion from {}", args.sd.display()))?;
+
+    let mut writer = ShardWriter::new(&args, &recipe_json)?;
+    let progress = ProgressBar::new(todo.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}  {msg}")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    for batch in todo.chunks(args.batch as usize) {
+        let mut images = Vec::new();
+        let mut ready = Vec::new();
+        for sample in batch {
+            if sample.text.trim().is_empty() {
+                progress.suspend(|| tracing::warn!("{}: empty text, skipped", sample.id));
+                tally.empty_texts += 1;
+                progress.inc(1);
+                continue;
+            }
+            match image::open(&sample.image) {
+                Ok(image) => {
+                    images.push(image_to_tensor(
+                        &image.to_rgb8(),
+                        config.image_size,
+                        &device,
+                    ));
+                    ready.push(sample);
+                }
+                Err(error) => {
+                    progress.suspend(|| {
+                        tracing::warn!(
+                            "{}: cannot read {}: {error}; skipped",
+                            sample.id,
+                            sample.image.display()
+                        )
+                    });
+                    tally.unreadable_images += 1;
+                    progress.inc(1);
+                }
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = ready.iter().map(|s| s.text.as_str()).collect();
+        let maps = sd
+            .attend(Tensor::cat(images, 0), &texts, &config, None)
+            .with_context(|| format!("extracting {}", ready[0].id))?;
+        for (sample, maps) in ready.into_iter().zip(maps) {
+            let values: Vec<f32> = maps
+                .word_maps
+                .into_data()
+                .try_to_vec()
+                .map_err(|error| anyhow::anyhow!("reading maps of {}: {error:?}", sample.id))?;
+            writer.push(StoredMaps {
+                id: sample.id.clone(),
+                text: sample.text.clone(),
+                image: sample.image.display().to_string(),
+                words: maps.words,
+                token_ids: maps.token_ids,
+                side: config.map_size,
+                maps: quantize(&values),
+            })?;
+            tally.extracted += 1;
+            progress.inc(1);
+        }
+        progress.set_message(format!("{} shard(s) written", writer.written));
+    }
+    writer.flush()?;
+    tally.shards_written = writer.written;
+    progress.finish_and_clear();
+
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "extracted {} samples in {seconds:.1} s ({:.2} samples/s); skipped {} unreadable image(s) and {} empty text(s); wrote {} shard(s) to {}",
+        tally.extracted,
+        tally.extracted as f64 / seconds.max(1e-9),
+        tally.unreadable_images,
+        tally.empty_texts,
+        tally.shards_written,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The first run records its recipe; later runs into the same folder must use the same one, or
+/// the shards would mix maps made differently.
+fn check_recipe(out: &Path, recipe_json: &str) -> anyhow::Result<()> {
+    let path = out.join("recipe.json");
+    match fs::read_to_string(&path) {
+        Ok(existing) if existing.trim() == recipe_json => Ok(()),
+        Ok(existing) => bail!(
+            "{} was extracted with another recipe ({}); this run asks for {recipe_json}. \
+             Use the same flags to resume, or another --out.",
+            out.display(),
+            existing.trim()
+        ),
+        Err(_) => write_atomically(&path, format!("{recipe_json}\n").as_bytes()),
+    }
+}
+
+fn shard_files(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(out)
+        .with_context(|| format!("cannot list {}", out.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("maps-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Ids already in a shard of `out`: shards, not the index, are the record of what is done.
+fn finished_ids(out: &Path) -> anyhow::Result<HashSet<String>> {
+    let mut done = HashSet::new();
+    for path in shard_files(out)? {
+        done.extend(read_shard_ids(&path).with_context(|| {
+            format!(
+                "{} is damaged; delete it to recompute its samples",
+                path.display()
+            )
+        })?);
+    }
+    Ok(done)
+}
+
+/// Collects samples and writes them `shard_size` at a time.
+struct ShardWriter {
+    out: PathBuf,
+    prefix: String,
+    index: PathBuf,
+    recipe_json: String,
+    shard_size: usize,
+    reference: bool,
+    next: usize,
+    written: usize,
+    pending: Vec<StoredMaps>,
+}
+
+impl ShardWriter {
+    fn new(args: &ExtractArgs, recipe_json: &str) -> anyhow::Result<Self> {
+        let (prefix, index) = if args.shard.count == 1 {
+            ("maps".to_string(), "index.jsonl".to_string())
+        } else {
+            let tag = format!("{:03}of{:03}", args.shard.index, args.shard.count);
+            (format!("maps-{tag}"), format!("index-{tag}.jsonl"))
+        };
+        // Continue numbering after this worker's existing shards.
+        let next = shard_files(&args.out)?
+            .iter()
+            .filter_map(|path| {
+                let name = path.file_stem()?.to_str()?;
+                let number = name.strip_prefix(&prefix)?.strip_prefix('-')?;
+                number.parse::<usize>().ok()
+            })
+            .max()
+            .map_or(0, |last| last + 1);
+        Ok(Self {
+            out: args.out.clone(),
+            prefix,
+            index: args.out.join(index),
+            recipe_json: recipe_json.to_string(),
+            shard_size: args.shard_size as usize,
+            reference: args.format == OutputFormat::Reference,
+            next,
+            written: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, maps: StoredMaps) -> anyhow::Result<()> {
+        self.pending.push(maps);
+        if self.pending.len() >= self.shard_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let name = format!("{}-{:05}.safetensors", self.prefix, self.next);
+        let bytes = shard_bytes(&self.pending, &self.recipe_json).map_err(anyhow::Error::msg)?;
+        if self.reference {
+            let root = self.out.join("reference");
+            for sample in &self.pending {
+                let file_name = Path::new(&sample.image)
+                    .file_name()
+                    .map_or(sample.id.clone(), |n| n.to_string_lossy().into_owned());
+                reference_layout::write_sample(
+                    &root,
+                    &file_name,
+                    &sample.words,
+                    &sample.maps,
+                    sample.side,
+                )?;
+            }
+        }
+        write_atomically(&self.out.join(&name), &bytes)?;
+        let mut lines = String::new();
+        for sample in &self.pending {
+            lines.push_str(&serde_json::to_string(&serde_json::json!({
+                "id": sample.id,
+                "shard": name,
+                "words": sample.words,
+            }))?);
+            lines.push('\n');
+        }
+        let mut index = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.index)
+            .with_context(|| format!("cannot open {}", self.index.display()))?;
+        index
+            .write_all(lines.as_bytes())
+            .with_context(|| format!("cannot append to {}", self.index.display()))?;
+        self.next += 1;
+        self.written += 1;
+        self.pending.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! End-to-end checks of the teacher commands (`attend-sd`, `extract`) through the real binary,
+//! on the tiny SD fixture (`tests/fixtures/sd-tiny`, written by `make_sd_fixtures.py`).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use safetensors::SafeTensors;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd-tiny")
+}
+
+fn lavender(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lavender"))
+        .args(args)
+        .output()
+        .expect("the lavender binary runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lavender-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn failure(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit 1: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn f32s(tensors: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let view = tensors.tensor(name).unwrap();
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (view.shape().to_vec(), values)
+}
+
+fn metadata(bytes: &[u8]) -> HashMap<String, String> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes).unwrap();
+    metadata.metadata().clone().unwrap_or_default()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `attend-sd` writes the same maps as the diffusers reference (the golden file of the fixture
+/// script, same recipe: 5 steps, CFG 7.5, 16x16 maps resized to 32x32).
+#[test]
+fn attend_sd_matches_the_reference_and_draws_a_grid() {
+    let dir = temp_dir("attend-sd");
+    let golden_bytes = fs::read(fixture().join("golden.safetensors")).unwrap();
+    let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
+    let golden_meta = metadata(&golden_bytes);
+    let out = dir.join("maps.safetensors");
+    let png = dir.join("maps.png");
+    let stdout = success(&lavender(&[
+        "attend-sd",
+        "--sd",
+        fixture().to_str().unwrap(),
+        "--image",
+        fixture().join("image.png").to_str().unwrap(),
+        "--text",
+        &golden_meta["prompt"],
+        "--out",
+        out.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+    ]));
+    assert!(stdout.contains("8 words"), "{stdout}");
+
+    let bytes = fs::read(&out).unwrap();
+    let maps = SafeTensors::deserialize(&bytes).unwrap();
+    for name in ["token_maps", "word_maps"] {
+        let (shape, ours) = f32s(&maps, name);
+        let (expected_shape, theirs) = f32s(&golden, name);
+        assert_eq!(shape, expected_shape, "{name}");
+        let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let error = ours
+            .iter()
+            .zip(&theirs)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        assert!(error <= 1e-4, "{name}: relative error {error}");
+    }
+    let meta = metadata(&bytes);
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    assert_eq!(json(&meta["words"]), json(&golden_meta["words"]));
+    assert_eq!(json(&meta["tokens"]), json(&golden_meta["tokens"]));
+    let recipe: serde_json::Value = serde_json::from_str(&meta["recipe"]).unwrap();
+    assert_eq!(recipe["recipe"], "inversion");
+    assert_eq!(recipe["steps"], 5);
+    assert_eq!(recipe["guidance"], 7.5);
+
+    let grid = image::open(&png).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 * 256, 2 * (256 + 22)));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A small dataset: 6 pairs, one unreadable image, one empty text.
+fn dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::copy(fixture().join("image.png"), data.join("a.png")).unwrap();
+    fs::write(data.join("broken.png"), b"not an image").unwrap();
+    let lines = [
+        r#"{"image": "a.png", "text": "a brown dog", "id": "s0"}"#,
+        r#"{"image": "a.png", "text": "a skateboard near the zebra", "id": "s1"}"#,
+        r#"{"image": "broken.png", "text": "a dog", "id": "s2"}"#,
+        r#"{"image": "a.png", "text": "   ", "id": "s3"}"#,
+        r#"{"image": "a.png", "text": "the red ball", "id": "s4"}"#,
+        r#"{"image": "a.png", "text": "two dogs play", "id": "s5"}"#,
+    ];
+    let path = data.join("pairs.jsonl");
+    fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+const EXTRACTED: [&str; 4] = ["s0", "s1", "s4", "s5"];
+
+fn extract(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lavender"));
+    command.args([
+        "extract",
+        "--sd",
+        fixture().to_str().unwrap(),
+        "--data",
+        &format!("jsonl:{}", data.display()),
+        "--out",
+        out.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+    ]);
+    command.args(extra);
+    command
+}
+
+/// Every sample id found in the shards of `out`, with repetitions.
+fn shard_ids(out: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("maps-") && name.ends_with(".safetensors") {
+            let bytes = fs::read(&path).unwrap();
+            let samples: serde_json::Value =
+                serde_json::from_str(&metadata(&bytes)["samples"]).unwrap();
+            let tensors = SafeTensors::deserialize(&bytes).unwrap();
+            for sample in samples.as_array().unwrap() {
+                let id = sample["id"].as_str().unwrap().to_string();
+                let view = tensors.tensor(&id).unwrap();
+                assert_eq!(view.dtype(), safetensors::Dtype::U8);
+                assert_eq!(view.shape()[0], sample["words"].as_array().unwrap().len());
+                ids.push(id);
+            }
+        }
+        assert!(
+            !name.contains("partial"),
+            "temporary file left behind: {name}"
+        );
+    }
+    ids.sort();
+    ids
+}
+
+#[test]
+fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
+    let dir = temp_dir("extract");
+    let data = dataset(&dir);
+    let out = dir.join("out");
+    let output = extract(
+        &data,
+        &out,
+        &[
+            "--recipe",
+            "noise",
+            "--timesteps",
+            "100,500",
+            "--shard-size",
+            "3",
+            "--batch",
+            "2",
+            "--format",
+            "reference",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = success(&output);
+    assert!(stdout.contains("extracted 4 samples"), "{stdout}");
+    assert!(
+        stdout.contains("skipped 1 unreadable image(s) and 1 empty text(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wrote 2 shard(s)"), "{stdout}");
+    assert_eq!(shard_ids(&out), EXTRACTED);
+
+    let index = fs::read_to_string(out.join("index.jsonl")).unwrap();
+    let indexed: Vec<serde_json::Value> = index
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(indexed.len(), 4);
+    assert_eq!(
+        indexed[0]["words"],
+        serde_json::json!(["a", "brown", "dog"])
+    );
+    assert!(
+        out.join("reference/a.png/lpm_attention/a/attention_zebra.jpg")
+            .is_file()
+    );
+
+    // Same command again: nothing left to do.
+    let stdout = success(
+        &extract(
+            &data,
+            &out,
+            &["--recipe", "noise", "--timesteps", "100,500"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(stdout.contains("4 already extracted"), "{stdout}");
+    // Other settings into the same folder are refused.
+    let stderr = failure(
+        &extract(&data, &out, &["--recipe", "noise", "--timesteps", "100"])
+            .output()
+            .unwrap(),
+    );
+    assert!(stderr.contains("another recipe"), "{stderr}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn shards_of_a_split_run_are_disjoint_and_complete() {
+    let dir = temp_dir("extract-shards");
+    let data = dataset(&dir);
+    let out = dir.join("out");
+    for shard in ["0/3", "1/3", "2/3"] {
+        success(
+            &extract(
+                &data,
+                &out,
+                &["--recipe", "noise", "--timesteps", "300", "--shard", shard],
+            )
+            .output()
+            .unwrap(),
+        );
+    }
+    assert_eq!(shard_ids(&out), EXTRACTED);
+    assert!(out.join("index-001of003.jsonl").is_file());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// kill -9 in the middle of a run, then the same command: every sample ends up in exactly one
+/// shard and no temporary file is left visible as a shard.
+#[test]
+fn a_killed_extraction_resumes_where_it_stopped() {
+    let dir = temp_dir("extract-kill");
+    let data = dataset(&dir);
+    let out = dir.join("out");
+    // Slow enough (inversion, 12 steps: seconds per sample in a debug build) that the run is
+    // still going after its first shard.
+    let slow = ["--steps", "12", "--shard-size", "1"];
+    let mut child = extract(&data, &out, &slow)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !out.join("maps-00000.safetensors").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no shard written within 5 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = shard_ids(&out);
+    assert!(
+        !before.is_empty() && before.len() < EXTRACTED.len(),
+        "killed too late: {before:?}"
+    );
+
+    let stdout = success(&extract(&data, &out, &slow).output().unwrap());
+    assert!(
+        stdout.contains(&format!("{} already extracted", before.len())),
+        "{stdout}"
+    );
+    let after = shard_ids(&out);
+    assert_eq!(after, EXTRACTED);
+    assert_eq!(
+        after.iter().collect::<BTreeSet<_>>().len(),
+        after.len(),
+        "duplicates: {after:?}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_corrupt_weights_file_is_named() {
+    let dir = temp_dir("corrupt");
+    let sd = dir.join("sd");
+    copy_dir(&fixture(), &sd);
+    let unet = sd.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = fs::read(&unet).unwrap();
+    fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
+    let stderr = failure(&lavender(&[
+        "attend-sd",
+        "--sd",
+        sd.to_str().unwrap(),
+        "--image",
+        fixture().join("image.png").to_str().unwrap(),
+        "--text",
+        "a dog",
+        "--out",
+        dir.join("maps.safetensors").to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+    ]));
+    assert!(
+        stderr.contains("diffusion_pytorch_model.safetensors"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not a valid safetensors file"), "{stderr}");
+    assert!(!dir.join("maps.safetensors").exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_tensor_is_named_with_its_file() {
+    let dir = temp_dir("missing-tensor");
+    let sd = dir.join("sd");
+    copy_dir(&fixture(), &sd);
+    let vae = sd.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = fs::read(&vae).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "decoder.conv_out.bias")
+        .collect();
+    fs::write(&vae, safetensors::serialize(kept, None).unwrap()).unwrap();
+    let stderr = failure(&lavender(&[
+        "attend-sd",
+        "--sd",
+        sd.to_str().unwrap(),
+        "--image",
+        fixture().join("image.png").to_str().unwrap(),
+        "--text",
+        "a dog",
+        "--out",
+        dir.join("maps.safetensors").to_str().unwrap(),
+    ]));
+    assert!(
+        stderr.contains("`decoder.conv_out.bias` is missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vae/diffusion_pytorch_model.safetensors"),
+        "{stderr}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = temp_dir("bad-inputs");
+    fs::write(dir.join("broken.png"), b"no").unwrap();
+    let stderr = failure(&lavender(&[
+        "attend-sd",
+        "--sd",
+        fixture().to_str().unwrap(),
+        "--image",
+        dir.join("broken.png").to_str().unwrap(),
+        "--text",
+        "a dog",
+        "--out",
+        dir.join("maps.safetensors").to_str().unwrap(),
+    ]));
+    assert!(stderr.contains("cannot decode the image"), "{stderr}");
+    let stderr = failure(&lavender(&[
+        "attend-sd",
+        "--sd",
+        dir.join("nowhere").to_str().unwrap(),
+        "--image",
+        fixture().join("image.png").to_str().unwrap(),
+        "--text",
+        "a dog",
+        "--out",
+        dir.join("maps.safetensors").to_str().unwrap(),
+    ]));
+    assert!(stderr.contains("not a folder"), "{stderr}");
+    let output = lavender(&["extract", "--sd", ".", "--data", "csv:x", "--out", "o"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dataset kind"));
+    fs::remove_dir_all(&dir).unwrap();
+}
