@@ -15,7 +15,7 @@ use std::{
 use burn::{
     module::Param,
     nn::{Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d},
-    tensor::{Device, Tensor, TensorData, bf16, f16},
+    tensor::{Device, Distribution, Tensor, TensorData, bf16, f16},
 };
 use safetensors::{Dtype, SafeTensors};
 
@@ -66,6 +66,8 @@ struct TensorEntry {
 pub struct Weights {
     files: Vec<WeightFile>,
     tensors: HashMap<String, TensorEntry>,
+    /// Set by [`Weights::random`]: every request is answered with N(0, std) values.
+    random_std: Option<f32>,
 }
 
 impl fmt::Debug for Weights {
@@ -130,12 +132,26 @@ impl Weights {
             }
             files.push(WeightFile { path, bytes });
         }
-        Ok(Self { files, tensors })
+        Ok(Self {
+            files,
+            tensors,
+            random_std: None,
+        })
+    }
+
+    /// Weights that answer every name with random N(0, `std`) values of the requested shape:
+    /// a full-size model for benchmarks, where speed does not depend on the values.
+    pub fn random(std: f32) -> Self {
+        Self {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+            random_std: Some(std),
+        }
     }
 
     /// Whether a tensor of this name exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.random_std.is_some() || self.tensors.contains_key(name)
     }
 
     /// The names of all tensors, in no particular order.
@@ -167,6 +183,13 @@ impl Weights {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>, LoadError> {
+        if let Some(std) = self.random_std {
+            return Ok(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, std as f64),
+                device,
+            ));
+        }
         let entry = self.entry(name)?;
         let file = &self.files[entry.file];
         if entry.shape != shape {

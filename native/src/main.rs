@@ -40,6 +40,8 @@ enum Command {
     AttendSd(commands::attend_sd::AttendSdArgs),
     /// Stable Diffusion's per-word attention maps for a whole dataset (resumable, shardable).
     Extract(commands::extract::ExtractArgs),
+    /// Benchmark: UNet evaluations per second with attention capture (random weights).
+    BenchUnet(commands::bench_unet::BenchUnetArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Devices(args) => commands::devices::run(args, &mut stdout),
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
+        Command::BenchUnet(args) => commands::bench_unet::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
