@@ -445,3 +445,42 @@ fn bad_inputs_are_clear_errors() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dataset kind"));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// RLAIF-V parquet: chosen answers by idx, images read from the file, a broken image skipped.
+#[test]
+fn extract_reads_rlaifv_parquet() {
+    let dir = temp_dir("extract-rlaifv");
+    let out = dir.join("out");
+    let rlaifv = fixture().join("../rlaifv-tiny");
+    let output = Command::new(env!("CARGO_BIN_EXE_lavender"))
+        .args(["extract", "--sd", fixture().to_str().unwrap()])
+        .arg("--data")
+        .arg(format!("rlaifv:{}", rlaifv.display()))
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--image-size",
+            "32",
+            "--device",
+            "cpu",
+        ])
+        .args([
+            "--recipe",
+            "noise",
+            "--timesteps",
+            "500",
+            "--format",
+            "reference",
+        ])
+        .output()
+        .unwrap();
+    let stdout = success(&output);
+    assert!(stdout.contains("extracted 2 samples"), "{stdout}");
+    assert!(stdout.contains("skipped 1 unreadable image(s)"), "{stdout}");
+    assert_eq!(shard_ids(&out), ["17", "18"]);
+    assert!(
+        out.join("reference/18.jpg/lpm_attention/18/attention_zebra.jpg")
+            .is_file()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -372,10 +372,16 @@ pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> 
             return Ok(vec![folder.join(preferred)]);
         }
     }
-    if let Some(index) = names
+    // Full-precision shards first, as for single files.
+    let indexes: Vec<&String> = names
         .iter()
-        .find(|name| name.ends_with(".safetensors.index.json"))
-    {
+        .filter(|name| name.ends_with(".safetensors.index.json"))
+        .collect();
+    let index = indexes
+        .iter()
+        .find(|name| !name.contains(".fp16."))
+        .or(indexes.first());
+    if let Some(index) = index {
         let path = folder.join(index);
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
             path: path.clone(),

@@ -11,7 +11,20 @@ use burn::tensor::{
     wgpu::{WgpuBackend, wgpu},
 };
 
-use crate::{cuda, panic_capture::catch_panic};
+use lavender_core::probe::{attention_probe, check_attention_probe};
+
+use crate::{commands::tensor_values, cuda, panic_capture::catch_panic};
+
+/// Runs the core's attention probe on `device`. Backends start lazily, so this is where a
+/// broken driver or kernel compiler shows up: as an error here, not a panic inside a model.
+pub fn run_probe(device: &Device) -> anyhow::Result<()> {
+    catch_panic(|| -> anyhow::Result<()> {
+        let values = tensor_values(attention_probe(device), "the attention probe")?;
+        check_attention_probe(&values)?;
+        Ok(())
+    })
+    .map_err(|message| anyhow::anyhow!("the backend panicked: {message}"))?
+}
 
 /// Where tensors live and kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +86,15 @@ impl DeviceSpec {
         }
     }
 
-    /// Initialises the backend behind this spec and returns its device.
+    /// Initialises the backend behind this spec, checks it with the attention probe and
+    /// returns its device.
     pub fn open(self) -> anyhow::Result<Device> {
+        let device = self.open_unchecked()?;
+        run_probe(&device).with_context(|| format!("{self} does not work"))?;
+        Ok(device)
+    }
+
+    fn open_unchecked(self) -> anyhow::Result<Device> {
         match self {
             Self::Cpu => Ok(Device::flex()),
             Self::Cuda(index) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{DataError, Sample};
+use super::{DataError, ImageSource, Sample};
 
 #[derive(Deserialize)]
 struct Karpathy {
@@ -53,7 +53,7 @@ pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
                     reason: format!("image {} has no caption", image.filename),
                 })?;
             Ok(Sample {
-                image: images.join(&image.filename),
+                image: ImageSource::File(images.join(&image.filename)),
                 id: image.filename,
                 text,
             })
@@ -80,7 +80,7 @@ mod tests {
             samples,
             vec![Sample {
                 id: "1.jpg".into(),
-                image: dir.join("flickr30k-images/1.jpg"),
+                image: ImageSource::File(dir.join("flickr30k-images/1.jpg")),
                 text: "A dog.".into()
             }]
         );

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{DataError, Sample};
+use super::{DataError, ImageSource, Sample};
 
 #[derive(Deserialize)]
 struct Line {
@@ -32,7 +32,7 @@ pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
             })?;
             Ok(Sample {
                 id: parsed.id.unwrap_or_else(|| parsed.image.clone()),
-                image: base.join(&parsed.image),
+                image: ImageSource::File(base.join(&parsed.image)),
                 text: parsed.text,
             })
         })
@@ -56,9 +56,9 @@ mod tests {
         let samples = read(&path).unwrap();
         assert_eq!(samples.len(), 2);
         assert_eq!(samples[0].id, "a.png");
-        assert_eq!(samples[0].image, dir.join("a.png"));
+        assert_eq!(samples[0].image, ImageSource::File(dir.join("a.png")));
         assert_eq!(samples[1].id, "cat-1");
-        assert_eq!(samples[1].image, Path::new("/abs/b.png"));
+        assert_eq!(samples[1].image, ImageSource::File("/abs/b.png".into()));
 
         std::fs::write(&path, "{\"image\": \"a.png\"}\n").unwrap();
         let error = read(&path).unwrap_err().to_string();

@@ -1,10 +1,13 @@
 //! Datasets of (image, text) pairs, read the same way by the teacher (`extract`) and, later,
-//! the trainer. A `--data` spec names the reader: `jsonl:PATH` or `flickr30k:PATH`.
+//! the trainer. A `--data` spec names the reader: `jsonl:PATH`, `flickr30k:PATH` or
+//! `rlaifv:PATH` (with the `parquet` feature).
 
 pub mod attn_store;
 pub mod flickr30k;
 pub mod jsonl;
 pub mod reference_layout;
+#[cfg(feature = "parquet")]
+pub mod rlaifv;
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
@@ -13,8 +16,60 @@ use std::{fmt, path::PathBuf, str::FromStr};
 pub struct Sample {
     /// Unique within the dataset; keys the teacher's maps.
     pub id: String,
-    pub image: PathBuf,
+    pub image: ImageSource,
     pub text: String,
+}
+
+/// Where a sample's encoded image is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    File(PathBuf),
+    /// Embedded in a parquet dataset (RLAIF-V), by file and row.
+    ParquetRow {
+        file: PathBuf,
+        row: usize,
+    },
+}
+
+impl fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::ParquetRow { file, row } => write!(f, "{} row {row}", file.display()),
+        }
+    }
+}
+
+/// Reads and decodes sample images; keeps the current parquet row group between calls.
+#[derive(Default)]
+pub struct ImageLoader {
+    #[cfg(feature = "parquet")]
+    parquet: rlaifv::RowGroupImages,
+}
+
+impl ImageLoader {
+    pub fn load(&mut self, source: &ImageSource) -> Result<image::DynamicImage, DataError> {
+        let decode_error = |path: &std::path::Path, error: image::ImageError| DataError::Format {
+            path: path.to_path_buf(),
+            reason: format!("cannot decode the image: {error}"),
+        };
+        match source {
+            ImageSource::File(path) => image::open(path).map_err(|error| decode_error(path, error)),
+            #[cfg(feature = "parquet")]
+            ImageSource::ParquetRow { file, row } => {
+                let bytes = self.parquet.bytes(file, *row)?;
+                image::load_from_memory(&bytes).map_err(|error| DataError::Format {
+                    path: file.clone(),
+                    reason: format!("row {row}: cannot decode the image: {error}"),
+                })
+            }
+            #[cfg(not(feature = "parquet"))]
+            ImageSource::ParquetRow { file, .. } => Err(DataError::Format {
+                path: file.clone(),
+                reason: "this build reads no parquet (feature `parquet`)".into(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,23 +99,26 @@ pub enum DataSpec {
     Jsonl(PathBuf),
     /// Karpathy's `dataset_flickr30k.json`; images in `flickr30k-images/` beside it.
     Flickr30k(PathBuf),
+    /// RLAIF-V parquet files (a file or a folder); the text is the chosen answer.
+    Rlaifv(PathBuf),
 }
 
 impl FromStr for DataSpec {
     type Err = String;
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let (kind, path) = spec
-            .split_once(':')
-            .ok_or_else(|| format!("data spec `{spec}` must be KIND:PATH (jsonl:, flickr30k:)"))?;
+        let (kind, path) = spec.split_once(':').ok_or_else(|| {
+            format!("data spec `{spec}` must be KIND:PATH (jsonl:, flickr30k:, rlaifv:)")
+        })?;
         if path.is_empty() {
             return Err(format!("data spec `{spec}` has no path"));
         }
         match kind {
             "jsonl" => Ok(Self::Jsonl(path.into())),
             "flickr30k" => Ok(Self::Flickr30k(path.into())),
+            "rlaifv" => Ok(Self::Rlaifv(path.into())),
             other => Err(format!(
-                "unknown dataset kind `{other}` in `{spec}`: expected jsonl: or flickr30k:"
+                "unknown dataset kind `{other}` in `{spec}`: expected jsonl:, flickr30k: or rlaifv:"
             )),
         }
     }
@@ -71,6 +129,7 @@ impl fmt::Display for DataSpec {
         match self {
             Self::Jsonl(path) => write!(f, "jsonl:{}", path.display()),
             Self::Flickr30k(path) => write!(f, "flickr30k:{}", path.display()),
+            Self::Rlaifv(path) => write!(f, "rlaifv:{}", path.display()),
         }
     }
 }
@@ -81,6 +140,15 @@ impl DataSpec {
         let (samples, path) = match self {
             Self::Jsonl(path) => (jsonl::read(path)?, path),
             Self::Flickr30k(path) => (flickr30k::read(path)?, path),
+            #[cfg(feature = "parquet")]
+            Self::Rlaifv(path) => (rlaifv::read(path)?, path),
+            #[cfg(not(feature = "parquet"))]
+            Self::Rlaifv(path) => {
+                return Err(DataError::Format {
+                    path: path.clone(),
+                    reason: "this build reads no parquet (feature `parquet`)".into(),
+                });
+            }
         };
         let mut seen = std::collections::HashSet::new();
         for sample in &samples {

@@ -136,7 +136,9 @@ impl Attention {
                 None,
                 None,
                 AttentionModuleOptions {
-                    scale: Some(scale),
+                    // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
+                    // the flash kernel only when no scale is given (an explicit one falls back).
+                    scale: None,
                     softcap: None,
                     is_causal: false,
                 },

@@ -144,7 +144,9 @@ impl ClipAttention {
             None,
             None,
             AttentionModuleOptions {
-                scale: Some((self.head_dim as f64).powf(-0.5)),
+                // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
+                // the flash kernel only when no scale is given (an explicit one falls back).
+                scale: None,
                 softcap: None,
                 is_causal: true,
             },
@@ -230,19 +232,26 @@ impl ClipTextModel {
         Self::from_weights(&weights, config, device)
     }
 
-    /// Builds the model from `text_model.*` tensors.
+    /// Builds the model from `text_model.*` tensors (or the same keys without the prefix).
     pub fn from_weights(
         weights: &Weights,
         config: ClipTextConfig,
         device: &Device,
     ) -> Result<Self, LoadError> {
         config.check(Path::new("CLIPTextConfig"))?;
+        // SD v1.x checkpoints prefix every key with `text_model.`; transformers 5 saves
+        // CLIPTextModel without it. Both load.
+        let prefix = if weights.contains("text_model.embeddings.token_embedding.weight") {
+            "text_model."
+        } else {
+            ""
+        };
         let (dim, eps) = (config.hidden_size, config.layer_norm_eps);
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 ClipEncoderLayer::load(
                     weights,
-                    &format!("text_model.encoder.layers.{i}"),
+                    &format!("{prefix}encoder.layers.{i}"),
                     &config,
                     device,
                 )
@@ -250,19 +259,19 @@ impl ClipTextModel {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             token_embedding: weights.embedding(
-                "text_model.embeddings.token_embedding",
+                &format!("{prefix}embeddings.token_embedding"),
                 config.vocab_size,
                 dim,
                 device,
             )?,
             position_embedding: weights.tensor(
-                "text_model.embeddings.position_embedding.weight",
+                &format!("{prefix}embeddings.position_embedding.weight"),
                 [config.max_position_embeddings, dim],
                 device,
             )?,
             layers,
             final_layer_norm: weights.layer_norm(
-                "text_model.final_layer_norm",
+                &format!("{prefix}final_layer_norm"),
                 dim,
                 eps,
                 device,

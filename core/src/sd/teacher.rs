@@ -24,8 +24,8 @@ use super::{
     attention::AttentionCapture,
     clip_text::ClipTextModel,
     scheduler::DdimScheduler,
-    tokenizer::{ClipTokenizer, ClipTokens, pieces_to_text},
-    unet::UNet2DConditionModel,
+    tokenizer::{ClipTokenizer, ClipTokens, MAX_LENGTH, pieces_to_text},
+    unet::{PerBlock, UNet2DConditionModel, UNetConfig},
     vae::AutoencoderKl,
     words::{group_words, word_maps},
 };
@@ -99,6 +99,7 @@ pub struct StableDiffusion {
     pub vae: AutoencoderKl,
     pub unet: UNet2DConditionModel,
     pub scheduler: DdimScheduler,
+    unet_config: UNetConfig,
     device: Device,
 }
 
@@ -113,14 +114,86 @@ impl StableDiffusion {
                     .to_string(),
             });
         }
-        Ok(Self {
+        let sd = Self {
             tokenizer: ClipTokenizer::load(&folder.join("tokenizer"))?,
             text_encoder: ClipTextModel::load(&folder.join("text_encoder"), device)?,
             vae: AutoencoderKl::load(&folder.join("vae"), device)?,
             unet: UNet2DConditionModel::load(&folder.join("unet"), device)?,
             scheduler: DdimScheduler::load(&folder.join("scheduler"))?,
+            unet_config: UNetConfig::from_file(&folder.join("unet/config.json"))?,
             device: device.clone(),
-        })
+        };
+        sd.check_parts_fit(folder)?;
+        Ok(sd)
+    }
+
+    /// The components of a folder must belong together (an SD 2 text encoder beside an SD 1
+    /// UNet would otherwise fail deep inside a matmul).
+    fn check_parts_fit(&self, folder: &Path) -> Result<(), LoadError> {
+        let text = self.text_encoder.config();
+        let vae = self.vae.config();
+        let unet = &self.unet_config;
+        let mismatch = |reason: String| {
+            Err(LoadError::Config {
+                path: folder.to_path_buf(),
+                reason,
+            })
+        };
+        let context_dims: Vec<usize> = match &unet.cross_attention_dim {
+            PerBlock::All(dim) => vec![*dim],
+            PerBlock::Each(dims) => dims.clone(),
+        };
+        if context_dims.iter().any(|&dim| dim != text.hidden_size) {
+            return mismatch(format!(
+                "the text encoder is {} wide but the UNet attends to {context_dims:?}",
+                text.hidden_size
+            ));
+        }
+        if vae.latent_channels != unet.in_channels || vae.latent_channels != unet.out_channels {
+            return mismatch(format!(
+                "the VAE has {} latent channels, the UNet takes {} and returns {}",
+                vae.latent_channels, unet.in_channels, unet.out_channels
+            ));
+        }
+        if self.tokenizer.vocab_size() > text.vocab_size {
+            return mismatch(format!(
+                "the tokenizer has {} tokens, the text encoder embeds {}",
+                self.tokenizer.vocab_size(),
+                text.vocab_size
+            ));
+        }
+        if text.max_position_embeddings < MAX_LENGTH {
+            return mismatch(format!(
+                "the text encoder has {} positions, SD needs {MAX_LENGTH}",
+                text.max_position_embeddings
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sides of the maps recorded by down/up cross-attention layers for a square image.
+    pub fn cross_attention_resolutions(&self, image_size: usize) -> Vec<usize> {
+        let unet = &self.unet_config;
+        let mut side = image_size / self.vae.config().downscale_factor();
+        // Each down block works at one side; its stride-2 downsampler rounds up.
+        let sides: Vec<usize> = (0..unet.down_block_types.len())
+            .map(|_| {
+                let here = side;
+                side = side.div_ceil(2);
+                here
+            })
+            .collect();
+        let mut found: Vec<usize> = unet
+            .down_block_types
+            .iter()
+            .zip(&sides)
+            .chain(unet.up_block_types.iter().zip(sides.iter().rev()))
+            .filter(|(kind, _)| kind.contains("CrossAttn"))
+            .map(|(_, &side)| side)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
     }
 
     pub fn device(&self) -> &Device {
@@ -203,6 +276,22 @@ impl StableDiffusion {
                 "attn_res and map_size must be positive".into(),
             ));
         }
+        let factor = self.vae.config().downscale_factor();
+        if config.image_size < 8 * factor || config.image_size % factor != 0 {
+            return Err(TeacherError::Input(format!(
+                "image size {} must be a multiple of the VAE's factor {factor} and at least {}",
+                config.image_size,
+                8 * factor
+            )));
+        }
+        let sides = self.cross_attention_resolutions(config.image_size);
+        if !sides.contains(&config.attn_res) {
+            return Err(TeacherError::Input(format!(
+                "no down/up cross-attention layer has {0}x{0} maps at image size {1} \
+                 (they have {sides:?}); choose another attn_res",
+                config.attn_res, config.image_size
+            )));
+        }
         let latent = self.encode_images(images);
         let (tokens, cond) = self.encode_texts(texts)?;
         if let Some(empty) = tokens.iter().position(|t| t.prompt_len == 0) {
@@ -247,21 +336,32 @@ impl StableDiffusion {
                         "timestep {bad} is outside 0..{train_steps}"
                     )));
                 }
+                // Every sample gets the same seeded draw, so its maps do not depend on
+                // --batch or on its place in a batch.
                 let noise = match noise {
                     Some(noise) => noise,
                     None => {
                         self.device.seed(*seed);
-                        let [b, c, h, w] = latent.dims();
+                        let [_, c, h, w] = latent.dims();
                         Tensor::random(
-                            [timesteps.len(), b, c, h, w],
+                            [timesteps.len(), 1, c, h, w],
                             Distribution::Normal(0.0, 1.0),
                             &self.device,
                         )
                     }
                 };
+                let [_, noise_batch, c, h, w] = noise.dims();
+                if noise_batch != 1 && noise_batch != batch {
+                    return Err(TeacherError::Input(format!(
+                        "noise has batch {noise_batch}, expected 1 or {batch}"
+                    )));
+                }
                 for (index, &t) in timesteps.iter().enumerate() {
-                    let [_, b, c, h, w] = noise.dims();
-                    let noise_t = noise.clone().narrow(0, index, 1).reshape([b, c, h, w]);
+                    let noise_t = noise
+                        .clone()
+                        .narrow(0, index, 1)
+                        .reshape([noise_batch, c, h, w])
+                        .repeat_dim(0, batch / noise_batch);
                     let noisy = self.scheduler.add_noise(latent.clone(), noise_t, t);
                     self.unet
                         .forward(noisy, t as f32, cond.clone(), Some(&mut capture));
@@ -271,9 +371,8 @@ impl StableDiffusion {
         };
         let probs = probs.ok_or_else(|| {
             TeacherError::Input(format!(
-                "no down/up cross-attention layer has {0}x{0} maps at image size {1}; \
-                 choose another attn_res",
-                config.attn_res, config.image_size
+                "no cross-attention layer recorded {0}x{0} maps",
+                config.attn_res
             ))
         })?;
 
@@ -410,10 +509,22 @@ mod tests {
         assert!(error.to_string().contains("no tokens"), "{error}");
         let mut wrong_res = config.clone();
         wrong_res.attn_res = 5;
-        let error = sd.attend(image, &["a dog"], &wrong_res, None).unwrap_err();
-        assert!(
-            error.to_string().contains("choose another attn_res"),
-            "{error}"
-        );
+        let error = sd
+            .attend(image.clone(), &["a dog"], &wrong_res, None)
+            .unwrap_err();
+        assert!(error.to_string().contains("they have [8, 16]"), "{error}");
+        let mut small = config.clone();
+        small.image_size = 8;
+        let tiny_image = Tensor::<4>::zeros([1, 3, 8, 8], &device());
+        let error = sd.attend(tiny_image, &["a dog"], &small, None).unwrap_err();
+        assert!(error.to_string().contains("at least 16"), "{error}");
+    }
+
+    /// Down/up cross-attention sides of the fixture UNet (two cross-attention levels).
+    #[test]
+    fn cross_attention_sides_follow_the_unet() {
+        let (sd, _, _) = fixture();
+        assert_eq!(sd.cross_attention_resolutions(32), vec![8, 16]);
+        assert_eq!(sd.cross_attention_resolutions(40), vec![10, 20]);
     }
 }

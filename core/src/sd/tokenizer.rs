@@ -126,6 +126,11 @@ impl ClipTokenizer {
         })
     }
 
+    /// Number of entries in the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// The id of `<|startoftext|>`.
     pub fn start_id(&self) -> u32 {
         self.start_id

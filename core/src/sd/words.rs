@@ -5,6 +5,8 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use super::tokenizer::ends_word;
+
 /// Added to the range in min-max normalisation so a flat map stays finite.
 pub const NORMALISE_EPS: f32 = 1e-6;
 
@@ -26,7 +28,7 @@ pub fn group_words(pieces: &[String], to_text: impl Fn(&[String]) -> String) -> 
     };
     let mut start = 0;
     for (index, piece) in pieces.iter().enumerate() {
-        let ends_word = piece.ends_with("</w>") || index + 1 == pieces.len();
+        let ends_word = ends_word(piece) || index + 1 == pieces.len();
         if !ends_word {
             continue;
         }

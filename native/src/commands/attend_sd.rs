@@ -15,7 +15,11 @@ use lavender_core::sd::{
 };
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::{commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically};
+use crate::{
+    commands::{teacher_args::TeacherArgs, tensor_values},
+    device::DeviceSpec,
+    output::write_atomically,
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -90,12 +94,7 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
         maps.words.join(", ")
     );
     if let Some(png) = &args.png {
-        let word_maps: Vec<f32> = maps
-            .word_maps
-            .clone()
-            .into_data()
-            .try_to_vec()
-            .map_err(|error| anyhow::anyhow!("reading the word maps: {error:?}"))?;
+        let word_maps = tensor_values(maps.word_maps.clone(), "the word maps")?;
         let grid =
             lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
         let mut bytes = Vec::new();
@@ -146,11 +145,7 @@ fn maps_safetensors(
     .into_iter()
     .map(|(name, tensor)| {
         let shape = tensor.dims().to_vec();
-        let values: Vec<f32> = tensor
-            .clone()
-            .into_data()
-            .try_to_vec()
-            .map_err(|error| anyhow::anyhow!("reading {name}: {error:?}"))?;
+        let values = tensor_values(tensor.clone(), name)?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Ok((name, shape, bytes))
     })

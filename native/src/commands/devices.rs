@@ -4,15 +4,13 @@
 
 use std::{io::Write, time::Instant};
 
-use anyhow::Context;
 use burn::tensor::Device;
 use clap::Args;
-use lavender_core::probe::{attention_probe, check_attention_probe};
 use serde::Serialize;
 
 use crate::{
     cuda,
-    device::{DeviceSpec, wgpu_adapters},
+    device::{DeviceSpec, run_probe, wgpu_adapters},
     panic_capture::catch_panic,
 };
 
@@ -201,19 +199,7 @@ fn check(
     open: impl FnOnce() -> anyhow::Result<Device>,
 ) -> DeviceCheck {
     let started = Instant::now();
-    let outcome = open().and_then(|device| {
-        catch_panic(|| -> anyhow::Result<()> {
-            let values = attention_probe(&device)
-                .try_into_data()
-                .map_err(|error| anyhow::anyhow!("{error:?}"))
-                .context("reading the probe back from the device")?
-                .try_to_vec::<f32>()
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            check_attention_probe(&values)?;
-            Ok(())
-        })
-        .map_err(|message| anyhow::anyhow!("the backend panicked: {message}"))?
-    });
+    let outcome = open().and_then(|device| run_probe(&device));
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let (ok, probe_ms, error) = match outcome {
         Ok(()) => (true, Some(elapsed_ms), None),

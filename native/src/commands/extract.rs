@@ -21,14 +21,18 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     data::{
-        DataSpec, Sample, Shard,
+        DataSpec, ImageLoader, Sample, Shard,
         attn_store::{StoredMaps, quantize, read_shard_ids, shard_bytes},
         reference_layout,
     },
     sd::{preprocess::image_to_tensor, teacher::StableDiffusion},
 };
 
-use crate::{commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically};
+use crate::{
+    commands::{teacher_args::TeacherArgs, tensor_values},
+    device::DeviceSpec,
+    output::write_atomically,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -47,6 +51,7 @@ pub enum OutputFormat {
 Data specs:
   jsonl:PATH       one {\"image\": ..., \"text\": ..., \"id\": optional} per line, images relative to PATH
   flickr30k:PATH   Karpathy's dataset_flickr30k.json, images in flickr30k-images/ beside it
+  rlaifv:PATH      RLAIF-V parquet file(s) (a file or a folder); the text is the chosen answer
 
 Re-running the same command resumes: samples already in a shard are skipped.")]
 pub struct ExtractArgs {
@@ -54,7 +59,7 @@ pub struct ExtractArgs {
     #[arg(long, value_name = "DIR")]
     pub sd: PathBuf,
 
-    /// The dataset: jsonl:PATH or flickr30k:PATH.
+    /// The dataset: jsonl:PATH, flickr30k:PATH or rlaifv:PATH.
     #[arg(long, value_name = "SPEC")]
     pub data: DataSpec,
 
@@ -146,6 +151,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut tally = Tally::default();
+    let mut loader = ImageLoader::default();
     for batch in todo.chunks(args.batch as usize) {
         let mut images = Vec::new();
         let mut ready = Vec::new();
@@ -156,7 +162,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
                 progress.inc(1);
                 continue;
             }
-            match image::open(&sample.image) {
+            match loader.load(&sample.image) {
                 Ok(image) => {
                     images.push(image_to_tensor(
                         &image.to_rgb8(),
@@ -166,13 +172,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
                     ready.push(sample);
                 }
                 Err(error) => {
-                    progress.suspend(|| {
-                        tracing::warn!(
-                            "{}: cannot read {}: {error}; skipped",
-                            sample.id,
-                            sample.image.display()
-                        )
-                    });
+                    progress.suspend(|| tracing::warn!("{}: {error}; skipped", sample.id));
                     tally.unreadable_images += 1;
                     progress.inc(1);
                 }
@@ -186,15 +186,11 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
             .attend(Tensor::cat(images, 0), &texts, &config, None)
             .with_context(|| format!("extracting {}", ready[0].id))?;
         for (sample, maps) in ready.into_iter().zip(maps) {
-            let values: Vec<f32> = maps
-                .word_maps
-                .into_data()
-                .try_to_vec()
-                .map_err(|error| anyhow::anyhow!("reading maps of {}: {error:?}", sample.id))?;
+            let values = tensor_values(maps.word_maps, &format!("the maps of {}", sample.id))?;
             writer.push(StoredMaps {
                 id: sample.id.clone(),
                 text: sample.text.clone(),
-                image: sample.image.display().to_string(),
+                image: sample.image.to_string(),
                 words: maps.words,
                 token_ids: maps.token_ids,
                 side: config.map_size,
@@ -327,9 +323,7 @@ impl ShardWriter {
         if self.reference {
             let root = self.out.join("reference");
             for sample in &self.pending {
-                let file_name = Path::new(&sample.image)
-                    .file_name()
-                    .map_or(sample.id.clone(), |n| n.to_string_lossy().into_owned());
+                let file_name = reference_file_name(sample);
                 reference_layout::write_sample(
                     &root,
                     &file_name,
@@ -361,5 +355,15 @@ impl ShardWriter {
         self.written += 1;
         self.pending.clear();
         Ok(())
+    }
+}
+
+/// The image file name that keys a sample in the reference layout: the image's own file name,
+/// or for images embedded in a dataset file, `<id>.jpg`.
+fn reference_file_name(sample: &StoredMaps) -> String {
+    let path = Path::new(&sample.image);
+    match path.file_name() {
+        Some(name) if path.is_file() => name.to_string_lossy().into_owned(),
+        _ => format!("{}.jpg", sample.id),
     }
 }

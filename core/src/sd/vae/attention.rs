@@ -17,7 +17,6 @@ pub(super) struct VaeAttention {
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
-    channels: usize,
 }
 
 /// Current diffusers key, and the one checkpoints saved before the `Attention` rewrite use
@@ -62,7 +61,6 @@ impl VaeAttention {
             to_k: to_k?,
             to_v: to_v?,
             to_out: to_out?,
-            channels,
         })
     }
 
@@ -85,7 +83,9 @@ impl VaeAttention {
             None,
             None,
             AttentionModuleOptions {
-                scale: Some((self.channels as f64).powf(-0.5)),
+                // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
+                // the flash kernel only when no scale is given (an explicit one falls back).
+                scale: None,
                 softcap: None,
                 is_causal: false,
             },
