@@ -252,7 +252,13 @@ fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
             .is_file()
     );
 
-    // Same command again: nothing left to do.
+    // Same command again: nothing left to do, and an index cut short (a kill between a shard
+    // and its index lines) is completed from the shards.
+    fs::write(
+        out.join("index.jsonl"),
+        format!("{}\n", index.lines().next().unwrap()),
+    )
+    .unwrap();
     let stdout = success(
         &extract(
             &data,
@@ -263,6 +269,8 @@ fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
         .unwrap(),
     );
     assert!(stdout.contains("4 already extracted"), "{stdout}");
+    let repaired = fs::read_to_string(out.join("index.jsonl")).unwrap();
+    assert_eq!(repaired.lines().count(), 4, "{repaired}");
     // Other settings into the same folder are refused.
     let stderr = failure(
         &extract(&data, &out, &["--recipe", "noise", "--timesteps", "100"])
@@ -336,6 +344,19 @@ fn a_killed_extraction_resumes_where_it_stopped() {
     );
     let after = shard_ids(&out);
     assert_eq!(after, EXTRACTED);
+    // The index names every sample once, whatever moment the kill hit.
+    let mut indexed: Vec<String> = fs::read_to_string(out.join("index.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    indexed.sort();
+    assert_eq!(indexed, EXTRACTED);
     assert_eq!(
         after.iter().collect::<BTreeSet<_>>().len(),
         after.len(),

@@ -289,7 +289,7 @@ impl Weights {
         epsilon: f64,
         device: &Device,
     ) -> Result<GroupNorm, LoadError> {
-        if num_groups == 0 || num_channels % num_groups != 0 {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
             return Err(LoadError::Config {
                 path: PathBuf::from(prefix),
                 reason: format!("{num_channels} channels cannot be split into {num_groups} groups"),

@@ -127,8 +127,11 @@ pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
 /// samples visited in file order cost one decode per row group.
 #[derive(Default)]
 pub struct RowGroupImages {
-    cached: Option<(PathBuf, usize, Vec<Option<Vec<u8>>>)>,
+    cached: Option<CachedRowGroup>,
 }
+
+/// A file, the index of the row group's first row, and each row's image bytes.
+type CachedRowGroup = (PathBuf, usize, Vec<Option<Vec<u8>>>);
 
 impl RowGroupImages {
     /// The encoded image of row `row` of `file`.

@@ -41,7 +41,9 @@ pub struct ClipTextConfig {
 impl ClipTextConfig {
     /// Rejects shapes the model cannot have; `path` names the config in the error.
     fn check(&self, path: &Path) -> Result<(), LoadError> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(LoadError::Config {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -286,11 +288,13 @@ impl ClipTextModel {
 
     /// `input_ids`: `[batch, seq]` with `seq <= max_position_embeddings` (77 in SD) ->
     /// `last_hidden_state` `[batch, seq, hidden]`.
+    #[allow(clippy::single_range_in_vec_init)]
     pub fn forward(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, seq] = input_ids.dims();
         let positions = self
             .position_embedding
             .clone()
+            // Burn's slice takes one range per dimension.
             .slice([0..seq])
             .unsqueeze::<3>();
         let mut x = self.token_embedding.forward(input_ids) + positions;

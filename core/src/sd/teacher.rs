@@ -277,7 +277,7 @@ impl StableDiffusion {
             ));
         }
         let factor = self.vae.config().downscale_factor();
-        if config.image_size < 8 * factor || config.image_size % factor != 0 {
+        if config.image_size < 8 * factor || !config.image_size.is_multiple_of(factor) {
             return Err(TeacherError::Input(format!(
                 "image size {} must be a multiple of the VAE's factor {factor} and at least {}",
                 config.image_size,

@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     data::{
         DataSpec, ImageLoader, Sample, Shard,
-        attn_store::{StoredMaps, quantize, read_shard_ids, shard_bytes},
+        attn_store::{StoredMaps, quantize, read_shard, read_shard_ids, shard_bytes},
         reference_layout,
     },
     sd::{preprocess::image_to_tensor, teacher::StableDiffusion},
@@ -135,6 +135,8 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         share - todo.len(),
         todo.len()
     );
+    // Created before any work: it also completes an index a killed run left short.
+    let mut writer = ShardWriter::new(&args, &recipe_json)?;
     if todo.is_empty() {
         return Ok(());
     }
@@ -144,7 +146,6 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     let sd = StableDiffusion::load(&args.sd, &device)
         .with_context(|| format!("cannot load Stable Diffusion from {}", args.sd.display()))?;
 
-    let mut writer = ShardWriter::new(&args, &recipe_json)?;
     let progress = ProgressBar::new(todo.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}  {msg}")
             .expect("valid template"),
@@ -283,17 +284,17 @@ impl ShardWriter {
             let tag = format!("{:03}of{:03}", args.shard.index, args.shard.count);
             (format!("maps-{tag}"), format!("index-{tag}.jsonl"))
         };
-        // Continue numbering after this worker's existing shards.
-        let next = shard_files(&args.out)?
-            .iter()
+        // This worker's existing shards, by number.
+        let mine: Vec<(usize, PathBuf)> = shard_files(&args.out)?
+            .into_iter()
             .filter_map(|path| {
                 let name = path.file_stem()?.to_str()?;
                 let number = name.strip_prefix(&prefix)?.strip_prefix('-')?;
-                number.parse::<usize>().ok()
+                Some((number.parse::<usize>().ok()?, path))
             })
-            .max()
-            .map_or(0, |last| last + 1);
-        Ok(Self {
+            .collect();
+        let next = mine.iter().map(|(number, _)| number + 1).max().unwrap_or(0);
+        let writer = Self {
             out: args.out.clone(),
             prefix,
             index: args.out.join(index),
@@ -303,7 +304,56 @@ impl ShardWriter {
             next,
             written: 0,
             pending: Vec::new(),
-        })
+        };
+        writer.repair_index(mine.into_iter().map(|(_, path)| path))?;
+        Ok(writer)
+    }
+
+    /// A run killed between writing a shard and appending its lines to the index leaves the
+    /// index short; add the samples of this worker's shards that it does not mention.
+    fn repair_index(&self, shards: impl Iterator<Item = PathBuf>) -> anyhow::Result<()> {
+        let indexed: HashSet<String> = fs::read_to_string(&self.index)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| entry["id"].as_str().map(str::to_string))
+            .collect();
+        for path in shards {
+            let damaged = || format!("{} is damaged; delete it to recompute", path.display());
+            let ids = read_shard_ids(&path).with_context(damaged)?;
+            if ids.iter().all(|id| indexed.contains(id)) {
+                continue;
+            }
+            let missing: Vec<StoredMaps> = read_shard(&path)
+                .with_context(damaged)?
+                .into_iter()
+                .filter(|sample| !indexed.contains(&sample.id))
+                .collect();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            self.append_index(&name, &missing)?;
+        }
+        Ok(())
+    }
+
+    /// One line per sample: id, shard file, words.
+    fn append_index(&self, shard: &str, samples: &[StoredMaps]) -> anyhow::Result<()> {
+        let mut lines = String::new();
+        for sample in samples {
+            lines.push_str(&serde_json::to_string(&serde_json::json!({
+                "id": sample.id,
+                "shard": shard,
+                "words": sample.words,
+            }))?);
+            lines.push('\n');
+        }
+        let mut index = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.index)
+            .with_context(|| format!("cannot open {}", self.index.display()))?;
+        index
+            .write_all(lines.as_bytes())
+            .with_context(|| format!("cannot append to {}", self.index.display()))
     }
 
     fn push(&mut self, maps: StoredMaps) -> anyhow::Result<()> {
@@ -334,23 +384,7 @@ impl ShardWriter {
             }
         }
         write_atomically(&self.out.join(&name), &bytes)?;
-        let mut lines = String::new();
-        for sample in &self.pending {
-            lines.push_str(&serde_json::to_string(&serde_json::json!({
-                "id": sample.id,
-                "shard": name,
-                "words": sample.words,
-            }))?);
-            lines.push('\n');
-        }
-        let mut index = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.index)
-            .with_context(|| format!("cannot open {}", self.index.display()))?;
-        index
-            .write_all(lines.as_bytes())
-            .with_context(|| format!("cannot append to {}", self.index.display()))?;
+        self.append_index(&name, &self.pending)?;
         self.next += 1;
         self.written += 1;
         self.pending.clear();
