@@ -100,6 +100,8 @@ fn attend_sd_matches_the_reference_and_draws_a_grid() {
         out.to_str().unwrap(),
         "--png",
         png.to_str().unwrap(),
+        "--reconstruction",
+        dir.join("seen.png").to_str().unwrap(),
         "--image-size",
         "32",
         "--steps",
@@ -132,6 +134,8 @@ fn attend_sd_matches_the_reference_and_draws_a_grid() {
     assert_eq!(recipe["steps"], 5);
     assert_eq!(recipe["guidance"], 7.5);
 
+    let seen = image::open(dir.join("seen.png")).unwrap();
+    assert_eq!((seen.width(), seen.height()), (32, 32));
     let grid = image::open(&png).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 256, 2 * (256 + 22)));
     fs::remove_dir_all(&dir).unwrap();

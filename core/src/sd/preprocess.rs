@@ -25,6 +25,28 @@ pub fn image_to_tensor(image: &RgbImage, size: usize, device: &Device) -> Tensor
     Tensor::from_data(TensorData::new(values, [1, 3, size, size]), device)
 }
 
+/// The inverse of [`image_to_tensor`] for one image `[1, 3, h, w]` in [-1, 1]: an RGB picture.
+/// Reads the tensor synchronously, so it is for native callers.
+pub fn tensor_to_image(tensor: Tensor<4>) -> Result<RgbImage, String> {
+    let [_, channels, height, width] = tensor.dims();
+    if channels != 3 {
+        return Err(format!("expected 3 channels, got {channels}"));
+    }
+    let values: Vec<f32> = tensor
+        .narrow(0, 0, 1)
+        .try_into_data()
+        .map_err(|error| format!("{error:?}"))?
+        .try_to_vec()
+        .map_err(|error| format!("{error:?}"))?;
+    let plane = height * width;
+    Ok(RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let index = y as usize * width + x as usize;
+        image::Rgb(std::array::from_fn(|c| {
+            ((values[c * plane + index].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
+        }))
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +62,15 @@ mod tests {
             .tensor("image", [1, 3, 32, 32], &device())
             .unwrap();
         assert_close("image", ours, theirs, 1e-6);
+    }
+
+    #[test]
+    fn images_round_trip_through_tensors() {
+        let image = image::open(sd_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
+        let back = tensor_to_image(image_to_tensor(&image, 32, &device())).unwrap();
+        assert_eq!(back, image);
     }
 
     #[test]

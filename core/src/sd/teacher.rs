@@ -81,6 +81,9 @@ pub struct TeacherMaps {
     pub words: Vec<String>,
     /// `[words, map_size, map_size]`, each min-max normalised.
     pub word_maps: Tensor<3>,
+    /// `[1, 4, h, w]` (scaled): what the teacher ended on. The regenerated latent for the
+    /// inversion recipe, the VAE latent for the noise recipe; see [`StableDiffusion::decode`].
+    pub latent: Tensor<4>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +230,13 @@ impl StableDiffusion {
             .mul_scalar(self.vae.scaling_factor())
     }
 
+    /// Images `[batch, 3, H, W]` in [-1, 1] from scaled latents `[batch, 4, h, w]`.
+    pub fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+        self.vae
+            .decode(latent.div_scalar(self.vae.scaling_factor()))
+            .clamp(-1.0, 1.0)
+    }
+
     /// DDIM inversion of `latent` under `context` over an N-step run.
     pub fn invert(
         &self,
@@ -302,6 +312,8 @@ impl StableDiffusion {
         }
         let mut capture = AttentionCapture::at_resolution(config.attn_res);
 
+        // The latents each recipe ends on, returned so a person can see what the teacher saw.
+        let mut final_latent = latent.clone();
         let probs = match &config.recipe {
             Recipe::Inversion { steps, guidance } => {
                 let (_, uncond) = self.encode_texts(&vec![""; batch])?;
@@ -321,6 +333,7 @@ impl StableDiffusion {
                     let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(*guidance);
                     z = self.scheduler.step(z, eps, t, *steps);
                 }
+                final_latent = z;
                 // The conditional half of the [uncond; cond] batch.
                 capture.mean().map(|mean| mean.narrow(0, batch, batch))
             }
@@ -403,6 +416,7 @@ impl StableDiffusion {
                 token_maps,
                 words: groups.words,
                 word_maps,
+                latent: final_latent.clone().narrow(0, index, 1),
             });
         }
         Ok(outputs)
@@ -452,6 +466,10 @@ mod tests {
             .attend(image, &[prompt.as_str()], &config, None)
             .unwrap()
             .remove(0);
+        let expected = golden
+            .tensor("regenerated_latent", [1, 4, 16, 16], &device())
+            .unwrap();
+        assert_close("regenerated latent", maps.latent.clone(), expected, 1e-4);
         let pieces: Vec<String> = serde_json::from_str(&sd_golden_metadata("tokens")).unwrap();
         let words: Vec<String> = serde_json::from_str(&sd_golden_metadata("words")).unwrap();
         assert_eq!(maps.pieces, pieces);

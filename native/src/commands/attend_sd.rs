@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use lavender_core::sd::{
-    preprocess::image_to_tensor,
+    preprocess::{image_to_tensor, tensor_to_image},
     teacher::{StableDiffusion, TeacherConfig, TeacherMaps},
 };
 use safetensors::{Dtype, tensor::TensorView};
@@ -47,6 +47,11 @@ pub struct AttendSdArgs {
     /// Also write a PNG grid of per-word heatmaps over the image.
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
+
+    /// Also write what the teacher ended on, decoded by the VAE: the regenerated image after
+    /// inversion (or the VAE's reconstruction with --recipe noise).
+    #[arg(long, value_name = "FILE")]
+    pub reconstruction: Option<PathBuf>,
 
     #[command(flatten)]
     pub teacher: TeacherArgs,
@@ -104,6 +109,17 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
         )?;
         write_atomically(png, &bytes)?;
         println!("wrote {}", png.display());
+    }
+    if let Some(path) = &args.reconstruction {
+        let picture =
+            tensor_to_image(sd.decode(maps.latent.clone())).map_err(anyhow::Error::msg)?;
+        let mut bytes = Vec::new();
+        picture.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )?;
+        write_atomically(path, &bytes)?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }
