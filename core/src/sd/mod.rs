@@ -6,6 +6,7 @@ pub mod attention;
 pub mod clip_text;
 pub mod preprocess;
 pub mod resnet;
+pub mod sampling;
 pub mod scheduler;
 pub mod teacher;
 pub mod tokenizer;

@@ -30,7 +30,31 @@ pub struct ResnetShape {
     pub eps: f64,
 }
 
+/// The input widths of a block's `count` stacked resnets: the first takes the block's
+/// `in_channels`, each later one the `out_channels` of the one before.
+pub fn stack_inputs(
+    in_channels: usize,
+    out_channels: usize,
+    count: usize,
+) -> impl Iterator<Item = usize> {
+    (0..count).map(move |i| if i == 0 { in_channels } else { out_channels })
+}
+
 impl ResnetBlock2D {
+    /// A block's resnets, `prefix.resnets.{i}` with the `i`-th of `shapes`.
+    pub fn load_stack(
+        weights: &Weights,
+        prefix: &str,
+        shapes: impl IntoIterator<Item = ResnetShape>,
+        device: &Device,
+    ) -> Result<Vec<Self>, LoadError> {
+        shapes
+            .into_iter()
+            .enumerate()
+            .map(|(i, shape)| Self::load(weights, &format!("{prefix}.resnets.{i}"), shape, device))
+            .collect()
+    }
+
     pub fn load(
         weights: &Weights,
         prefix: &str,

@@ -1,24 +1,18 @@
 //! The UNet's stages as diffusers builds them: `CrossAttnDownBlock2D` / `DownBlock2D`,
-//! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D`, and the `Downsample2D` /
-//! `Upsample2D` between resolutions.
+//! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D`; the `Downsample2D` /
+//! `Upsample2D` between resolutions are the ones the VAE uses too ([`crate::sd::sampling`]).
 //!
 //! A cross-attention block and its plain twin differ only in having a `Transformer2DModel`
 //! after each resnet, so each pair is one type with an optional list of attentions.
 
-use burn::{
-    nn::{PaddingConfig2d, conv::Conv2d},
-    tensor::{
-        Device, Tensor,
-        module::interpolate,
-        ops::{InterpolateMode, InterpolateOptions},
-    },
-};
+use burn::tensor::{Device, Tensor};
 
 use super::transformer::{Transformer2DModel, TransformerShape};
+pub use crate::sd::sampling::{Downsample2D, Upsample2D};
 use crate::{
     sd::{
         attention::AttentionCapture,
-        resnet::{ResnetBlock2D, ResnetShape},
+        resnet::{ResnetBlock2D, ResnetShape, stack_inputs},
     },
     weights::{LoadError, Weights},
 };
@@ -45,14 +39,22 @@ pub struct BlockShape {
 }
 
 impl BlockShape {
-    fn resnet(&self, in_channels: usize) -> ResnetShape {
-        ResnetShape {
+    /// The resnets (`prefix.resnets.{i}`), one per input width.
+    fn resnets(
+        &self,
+        weights: &Weights,
+        prefix: &str,
+        inputs: impl IntoIterator<Item = usize>,
+        device: &Device,
+    ) -> Result<Vec<ResnetBlock2D>, LoadError> {
+        let shapes = inputs.into_iter().map(|in_channels| ResnetShape {
             in_channels,
             out_channels: self.out_channels,
             temb_channels: Some(self.temb_channels),
             groups: self.groups,
             eps: self.eps,
-        }
+        });
+        ResnetBlock2D::load_stack(weights, prefix, shapes, device)
     }
 
     /// The attentions after the resnets (`prefix.attentions.{i}`), none for a plain block.
@@ -87,79 +89,6 @@ impl BlockShape {
     }
 }
 
-/// diffusers `Downsample2D` with a convolution: conv3x3 with stride 2. With
-/// `downsample_padding = 0` diffusers pads only right and bottom by one.
-#[derive(Debug)]
-pub struct Downsample2D {
-    conv: Conv2d,
-}
-
-impl Downsample2D {
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
-        channels: usize,
-        padding: usize,
-        device: &Device,
-    ) -> Result<Self, LoadError> {
-        let mut conv = weights.conv2d(
-            &format!("{prefix}.conv"),
-            channels,
-            channels,
-            3,
-            2,
-            padding,
-            device,
-        )?;
-        if padding == 0 {
-            conv.padding = PaddingConfig2d::Explicit(0, 0, 1, 1);
-        }
-        Ok(Self { conv })
-    }
-
-    /// `[b, c, h, w]` -> `[b, c, ceil(h / 2), ceil(w / 2)]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
-    }
-}
-
-/// diffusers `Upsample2D` with a convolution: nearest-neighbour resize, then conv3x3.
-#[derive(Debug)]
-pub struct Upsample2D {
-    conv: Conv2d,
-}
-
-impl Upsample2D {
-    pub fn load(
-        weights: &Weights,
-        prefix: &str,
-        channels: usize,
-        device: &Device,
-    ) -> Result<Self, LoadError> {
-        Ok(Self {
-            conv: weights.conv2d(
-                &format!("{prefix}.conv"),
-                channels,
-                channels,
-                3,
-                1,
-                1,
-                device,
-            )?,
-        })
-    }
-
-    /// `[b, c, h, w]` -> `[b, c, size[0], size[1]]`: twice the size, or the size of the skip
-    /// connection it meets when the latent was not divisible (diffusers' `upsample_size`).
-    pub fn forward(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        let x = interpolate(
-            x,
-            InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size),
-        );
-        self.conv.forward(x)
-    }
-}
-
 /// `CrossAttnDownBlock2D` (with attentions) or `DownBlock2D` (without).
 #[derive(Debug)]
 pub struct DownBlock2D {
@@ -180,21 +109,12 @@ impl DownBlock2D {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            resnets: (0..layers)
-                .map(|i| {
-                    let in_channels = if i == 0 {
-                        shape.in_channels
-                    } else {
-                        shape.out_channels
-                    };
-                    ResnetBlock2D::load(
-                        weights,
-                        &format!("{prefix}.resnets.{i}"),
-                        shape.resnet(in_channels),
-                        device,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            resnets: shape.resnets(
+                weights,
+                prefix,
+                stack_inputs(shape.in_channels, shape.out_channels, layers),
+                device,
+            )?,
             attentions: shape.attentions(weights, prefix, layers, device)?,
             downsampler: downsample
                 .map(|padding| {
@@ -254,16 +174,7 @@ impl UNetMidBlock2DCrossAttn {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            resnets: (0..2)
-                .map(|i| {
-                    ResnetBlock2D::load(
-                        weights,
-                        &format!("{prefix}.resnets.{i}"),
-                        shape.resnet(shape.out_channels),
-                        device,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            resnets: shape.resnets(weights, prefix, [shape.out_channels; 2], device)?,
             attentions: shape.attentions(weights, prefix, 1, device)?,
             output_scale_factor,
         })
@@ -308,23 +219,14 @@ impl UpBlock2D {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            resnets: skip_channels
-                .iter()
-                .enumerate()
-                .map(|(i, skip)| {
-                    let in_channels = if i == 0 {
-                        shape.in_channels
-                    } else {
-                        shape.out_channels
-                    };
-                    ResnetBlock2D::load(
-                        weights,
-                        &format!("{prefix}.resnets.{i}"),
-                        shape.resnet(in_channels + skip),
-                        device,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            resnets: shape.resnets(
+                weights,
+                prefix,
+                stack_inputs(shape.in_channels, shape.out_channels, skip_channels.len())
+                    .zip(skip_channels)
+                    .map(|(input, skip)| input + skip),
+                device,
+            )?,
             attentions: shape.attentions(weights, prefix, skip_channels.len(), device)?,
             upsampler: upsample
                 .then(|| {
@@ -359,14 +261,10 @@ impl UpBlock2D {
             }
         }
         if let Some(upsampler) = &self.upsampler {
-            let [_, _, height, width] = x.dims();
-            let size = match skips.last() {
-                Some(next) => {
-                    let [_, _, h, w] = next.dims();
-                    [h, w]
-                }
-                None => [2 * height, 2 * width],
-            };
+            let size = skips.last().map(|next| {
+                let [_, _, height, width] = next.dims();
+                [height, width]
+            });
             x = upsampler.forward(x, size);
         }
         x

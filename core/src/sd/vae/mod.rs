@@ -4,8 +4,7 @@
 
 mod attention;
 mod blocks;
-mod decoder;
-mod encoder;
+mod coder;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use burn::{
     tensor::{Device, Tensor},
 };
 
-use self::{decoder::Decoder, encoder::Encoder};
+use self::{blocks::Direction, coder::Coder};
 use crate::weights::{LoadError, Weights, component_weight_files, read_json};
 
 /// diffusers' `vae/config.json`, with `AutoencoderKL`'s defaults for absent fields.
@@ -169,12 +168,14 @@ impl VaeConfig {
 /// diffusers `AutoencoderKL` (keys `encoder.*`, `quant_conv`, `post_quant_conv`, `decoder.*`).
 #[derive(Debug)]
 pub struct AutoencoderKl {
-    encoder: Encoder,
+    /// diffusers `Encoder`.
+    encoder: Coder,
     /// 1x1 conv over the posterior moments, `2 * latent` -> `2 * latent`.
     quant_conv: Option<Conv2d>,
     /// 1x1 conv over the latent before decoding.
     post_quant_conv: Option<Conv2d>,
-    decoder: Decoder,
+    /// diffusers `Decoder`.
+    decoder: Coder,
     config: VaeConfig,
 }
 
@@ -195,7 +196,7 @@ impl AutoencoderKl {
         config.validate(&PathBuf::from("vae/config.json"))?;
         let latent = config.latent_channels;
         Ok(Self {
-            encoder: Encoder::load(weights, "encoder", &config, device)?,
+            encoder: Coder::load(weights, "encoder", &config, Direction::Down, device)?,
             quant_conv: config
                 .use_quant_conv
                 .then(|| weights.conv2d("quant_conv", 2 * latent, 2 * latent, 1, 1, 0, device))
@@ -204,7 +205,7 @@ impl AutoencoderKl {
                 .use_post_quant_conv
                 .then(|| weights.conv2d("post_quant_conv", latent, latent, 1, 1, 0, device))
                 .transpose()?,
-            decoder: Decoder::load(weights, "decoder", &config, device)?,
+            decoder: Coder::load(weights, "decoder", &config, Direction::Up, device)?,
             config,
         })
     }
