@@ -6,6 +6,7 @@ pub mod data;
 pub mod maps;
 pub mod probe;
 pub mod sd;
+pub mod vlm;
 pub mod weights;
 
 #[cfg(test)]
