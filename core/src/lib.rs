@@ -2,6 +2,7 @@
 //! on Burn. Backend-generic: every function takes tensors or a [`burn::tensor::Device`] and
 //! never prints or decides policy; the native CLI and the web app own that.
 
+pub mod adapters;
 pub mod data;
 pub mod maps;
 pub mod probe;

@@ -56,3 +56,27 @@ pub fn assert_close<const D: usize>(
         "{what}: relative error {error:e} exceeds {max_relative:e}"
     );
 }
+
+/// The tiny Llama-3.2-Vision-shaped model written by `tests/fixtures/make_mllama_fixtures.py`.
+pub fn mllama_tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
+}
+
+/// An i64 tensor of a golden file (`Weights` reads floats only).
+pub fn golden_int<const D: usize>(
+    file: &std::path::Path,
+    name: &str,
+    device: &Device,
+) -> burn::tensor::Tensor<D, burn::tensor::Int> {
+    let bytes = std::fs::read(file).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name} dtype");
+    let values: Vec<i64> = view
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let shape: [usize; D] = view.shape().try_into().unwrap();
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}

@@ -68,6 +68,8 @@ pub struct Weights {
     tensors: HashMap<String, TensorEntry>,
     /// Set by [`Weights::random`]: every request is answered with N(0, std) values.
     random_std: Option<f32>,
+    /// Tensors replaced in memory (merged LoRA weights), by name: shape and f32 values.
+    overrides: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl fmt::Debug for Weights {
@@ -136,6 +138,7 @@ impl Weights {
             files,
             tensors,
             random_std: None,
+            overrides: HashMap::new(),
         })
     }
 
@@ -146,22 +149,45 @@ impl Weights {
             files: Vec::new(),
             tensors: HashMap::new(),
             random_std: Some(std),
+            overrides: HashMap::new(),
         }
     }
 
     /// Whether a tensor of this name exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.random_std.is_some() || self.tensors.contains_key(name)
+        self.random_std.is_some()
+            || self.overrides.contains_key(name)
+            || self.tensors.contains_key(name)
     }
 
     /// The names of all tensors, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.tensors
+            .keys()
+            .chain(
+                self.overrides
+                    .keys()
+                    .filter(|name| !self.tensors.contains_key(*name)),
+            )
+            .map(String::as_str)
     }
 
     /// The stored shape of a tensor.
     pub fn shape(&self, name: &str) -> Result<&[usize], LoadError> {
+        if let Some((shape, _)) = self.overrides.get(name) {
+            return Ok(shape);
+        }
         Ok(&self.entry(name)?.shape)
+    }
+
+    /// Replaces (or adds) the tensor `name` in memory; later reads get these values.
+    pub fn set(&mut self, name: &str, shape: Vec<usize>, values: Vec<f32>) {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "{name}: shape and values differ"
+        );
+        self.overrides.insert(name.to_string(), (shape, values));
     }
 
     fn entry(&self, name: &str) -> Result<&TensorEntry, LoadError> {
@@ -183,6 +209,20 @@ impl Weights {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>, LoadError> {
+        if let Some((stored, values)) = self.overrides.get(name) {
+            if stored.as_slice() != shape {
+                return Err(LoadError::Shape {
+                    name: name.to_string(),
+                    path: PathBuf::from("(merged in memory)"),
+                    expected: shape.to_vec(),
+                    found: stored.clone(),
+                });
+            }
+            return Ok(Tensor::from_data(
+                TensorData::new(values.clone(), shape),
+                device,
+            ));
+        }
         if let Some(std) = self.random_std {
             return Ok(Tensor::random(
                 shape,

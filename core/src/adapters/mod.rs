@@ -1,0 +1,3 @@
+//! Adapters trained elsewhere: PEFT LoRA folders, applied to a base model's weights.
+
+pub mod peft;

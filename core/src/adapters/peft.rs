@@ -1,0 +1,141 @@
+//! A PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`), merged into
+//! a base model's weights: `W <- W + (lora_alpha / r) * B @ A` for every adapted linear layer
+//! (`alpha / sqrt(r)` with `use_rslora`). PEFT stores `A` as `[r, in]` and `B` as `[out, r]`,
+//! under `base_model.model.<module>.lora_{A,B}.weight`.
+//!
+//! Module paths are accepted in the released checkpoints' naming (`language_model.model.*`, as
+//! the published Lavender adapters have it) and in transformers 5's (`model.language_model.*`),
+//! mapped by the caller's `to_base_key`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use burn::tensor::{Device, Tensor};
+use serde::Deserialize;
+
+use crate::weights::{LoadError, Weights, read_json};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub lora_alpha: f64,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub peft_type: Option<String>,
+    #[serde(default)]
+    pub target_modules: TargetModules,
+}
+
+/// `target_modules`: a list of module names or a regex string.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    #[default]
+    None,
+    List(Vec<String>),
+    Regex(String),
+}
+
+#[derive(Debug)]
+pub struct PeftAdapter {
+    pub config: LoraConfig,
+    weights: Weights,
+}
+
+impl PeftAdapter {
+    pub fn load(folder: &Path) -> Result<Self, LoadError> {
+        let config_path = folder.join("adapter_config.json");
+        let config: LoraConfig = read_json(&config_path)?;
+        if let Some(kind) = &config.peft_type
+            && kind != "LORA"
+        {
+            return Err(LoadError::Config {
+                path: config_path,
+                reason: format!("peft_type {kind} is not supported (LORA)"),
+            });
+        }
+        if config.r == 0 {
+            return Err(LoadError::Config {
+                path: config_path,
+                reason: "r must be positive".into(),
+            });
+        }
+        let weights = Weights::from_files(&[folder.join("adapter_model.safetensors")])?;
+        Ok(Self { config, weights })
+    }
+
+    /// `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        let r = self.config.r as f64;
+        if self.config.use_rslora {
+            self.config.lora_alpha / r.sqrt()
+        } else {
+            self.config.lora_alpha / r
+        }
+    }
+
+    /// The adapted modules: base weight name (after `to_base_key`) -> the adapter's `A` and
+    /// `B` names.
+    fn pairs(&self, to_base_key: impl Fn(&str) -> String) -> BTreeMap<String, (String, String)> {
+        self.weights
+            .names()
+            .filter_map(|name| {
+                let module = name
+                    .strip_prefix("base_model.model.")?
+                    .strip_suffix(".lora_A.weight")?;
+                Some((
+                    to_base_key(&format!("{module}.weight")),
+                    (name.to_string(), name.replace(".lora_A.", ".lora_B.")),
+                ))
+            })
+            .collect()
+    }
+
+    /// Merges the adapter into `base`. Every adapted module must exist in `base` with a
+    /// matching shape; otherwise the error names it. Returns how many layers were merged.
+    pub fn merge_into(
+        &self,
+        base: &mut Weights,
+        to_base_key: impl Fn(&str) -> String,
+    ) -> Result<usize, LoadError> {
+        let device = Device::flex();
+        let pairs = self.pairs(to_base_key);
+        if pairs.is_empty() {
+            return Err(LoadError::Config {
+                path: "adapter_model.safetensors".into(),
+                reason: "no `base_model.model.*.lora_A.weight` tensors: not a PEFT LoRA adapter"
+                    .into(),
+            });
+        }
+        let r = self.config.r;
+        for (base_name, (a_name, b_name)) in &pairs {
+            let base_shape = match base.shape(base_name) {
+                Ok(shape) => shape.to_vec(),
+                Err(_) => {
+                    return Err(LoadError::Config {
+                        path: "adapter_model.safetensors".into(),
+                        reason: format!(
+                            "the adapter targets `{base_name}`, which the base model does not have"
+                        ),
+                    });
+                }
+            };
+            let [out_dim, in_dim] = base_shape[..] else {
+                return Err(LoadError::Config {
+                    path: "adapter_model.safetensors".into(),
+                    reason: format!("`{base_name}` is not a linear weight: {base_shape:?}"),
+                });
+            };
+            let a: Tensor<2> = self.weights.tensor(a_name, [r, in_dim], &device)?;
+            let b: Tensor<2> = self.weights.tensor(b_name, [out_dim, r], &device)?;
+            let weight: Tensor<2> = base.tensor(base_name, [out_dim, in_dim], &device)?;
+            let merged = weight + b.matmul(a).mul_scalar(self.scale());
+            let values: Vec<f32> = merged
+                .into_data()
+                .try_to_vec()
+                .expect("f32 tensor on the CPU");
+            base.set(base_name, vec![out_dim, in_dim], values);
+        }
+        Ok(pairs.len())
+    }
+}

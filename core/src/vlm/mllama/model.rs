@@ -1,0 +1,239 @@
+//! The whole Llama-3.2-Vision model: vision tower, projector and text decoder, loaded from a
+//! Hugging Face folder (one file or shards with `model.safetensors.index.json`), optionally
+//! with a PEFT LoRA adapter merged into its weights.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor};
+
+use super::{
+    config::MllamaConfig,
+    text::MllamaTextModel,
+    vision::{MllamaVisionModel, MultiModalProjector},
+};
+use crate::{
+    adapters::peft::PeftAdapter,
+    weights::{LoadError, Weights, component_weight_files},
+};
+
+#[derive(Debug)]
+pub struct MllamaModel {
+    pub config: MllamaConfig,
+    pub vision: MllamaVisionModel,
+    pub projector: MultiModalProjector,
+    pub text: MllamaTextModel,
+}
+
+impl MllamaModel {
+    /// Loads `folder`; with `adapter`, merges that PEFT LoRA folder into the weights first.
+    pub fn load(folder: &Path, adapter: Option<&Path>, device: &Device) -> Result<Self, LoadError> {
+        let config = MllamaConfig::load(folder)?;
+        let mut weights = Weights::from_files(&component_weight_files(folder)?)?;
+        if let Some(adapter) = adapter {
+            let adapter_error = |error: LoadError| LoadError::Config {
+                path: adapter.to_path_buf(),
+                reason: format!("{error}"),
+            };
+            PeftAdapter::load(adapter)
+                .and_then(|peft| peft.merge_into(&mut weights, released_key))
+                .map_err(adapter_error)?;
+        }
+        Self::from_weights(config, &weights, device)
+    }
+
+    pub fn from_weights(
+        config: MllamaConfig,
+        weights: &Weights,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let vision = MllamaVisionModel::from_weights(
+            &config.vision_config,
+            weights,
+            "vision_model",
+            device,
+        )?;
+        let projector = MultiModalProjector::from_weights(
+            weights,
+            "multi_modal_projector",
+            config.vision_config.vision_output_dim,
+            config.text_config.hidden_size,
+            device,
+        )?;
+        let text =
+            MllamaTextModel::from_weights(&config.text_config, weights, "language_model", device)?;
+        Ok(Self {
+            config,
+            vision,
+            projector,
+            text,
+        })
+    }
+
+    /// The states the cross-attention layers read, `[images x tiles, tokens_per_tile, hidden]`,
+    /// from the processor's `pixel_values` `[batch, images, tiles, 3, size, size]`.
+    pub fn image_states(
+        &self,
+        pixel_values: Tensor<6>,
+        aspect_ratio_ids: Tensor<2, Int>,
+        aspect_ratio_mask: Tensor<3, Int>,
+    ) -> Tensor<3> {
+        self.projector.forward(self.vision.forward(
+            pixel_values,
+            aspect_ratio_ids,
+            aspect_ratio_mask,
+        ))
+    }
+}
+
+/// A module path in transformers 5's naming (`model.language_model.layers...`) to the released
+/// checkpoints' key (`language_model.model.layers...`); released names pass unchanged.
+pub fn released_key(name: &str) -> String {
+    for (new, old) in [
+        ("model.vision_model.", "vision_model."),
+        ("model.language_model.", "language_model.model."),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+        ("lm_head.", "language_model.lm_head."),
+    ] {
+        if let Some(rest) = name.strip_prefix(new) {
+            return format!("{old}{rest}");
+        }
+    }
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        testing::{assert_close, device, golden_int, mllama_tiny_dir},
+        vlm::mllama::text::{KvCache, Sampler},
+    };
+
+    struct Inputs {
+        states: Tensor<3>,
+        input_ids: Tensor<2, Int>,
+        ids: Vec<u32>,
+        mask: Tensor<4>,
+    }
+
+    fn inputs(model: &MllamaModel) -> Inputs {
+        let golden_path = mllama_tiny_dir().join("golden.safetensors");
+        let golden = Weights::from_files(&[&golden_path]).unwrap();
+        let d = device();
+        let pixels = golden
+            .tensor("pixel_values", [1, 1, 4, 3, 56, 56], &d)
+            .unwrap();
+        let states = model.image_states(
+            pixels,
+            golden_int(&golden_path, "aspect_ratio_ids", &d),
+            golden_int(&golden_path, "aspect_ratio_mask", &d),
+        );
+        let input_ids: Tensor<2, Int> = golden_int(&golden_path, "input_ids", &d);
+        let ids = input_ids
+            .clone()
+            .into_data()
+            .iter::<i64>()
+            .map(|id| id as u32)
+            .collect();
+        let mask = golden_int::<4>(&golden_path, "cross_attention_mask", &d).float();
+        Inputs {
+            states,
+            input_ids,
+            ids,
+            mask,
+        }
+    }
+
+    fn golden_tokens(name: &str) -> Vec<u32> {
+        let path = mllama_tiny_dir().join("golden.safetensors");
+        golden_int::<2>(&path, name, &device())
+            .into_data()
+            .iter::<i64>()
+            .map(|id| id as u32)
+            .collect()
+    }
+
+    /// Image -> vision -> projector -> text, end to end, against transformers.
+    #[test]
+    fn full_model_matches_transformers() {
+        let model = MllamaModel::load(&mllama_tiny_dir(), None, &device()).unwrap();
+        let inputs = inputs(&model);
+        let output = model.text.forward(
+            inputs.input_ids,
+            Some(inputs.states.clone()),
+            Some(inputs.mask.clone()),
+            &mut KvCache::new(),
+            false,
+        );
+        let golden = Weights::from_files(&[mllama_tiny_dir().join("golden.safetensors")]).unwrap();
+        let expected = golden.tensor("logits", [1, 29, 374], &device()).unwrap();
+        assert_close("logits", output.logits, expected, 1e-4);
+        let stops = model.config.text_config.stop_tokens();
+        let generated = model.text.generate(
+            &inputs.ids,
+            Some(inputs.states),
+            Some(inputs.mask),
+            16,
+            &stops,
+            &Sampler::greedy(),
+        );
+        assert_eq!(generated, golden_tokens("generated_stop"));
+    }
+
+    /// The PEFT adapter merged into the base weights gives peft's logits and greedy tokens.
+    #[test]
+    fn adapter_matches_peft() {
+        let dir = mllama_tiny_dir();
+        let model = MllamaModel::load(&dir, Some(&dir.join("adapter")), &device()).unwrap();
+        let inputs = inputs(&model);
+        let output = model.text.forward(
+            inputs.input_ids,
+            Some(inputs.states.clone()),
+            Some(inputs.mask.clone()),
+            &mut KvCache::new(),
+            false,
+        );
+        let golden = Weights::from_files(&[dir.join("golden.safetensors")]).unwrap();
+        let expected = golden
+            .tensor("logits_adapter", [1, 29, 374], &device())
+            .unwrap();
+        assert_close("logits with adapter", output.logits, expected, 1e-4);
+        let generated = model.text.generate(
+            &inputs.ids,
+            Some(inputs.states),
+            Some(inputs.mask),
+            16,
+            &[],
+            &Sampler::greedy(),
+        );
+        assert_eq!(generated, golden_tokens("generated_adapter"));
+    }
+
+    #[test]
+    fn adapter_for_another_model_is_refused_by_name() {
+        let dir = mllama_tiny_dir();
+        let error = MllamaModel::load(
+            &dir,
+            Some(&crate::testing::sd_tiny_dir().join("unet")),
+            &device(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("adapter_config.json"), "{error}");
+    }
+
+    #[test]
+    fn transformers_5_names_map_to_released_keys() {
+        assert_eq!(
+            released_key("model.language_model.layers.0.self_attn.q_proj.weight"),
+            "language_model.model.layers.0.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            released_key("lm_head.weight"),
+            "language_model.lm_head.weight"
+        );
+        assert_eq!(
+            released_key("vision_model.patch_embedding.weight"),
+            "vision_model.patch_embedding.weight"
+        );
+    }
+}

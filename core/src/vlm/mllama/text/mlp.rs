@@ -1,0 +1,72 @@
+//! The SwiGLU feed-forward (`mlp.{gate,up,down}_proj`, no bias) and the RMSNorm loader every
+//! text layer uses.
+
+use burn::{
+    module::Param,
+    nn::{Linear, RmsNorm},
+    tensor::{Device, Tensor, activation::silu},
+};
+
+use crate::weights::{LoadError, Weights};
+
+/// transformers' `MllamaTextMLP`: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(
+        weights: &Weights,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            gate_proj: weights.linear(
+                &format!("{prefix}.gate_proj"),
+                hidden,
+                intermediate,
+                false,
+                device,
+            )?,
+            up_proj: weights.linear(
+                &format!("{prefix}.up_proj"),
+                hidden,
+                intermediate,
+                false,
+                device,
+            )?,
+            down_proj: weights.linear(
+                &format!("{prefix}.down_proj"),
+                intermediate,
+                hidden,
+                false,
+                device,
+            )?,
+        })
+    }
+
+    /// `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// `MllamaTextRMSNorm` from `name` (`[dim]`): `x / sqrt(mean(x^2) + eps) * weight`.
+pub fn rms_norm(
+    weights: &Weights,
+    name: &str,
+    dim: usize,
+    epsilon: f64,
+    device: &Device,
+) -> Result<RmsNorm, LoadError> {
+    Ok(RmsNorm {
+        gamma: Param::from_tensor(weights.tensor(name, [dim], device)?),
+        epsilon,
+    })
+}
