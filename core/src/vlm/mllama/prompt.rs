@@ -1,1 +1,855 @@
-//! (in progress)
+//! The text side of transformers' `MllamaProcessor`: the chat template rendered as
+//! `apply_chat_template` renders it, the prompt tokenized without added special tokens (the
+//! template writes `<|begin_of_text|>` itself), and the cross-attention mask saying which
+//! images' tiles each text position may attend to (`get_cross_attention_token_mask` +
+//! `convert_sparse_cross_attention_mask_to_dense`).
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Kwargs, Serde, ValueKind};
+use minijinja::{Environment, ErrorKind, Value};
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use crate::weights::{LoadError, read_json};
+
+/// The placeholder the template writes for each image.
+pub const IMAGE_TOKEN: &str = "<|image|>";
+const DEFAULT_BOS: &str = "<|begin_of_text|>";
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// One chat message in Hugging Face's shape: `{"role": ..., "content": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: Content,
+}
+
+/// A message's `content`: a plain string or a list of typed parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+/// `{"type": "image"}` or `{"type": "text", "text": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Part {
+    Image,
+    Text { text: String },
+}
+
+impl Message {
+    /// A message whose content is a plain string.
+    pub fn text(role: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: Content::Text(text.into()),
+        }
+    }
+
+    /// A user turn with one image followed by `text`, as Llama 3.2 Vision's examples write it.
+    pub fn user_with_image(text: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: Content::Parts(vec![Part::Image, Part::Text { text: text.into() }]),
+        }
+    }
+}
+
+/// A prompt that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("the chat template failed: {0}")]
+    Template(String),
+    #[error("cannot tokenize the prompt: {0}")]
+    Tokenize(String),
+    #[error("the prompt has {len} tokens, more than max_position_embeddings = {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("the prompt has {in_text} {IMAGE_TOKEN} tokens but {given} images were given")]
+    ImageCount { in_text: usize, given: usize },
+    #[error("an image has {tiles} tiles, more than max_num_tiles = {max}")]
+    TooManyTiles { tiles: usize, max: usize },
+}
+
+/// A tokenized prompt and its cross-attention mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptInputs {
+    pub input_ids: Vec<u32>,
+    /// `[seq, num_images, max_num_tiles]` row-major: true where text position `s` may attend
+    /// to tile `t` of image `i`.
+    pub cross_attention_mask: Vec<bool>,
+    pub num_images: usize,
+    pub max_num_tiles: usize,
+}
+
+impl PromptInputs {
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+
+    /// `[1, seq]`.
+    pub fn input_ids_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        let ids: Vec<i64> = self.input_ids.iter().map(|&id| i64::from(id)).collect();
+        Tensor::from_data(TensorData::new(ids, [1, self.input_ids.len()]), device)
+    }
+
+    /// `[1, seq, num_images, max_num_tiles]` of 0/1, transformers' `cross_attention_mask`.
+    pub fn cross_attention_mask_tensor(&self, device: &Device) -> Tensor<4, Int> {
+        let mask: Vec<i64> = self
+            .cross_attention_mask
+            .iter()
+            .map(|&m| i64::from(m))
+            .collect();
+        let shape = [1, self.len(), self.num_images, self.max_num_tiles];
+        Tensor::from_data(TensorData::new(mask, shape), device)
+    }
+}
+
+/// Chat template + tokenizer of a Mllama checkpoint.
+#[derive(Debug, Clone)]
+pub struct MllamaPrompt {
+    tokenizer: Tokenizer,
+    env: Environment<'static>,
+    /// Special tokens the template sees (`bos_token`, `eos_token`, ...).
+    special_tokens: Vec<(String, String)>,
+    bos_token: String,
+    image_token_id: u32,
+}
+
+impl MllamaPrompt {
+    /// Loads `folder/tokenizer.json` and the chat template from `chat_template.json`, else
+    /// `tokenizer_config.json`, else `chat_template.jinja`; special tokens from
+    /// `tokenizer_config.json` when present.
+    pub fn load(folder: &Path) -> Result<Self, LoadError> {
+        let path = folder.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&path).map_err(|error| LoadError::Config {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        let image_token_id =
+            tokenizer
+                .token_to_id(IMAGE_TOKEN)
+                .ok_or_else(|| LoadError::Config {
+                    path: path.clone(),
+                    reason: format!("the vocabulary has no {IMAGE_TOKEN}"),
+                })?;
+
+        let config_path = folder.join("tokenizer_config.json");
+        let config: Option<serde_json::Value> = if config_path.is_file() {
+            Some(read_json(&config_path)?)
+        } else {
+            None
+        };
+        let special_tokens: Vec<(String, String)> =
+            ["bos_token", "eos_token", "pad_token", "unk_token"]
+                .iter()
+                .filter_map(|&key| {
+                    let token = config.as_ref()?.get(key)?;
+                    // A plain string or an AddedToken dict.
+                    let content = token.as_str().or_else(|| token.get("content")?.as_str())?;
+                    Some((key.to_string(), content.to_string()))
+                })
+                .collect();
+        let bos_token = special_tokens
+            .iter()
+            .find(|(key, _)| key == "bos_token")
+            .map_or(DEFAULT_BOS.to_string(), |(_, token)| token.clone());
+
+        let (template, template_path) = find_chat_template(folder, config.as_ref())?;
+        let env = template_environment(template).map_err(|error| LoadError::Config {
+            path: template_path,
+            reason: error.to_string(),
+        })?;
+        Ok(Self {
+            tokenizer,
+            env,
+            special_tokens,
+            bos_token,
+            image_token_id,
+        })
+    }
+
+    /// Replaces the chat template (Jinja source).
+    pub fn set_chat_template(&mut self, source: impl Into<String>) -> Result<(), PromptError> {
+        self.env = template_environment(source.into())
+            .map_err(|error| PromptError::Template(error.to_string()))?;
+        Ok(())
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn image_token_id(&self) -> u32 {
+        self.image_token_id
+    }
+
+    pub fn bos_token(&self) -> &str {
+        &self.bos_token
+    }
+
+    /// `apply_chat_template(messages, add_generation_prompt)`: the template sees `messages`,
+    /// `add_generation_prompt`, `tools` and `documents` (none) and the special tokens.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, PromptError> {
+        let template_error = |error: minijinja::Error| PromptError::Template(describe(&error));
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(template_error)?;
+        let mut context: Vec<(&str, Value)> = vec![
+            ("messages", Value::from(Serde(messages))),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+            ("tools", Value::from(())),
+            ("documents", Value::from(())),
+        ];
+        for (key, token) in &self.special_tokens {
+            context.push((key, Value::from(token.as_str())));
+        }
+        if !self
+            .special_tokens
+            .iter()
+            .any(|(key, _)| key == "bos_token")
+        {
+            context.push(("bos_token", Value::from(self.bos_token.as_str())));
+        }
+        let context = Value::from_pairs(context);
+        template.render(context).map_err(template_error)
+    }
+
+    /// `MllamaProcessor(text=prompt, images=..., add_special_tokens=False)`: `num_tiles` has one
+    /// entry per image (in prompt order), `max_num_tiles` is the image processor's
+    /// `max_image_tiles`. Like the processor, puts `<|begin_of_text|>` in front (after any
+    /// leading `<|image|>`s) when the prompt lacks it.
+    pub fn encode(
+        &self,
+        prompt: &str,
+        num_tiles: &[usize],
+        max_num_tiles: usize,
+        max_position_embeddings: usize,
+    ) -> Result<PromptInputs, PromptError> {
+        let text = with_bos(prompt, &self.bos_token);
+        let in_text = text.matches(IMAGE_TOKEN).count();
+        if in_text != num_tiles.len() {
+            return Err(PromptError::ImageCount {
+                in_text,
+                given: num_tiles.len(),
+            });
+        }
+        if let Some(&tiles) = num_tiles.iter().find(|&&tiles| tiles > max_num_tiles) {
+            return Err(PromptError::TooManyTiles {
+                tiles,
+                max: max_num_tiles,
+            });
+        }
+        let encoding = self
+            .tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|error| PromptError::Tokenize(error.to_string()))?;
+        let input_ids = encoding.get_ids().to_vec();
+        if input_ids.len() > max_position_embeddings {
+            return Err(PromptError::TooLong {
+                len: input_ids.len(),
+                max: max_position_embeddings,
+            });
+        }
+
+        let ranges = cross_attention_ranges(&input_ids, self.image_token_id);
+        let seq = input_ids.len();
+        let num_images = num_tiles.len();
+        let mut cross_attention_mask = vec![false; seq * num_images * max_num_tiles];
+        for (image, (&(start, end), &tiles)) in ranges.iter().zip(num_tiles).enumerate() {
+            for position in start..end {
+                let row = (position * num_images + image) * max_num_tiles;
+                cross_attention_mask[row..row + tiles].fill(true);
+            }
+        }
+        Ok(PromptInputs {
+            input_ids,
+            cross_attention_mask,
+            num_images,
+            max_num_tiles,
+        })
+    }
+
+    /// [`render`](Self::render) with the generation prompt, then [`encode`](Self::encode).
+    pub fn prepare(
+        &self,
+        messages: &[Message],
+        num_tiles: &[usize],
+        max_num_tiles: usize,
+        max_position_embeddings: usize,
+    ) -> Result<PromptInputs, PromptError> {
+        let prompt = self.render(messages, true)?;
+        self.encode(&prompt, num_tiles, max_num_tiles, max_position_embeddings)
+    }
+
+    /// Token ids back to text.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, PromptError> {
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|error| PromptError::Tokenize(error.to_string()))
+    }
+}
+
+/// transformers' `build_string_from_input`: `bos` goes in front unless the prompt has it
+/// somewhere; leading image tokens stay before it.
+fn with_bos(prompt: &str, bos: &str) -> String {
+    if prompt.contains(bos) {
+        return prompt.to_string();
+    }
+    let mut rest = prompt;
+    let mut images = 0;
+    while let Some(stripped) = rest.strip_prefix(IMAGE_TOKEN) {
+        rest = stripped;
+        images += 1;
+    }
+    format!("{}{bos}{rest}", IMAGE_TOKEN.repeat(images))
+}
+
+/// transformers' `get_cross_attention_token_mask`, with the end resolved: per image token, the
+/// positions `[start, end)` that attend to it. Each image covers the text up to the next
+/// image; a run of adjacent image tokens all cover what follows the run.
+pub fn cross_attention_ranges(input_ids: &[u32], image_token_id: u32) -> Vec<(usize, usize)> {
+    let locations: Vec<usize> = input_ids
+        .iter()
+        .enumerate()
+        .filter(|&(_, &id)| id == image_token_id)
+        .map(|(i, _)| i)
+        .collect();
+    let mut ranges: Vec<(usize, usize)> = locations
+        .iter()
+        .zip(locations.iter().skip(1).chain([&input_ids.len()]))
+        .map(|(&start, &end)| (start, end))
+        .collect();
+    let mut last_end = input_ids.len();
+    for range in ranges.iter_mut().rev() {
+        if range.0 + 1 == range.1 {
+            range.1 = last_end;
+        }
+        last_end = range.1;
+    }
+    ranges
+}
+
+/// The template source and the file it came from.
+fn find_chat_template(
+    folder: &Path,
+    tokenizer_config: Option<&serde_json::Value>,
+) -> Result<(String, std::path::PathBuf), LoadError> {
+    let json = folder.join("chat_template.json");
+    if json.is_file() {
+        let value: serde_json::Value = read_json(&json)?;
+        if let Some(template) = value.get(TEMPLATE_NAME).and_then(pick_template) {
+            return Ok((template, json));
+        }
+    }
+    if let Some(template) = tokenizer_config
+        .and_then(|config| config.get(TEMPLATE_NAME))
+        .and_then(pick_template)
+    {
+        return Ok((template, folder.join("tokenizer_config.json")));
+    }
+    let jinja = folder.join("chat_template.jinja");
+    let template = std::fs::read_to_string(&jinja).map_err(|source| LoadError::Io {
+        path: jinja.clone(),
+        source,
+    })?;
+    Ok((template, jinja))
+}
+
+/// A template string, or the `default` (else first) of a list of `{name, template}`.
+fn pick_template(value: &serde_json::Value) -> Option<String> {
+    if let Some(template) = value.as_str() {
+        return Some(template.to_string());
+    }
+    let named = value.as_array()?;
+    let default = named
+        .iter()
+        .find(|entry| entry.get("name").and_then(|n| n.as_str()) == Some("default"))
+        .or_else(|| named.first())?;
+    Some(default.get("template")?.as_str()?.to_string())
+}
+
+/// A minijinja environment configured as transformers' `_compile_jinja_template`
+/// (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`, a `tojson` that does not
+/// escape HTML), with Python's `str.strip` for `trim` and a few Python methods templates call.
+fn template_environment(source: String) -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()?,
+    );
+    env.add_filter("trim", |value: &str, chars: Option<&str>| {
+        python_strip(value, chars, true, true)
+    });
+    env.add_filter("tojson", tojson);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<Value, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+        },
+    );
+    env.set_unknown_method_callback(python_method);
+    env.add_template_owned(TEMPLATE_NAME, source)?;
+    Ok(env)
+}
+
+/// The error with its cause chain (minijinja puts template details in the source).
+fn describe(error: &minijinja::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Python's `str.isspace` (Rust's `char::is_whitespace` lacks the separators U+001C..U+001F).
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `str.strip` / `lstrip` / `rstrip` with optional characters.
+fn python_strip(value: &str, chars: Option<&str>, left: bool, right: bool) -> String {
+    let strip = |c: char| match chars {
+        Some(chars) => chars.contains(c),
+        None => python_space(c),
+    };
+    let mut text = value;
+    if left {
+        text = text.trim_start_matches(strip);
+    }
+    if right {
+        text = text.trim_end_matches(strip);
+    }
+    text.to_string()
+}
+
+/// Python methods chat templates call on strings and dicts.
+fn python_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    use minijinja::value::from_args;
+    if let Some(text) = value.as_str() {
+        match method {
+            "strip" | "lstrip" | "rstrip" => {
+                let (chars,): (Option<&str>,) = from_args(args)?;
+                let (left, right) = (method != "rstrip", method != "lstrip");
+                return Ok(Value::from(python_strip(text, chars, left, right)));
+            }
+            "startswith" | "endswith" => {
+                let (affix,): (&str,) = from_args(args)?;
+                let hit = if method == "startswith" {
+                    text.starts_with(affix)
+                } else {
+                    text.ends_with(affix)
+                };
+                return Ok(Value::from(hit));
+            }
+            "lower" => return Ok(Value::from(text.to_lowercase())),
+            "upper" => return Ok(Value::from(text.to_uppercase())),
+            _ => {}
+        }
+    } else if value.kind() == ValueKind::Map {
+        match method {
+            "items" => {
+                let () = from_args(args)?;
+                return state.apply_filter("items", std::slice::from_ref(value));
+            }
+            "keys" | "values" => {
+                let () = from_args(args)?;
+                let keys = value.try_iter()?;
+                return Ok(if method == "keys" {
+                    Value::from_iter(keys)
+                } else {
+                    Value::from_iter(keys.map(|key| value.get_item(&key).unwrap_or_default()))
+                });
+            }
+            "get" => {
+                let (key, default): (Value, Option<Value>) = from_args(args)?;
+                let found = value.get_item(&key)?;
+                return Ok(if found.is_undefined() {
+                    default.unwrap_or(Value::from(()))
+                } else {
+                    found
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(minijinja::Error::new(
+        ErrorKind::UnknownMethod,
+        format!("{} has no method named {method}", value.kind()),
+    ))
+}
+
+/// transformers' `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, so `", "` / `": "` separators, keys in insertion order
+/// and no HTML escaping.
+fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let separators = match separators {
+        Some(pair) => match <[String; 2]>::try_from(pair) {
+            Ok([item, key]) => Some((item, key)),
+            Err(_) => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson separators must be (item, key)",
+                ));
+            }
+        },
+        None => None,
+    };
+    let (item, key) = separators.unwrap_or_else(|| {
+        // Python drops the space after "," when indenting.
+        let item = if indent.is_some() { "," } else { ", " };
+        (item.to_string(), ": ".to_string())
+    });
+    let style = JsonStyle {
+        indent,
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        sort_keys: sort_keys.unwrap_or(false),
+        item,
+        key,
+    };
+    let mut out = String::new();
+    style.write(value, 0, &mut out)?;
+    Ok(out)
+}
+
+struct JsonStyle {
+    indent: Option<usize>,
+    ensure_ascii: bool,
+    sort_keys: bool,
+    item: String,
+    key: String,
+}
+
+impl JsonStyle {
+    fn write(&self, value: &Value, depth: usize, out: &mut String) -> Result<(), minijinja::Error> {
+        match value.kind() {
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Number => out.push_str(&value.to_string()),
+            ValueKind::String => self.string(value.as_str().unwrap_or_default(), out),
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = value.try_iter()?.collect();
+                self.container(out, depth, '[', ']', &items, |item, out| {
+                    self.write(item, depth + 1, out)
+                })?;
+            }
+            ValueKind::Map => {
+                let mut keys: Vec<Value> = value.try_iter()?.collect();
+                if self.sort_keys {
+                    keys.sort();
+                }
+                self.container(out, depth, '{', '}', &keys, |key, out| {
+                    self.string(&key.to_string(), out);
+                    out.push_str(&self.key);
+                    self.write(&value.get_item(key)?, depth + 1, out)
+                })?;
+            }
+            _ => self.string(&value.to_string(), out),
+        }
+        Ok(())
+    }
+
+    fn container(
+        &self,
+        out: &mut String,
+        depth: usize,
+        open: char,
+        close: char,
+        items: &[Value],
+        mut each: impl FnMut(&Value, &mut String) -> Result<(), minijinja::Error>,
+    ) -> Result<(), minijinja::Error> {
+        out.push(open);
+        if items.is_empty() {
+            out.push(close);
+            return Ok(());
+        }
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&self.item);
+            }
+            if let Some(indent) = self.indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent * (depth + 1)));
+            }
+            each(item, out)?;
+        }
+        if let Some(indent) = self.indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent * depth));
+        }
+        out.push(close);
+        Ok(())
+    }
+
+    fn string(&self, text: &str, out: &mut String) {
+        // serde_json escapes what Python's json.dumps escapes when ensure_ascii is off.
+        let escaped = serde_json::to_string(text).unwrap_or_default();
+        if !self.ensure_ascii {
+            out.push_str(&escaped);
+            return;
+        }
+        for c in escaped.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::testing::device;
+    use crate::vlm::mllama::config::MllamaConfig;
+
+    fn fixture_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
+    }
+
+    fn golden_bytes() -> Vec<u8> {
+        std::fs::read(fixture_dir().join("golden.safetensors")).unwrap()
+    }
+
+    /// An integer golden (stored as i64) with its shape.
+    fn golden_i64(name: &str) -> (Vec<i64>, Vec<usize>) {
+        let bytes = golden_bytes();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = tensors.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
+        let values = view
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (values, view.shape().to_vec())
+    }
+
+    fn golden_metadata(key: &str) -> String {
+        let bytes = golden_bytes();
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        metadata.metadata().as_ref().unwrap()[key].clone()
+    }
+
+    #[test]
+    fn fixture_prompt_and_mask_match_transformers() {
+        let dir = fixture_dir();
+        let prompt = MllamaPrompt::load(&dir).unwrap();
+        let config = MllamaConfig::load(&dir).unwrap();
+        assert_eq!(prompt.image_token_id(), config.image_token_index);
+
+        let messages = [Message::user_with_image("What is in the picture?")];
+        let text = prompt.render(&messages, true).unwrap();
+        assert_eq!(text, golden_metadata("prompt"));
+
+        let num_tiles: Vec<usize> = serde_json::from_str(&golden_metadata("num_tiles")).unwrap();
+        let max_position = config.text_config.max_position_embeddings;
+        let inputs = prompt.encode(&text, &num_tiles, 4, max_position).unwrap();
+
+        let (ids, shape) = golden_i64("input_ids");
+        assert_eq!(shape, vec![1, inputs.len()]);
+        let ours: Vec<i64> = inputs.input_ids.iter().map(|&id| i64::from(id)).collect();
+        assert_eq!(ours, ids);
+
+        let (mask, shape) = golden_i64("cross_attention_mask");
+        assert_eq!(shape, vec![1, inputs.len(), 1, 4]);
+        let ours: Vec<i64> = inputs
+            .cross_attention_mask
+            .iter()
+            .map(|&m| i64::from(m))
+            .collect();
+        assert_eq!(ours, mask);
+
+        // The tensors carry the same values in transformers' shapes.
+        let tensor = inputs.cross_attention_mask_tensor(&device());
+        assert_eq!(tensor.dims(), [1, inputs.len(), 1, 4]);
+        let back: Vec<i64> = tensor
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        assert_eq!(back, mask);
+        let back: Vec<i64> = inputs
+            .input_ids_tensor(&device())
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        assert_eq!(back, ids);
+
+        // `prepare` is render + encode.
+        assert_eq!(
+            prompt
+                .prepare(&messages, &num_tiles, 4, max_position)
+                .unwrap(),
+            inputs
+        );
+    }
+
+    #[test]
+    fn string_content_is_trimmed_and_bos_added_when_missing() {
+        let prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let text = prompt
+            .render(&[Message::text("user", "  Describe it.\n")], false)
+            .unwrap();
+        assert_eq!(
+            text,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nDescribe it.<|eot_id|>"
+        );
+        assert_eq!(
+            with_bos("<|image|><|image|>Hi", "<|begin_of_text|>"),
+            "<|image|><|image|><|begin_of_text|>Hi"
+        );
+        assert_eq!(
+            with_bos("x<|begin_of_text|>", "<|begin_of_text|>"),
+            "x<|begin_of_text|>"
+        );
+        // A raw prompt gets the same ids once bos is put in front.
+        let raw = prompt
+            .encode("<|image|>What is in the picture?", &[1], 4, 256)
+            .unwrap();
+        let full = prompt
+            .encode(
+                "<|image|><|begin_of_text|>What is in the picture?",
+                &[1],
+                4,
+                256,
+            )
+            .unwrap();
+        assert_eq!(raw, full);
+    }
+
+    #[test]
+    fn ranges_follow_transformers_for_several_images() {
+        const I: u32 = 9;
+        // Images at 0, 1 (adjacent: both cover through to the next image) and 4.
+        let ids = [I, I, 5, 6, I, 7];
+        assert_eq!(
+            cross_attention_ranges(&ids, I),
+            vec![(0, 4), (1, 4), (4, 6)]
+        );
+        assert_eq!(cross_attention_ranges(&[1, 2, I], I), vec![(2, 3)]);
+        assert!(cross_attention_ranges(&[1, 2], I).is_empty());
+        // Trailing adjacent images cover to the end.
+        assert_eq!(cross_attention_ranges(&[1, I, I], I), vec![(1, 3), (2, 3)]);
+    }
+
+    #[test]
+    fn dense_mask_marks_each_images_tiles() {
+        let prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let inputs = prompt
+            .encode("<|begin_of_text|><|image|>dog<|image|>cat", &[2, 3], 4, 256)
+            .unwrap();
+        let image = prompt.image_token_id();
+        let first = inputs.input_ids.iter().position(|&id| id == image).unwrap();
+        let second = inputs
+            .input_ids
+            .iter()
+            .rposition(|&id| id == image)
+            .unwrap();
+        for s in 0..inputs.len() {
+            for i in 0..2 {
+                let row = &inputs.cross_attention_mask[(s * 2 + i) * 4..(s * 2 + i + 1) * 4];
+                let (attends, tiles) = match i {
+                    0 => (s >= first && s < second, 2),
+                    _ => (s >= second, 3),
+                };
+                let expected: Vec<bool> = (0..4).map(|t| attends && t < tiles).collect();
+                assert_eq!(row, expected.as_slice(), "position {s} image {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_prompts_are_errors() {
+        let mut prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let messages = [Message::user_with_image("What is in the picture?")];
+        assert!(matches!(
+            prompt.prepare(&messages, &[2], 4, 10),
+            Err(PromptError::TooLong { len: 29, max: 10 })
+        ));
+        assert!(matches!(
+            prompt.prepare(&messages, &[], 4, 256),
+            Err(PromptError::ImageCount {
+                in_text: 1,
+                given: 0
+            })
+        ));
+        assert!(matches!(
+            prompt.prepare(&messages, &[5], 4, 256),
+            Err(PromptError::TooManyTiles { tiles: 5, max: 4 })
+        ));
+
+        prompt
+            .set_chat_template("{{ raise_exception('no system role') }}")
+            .unwrap();
+        match prompt.render(&messages, true) {
+            Err(PromptError::Template(reason)) => assert!(reason.contains("no system role")),
+            other => panic!("expected a template error, got {other:?}"),
+        }
+        assert!(matches!(
+            prompt.set_chat_template("{% for %}"),
+            Err(PromptError::Template(_))
+        ));
+    }
+
+    #[test]
+    fn template_helpers_behave_like_python() {
+        let mut prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        prompt
+            .set_chat_template(concat!(
+                "{{ messages[0].content | tojson }}|{{ messages[0].content | tojson(indent=2) }}|",
+                "{{ messages[0] | tojson }}|{{ ' <a&b> '.strip() }}|{{ 'abc'.startswith('ab') }}|",
+                "{{ messages[0].get('missing', 'd') }}|{{ '\x1f x \x1f' | trim }}"
+            ))
+            .unwrap();
+        let messages = [Message::user_with_image("é \"q\"")];
+        let text = prompt.render(&messages, false).unwrap();
+        // transformers' `_compile_jinja_template(...).render(messages=...)` gives exactly this.
+        assert_eq!(
+            text,
+            concat!(
+                r#"[{"type": "image"}, {"type": "text", "text": "é \"q\""}]|"#,
+                "[\n  {\n    \"type\": \"image\"\n  },\n  {\n    \"type\": \"text\",\n",
+                "    \"text\": \"é \\\"q\\\"\"\n  }\n]|",
+                r#"{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "é \"q\""}]}|"#,
+                "<a&b>|True|d|x"
+            )
+        );
+    }
+}

@@ -300,6 +300,30 @@ impl MllamaTextModel {
         stop_tokens: &[u32],
         sampler: &Sampler,
     ) -> Vec<u32> {
+        self.generate_streaming(
+            prompt_ids,
+            cross_attention_states,
+            cross_attention_mask,
+            max_new_tokens,
+            stop_tokens,
+            sampler,
+            |_| {},
+        )
+    }
+
+    /// [`Self::generate`], calling `on_token` with each token as soon as it is chosen (the CLI
+    /// prints text as it comes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_streaming(
+        &self,
+        prompt_ids: &[u32],
+        cross_attention_states: Option<Tensor<3>>,
+        cross_attention_mask: Option<Tensor<4>>,
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        sampler: &Sampler,
+        mut on_token: impl FnMut(u32),
+    ) -> Vec<u32> {
         assert!(!prompt_ids.is_empty(), "generate needs a prompt");
         let device = self.lm_head.weight.device();
         let ids = |ids: &[u32]| {
@@ -330,6 +354,7 @@ impl MllamaTextModel {
                 .expect("f32 logits");
             let next = sampler.pick(&logits, &mut rng);
             generated.push(next);
+            on_token(next);
             if stop_tokens.contains(&next) || generated.len() == max_new_tokens {
                 break;
             }
