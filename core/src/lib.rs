@@ -3,6 +3,7 @@
 //! never prints or decides policy; the native CLI and the web app own that.
 
 pub mod adapters;
+pub mod align;
 pub mod data;
 pub mod maps;
 pub mod probe;

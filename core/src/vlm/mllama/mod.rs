@@ -7,5 +7,6 @@ pub mod config;
 pub mod model;
 pub mod processor;
 pub mod prompt;
+pub mod student;
 pub mod text;
 pub mod vision;

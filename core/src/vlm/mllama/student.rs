@@ -1,0 +1,301 @@
+//! Llama-3.2-Vision as a student: model, processor and prompt together, from one folder. Turns
+//! an image and a conversation into model inputs, generates, and captures the cross-attention
+//! that Lavender aligns, placed on the image grid.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use image::RgbImage;
+
+use super::{
+    model::MllamaModel,
+    processor::{MllamaImageProcessor, PreprocessError, ProcessedImage},
+    prompt::{Message, MllamaPrompt, PromptError, PromptInputs},
+    text::{KvCache, Sampler},
+};
+use crate::{
+    align::grid::{TileGeometry, attention_to_grid},
+    weights::LoadError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StudentError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the image: {0}")]
+    Image(#[from] PreprocessError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One image and conversation, ready for the model.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub inputs: PromptInputs,
+    pub image: ProcessedImage,
+    /// `[tiles, tokens_per_tile, hidden]`: what the cross-attention layers read.
+    pub states: Tensor<3>,
+    /// `[1, seq, 1, max_tiles]` of 0/1.
+    pub mask: Tensor<4>,
+}
+
+#[derive(Debug)]
+pub struct Mllama {
+    pub model: MllamaModel,
+    pub prompt: MllamaPrompt,
+    pub processor: MllamaImageProcessor,
+    device: Device,
+}
+
+impl Mllama {
+    /// Loads `folder` (config, weights, tokenizer, chat template, processor config), with an
+    /// optional PEFT LoRA adapter merged in.
+    pub fn load(
+        folder: &Path,
+        adapter: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, StudentError> {
+        for file in ["config.json", "tokenizer.json"] {
+            if !folder.join(file).is_file() {
+                return Err(StudentError::Load(LoadError::Config {
+                    path: folder.to_path_buf(),
+                    reason: format!("missing {file}: not a Hugging Face Mllama folder"),
+                }));
+            }
+        }
+        let model = MllamaModel::load(folder, adapter, device)?;
+        let prompt = MllamaPrompt::load(folder)?;
+        let processor = MllamaImageProcessor::load(folder)?;
+        if prompt.image_token_id() != model.config.image_token_index {
+            return Err(StudentError::Load(LoadError::Config {
+                path: folder.to_path_buf(),
+                reason: format!(
+                    "the tokenizer's <|image|> is {}, the config's image_token_index {}",
+                    prompt.image_token_id(),
+                    model.config.image_token_index
+                ),
+            }));
+        }
+        Ok(Self {
+            model,
+            prompt,
+            processor,
+            device: device.clone(),
+        })
+    }
+
+    /// Processes the image, renders and tokenizes the conversation, and runs the vision tower.
+    pub fn prepare(
+        &self,
+        image: &RgbImage,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Prepared, StudentError> {
+        let vision = &self.model.config.vision_config;
+        let processed =
+            self.processor
+                .preprocess(image, &vision.supported_aspect_ratios, &self.device)?;
+        let rendered = self.prompt.render(messages, add_generation_prompt)?;
+        let inputs = self.prompt.encode(
+            &rendered,
+            &[processed.num_tiles],
+            processed.aspect_ratio_mask.len(),
+            self.model.config.text_config.max_position_embeddings,
+        )?;
+        let [tiles, channels, height, width] = processed.pixel_values.dims();
+        let pixel_values = processed
+            .pixel_values
+            .clone()
+            .reshape([1, 1, tiles, channels, height, width]);
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![processed.aspect_ratio_id as i64], [1, 1]),
+            &self.device,
+        );
+        let tile_mask: Vec<i64> = processed
+            .aspect_ratio_mask
+            .iter()
+            .map(|&on| i64::from(on))
+            .collect();
+        let tile_mask =
+            Tensor::<3, Int>::from_data(TensorData::new(tile_mask, [1, 1, tiles]), &self.device);
+        let states = self.model.image_states(pixel_values, ids, tile_mask);
+        let mask = inputs.cross_attention_mask_tensor(&self.device).float();
+        Ok(Prepared {
+            inputs,
+            image: processed,
+            states,
+            mask,
+        })
+    }
+
+    /// Generates after the prepared prompt, calling `on_token` as tokens come; stops at the
+    /// config's stop tokens (the stop token is returned last).
+    pub fn generate(
+        &self,
+        prepared: &Prepared,
+        max_new_tokens: usize,
+        sampler: &Sampler,
+        on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>, StudentError> {
+        let text = &self.model.config.text_config;
+        let room = text
+            .max_position_embeddings
+            .saturating_sub(prepared.inputs.input_ids.len());
+        if max_new_tokens > room {
+            return Err(StudentError::Input(format!(
+                "{max_new_tokens} new tokens do not fit: the prompt has {} of {} positions",
+                prepared.inputs.input_ids.len(),
+                text.max_position_embeddings
+            )));
+        }
+        Ok(self.model.text.generate_streaming(
+            &prepared.inputs.input_ids,
+            Some(prepared.states.clone()),
+            Some(prepared.mask.clone()),
+            max_new_tokens,
+            &text.stop_tokens(),
+            sampler,
+            on_token,
+        ))
+    }
+
+    /// The cross-attention probabilities of every cross-attention layer for the prepared
+    /// sequence: `(layer, [heads, seq, max_tiles * tokens_per_tile])`.
+    pub fn cross_attention(&self, prepared: &Prepared) -> Vec<(usize, Tensor<3>)> {
+        let output = self.model.text.forward(
+            prepared.inputs.input_ids_tensor(&self.device),
+            Some(prepared.states.clone()),
+            Some(prepared.mask.clone()),
+            &mut KvCache::new(),
+            true,
+        );
+        output
+            .cross_attention
+            .into_iter()
+            .map(|(layer, probs)| {
+                let [_, heads, seq, keys] = probs.dims();
+                (layer, probs.reshape([heads, seq, keys]))
+            })
+            .collect()
+    }
+
+    /// Per-token maps `[seq, size, size]`: the cross-attention averaged over heads and layers,
+    /// placed on the image grid.
+    pub fn grid_maps(
+        &self,
+        prepared: &Prepared,
+        attention: &[(usize, Tensor<3>)],
+        size: usize,
+    ) -> Tensor<3> {
+        let layers: Vec<Tensor<2>> = attention
+            .iter()
+            .map(|(_, probs)| {
+                let [_, seq, keys] = probs.dims();
+                probs.clone().mean_dim(0).reshape([seq, keys])
+            })
+            .collect();
+        let count = layers.len().max(1) as f32;
+        let mean = layers
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .expect("Mllama has cross-attention layers")
+            .div_scalar(count);
+        attention_to_grid(mean, &self.geometry(prepared), size)
+    }
+
+    /// The tile layout of the prepared image.
+    pub fn geometry(&self, prepared: &Prepared) -> TileGeometry {
+        TileGeometry {
+            tokens_per_tile: self.model.config.vision_config.tokens_per_tile(),
+            max_tiles: prepared.image.aspect_ratio_mask.len(),
+            tiles: prepared.image.tiles,
+            tile_size: self.processor.tile_size(),
+            resized: prepared.image.resized,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{device, golden_int, mllama_tiny_dir};
+
+    fn student() -> Mllama {
+        Mllama::load(&mllama_tiny_dir(), None, &device()).unwrap()
+    }
+
+    /// The whole path from an image file and a question to transformers' greedy answer.
+    #[test]
+    fn image_and_question_give_the_reference_answer() {
+        let student = student();
+        let image = image::open(mllama_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
+        let prepared = student
+            .prepare(
+                &image,
+                &[Message::user_with_image("What is in the picture?")],
+                true,
+            )
+            .unwrap();
+        let mut streamed = Vec::new();
+        let tokens = student
+            .generate(&prepared, 16, &Sampler::greedy(), |token| {
+                streamed.push(token)
+            })
+            .unwrap();
+        let expected: Vec<u32> = golden_int::<2>(
+            &mllama_tiny_dir().join("golden.safetensors"),
+            "generated_stop",
+            &device(),
+        )
+        .into_data()
+        .iter::<i64>()
+        .map(|id| id as u32)
+        .collect();
+        assert_eq!(tokens, expected);
+        assert_eq!(streamed, expected);
+
+        let attention = student.cross_attention(&prepared);
+        assert_eq!(
+            attention
+                .iter()
+                .map(|(layer, _)| *layer)
+                .collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let maps = student.grid_maps(&prepared, &attention, 8);
+        assert_eq!(maps.dims(), [29, 8, 8]);
+        // Each query's probabilities over patches are positive and at most 1 after the
+        // class tokens are dropped.
+        let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
+        assert!(values.iter().all(|&v| v > 0.0 && v <= 1.0));
+    }
+
+    #[test]
+    fn too_many_new_tokens_is_an_error() {
+        let student = student();
+        let image = image::open(mllama_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
+        let prepared = student
+            .prepare(
+                &image,
+                &[Message::user_with_image("What is in the picture?")],
+                true,
+            )
+            .unwrap();
+        let error = student
+            .generate(&prepared, 1000, &Sampler::greedy(), |_| {})
+            .unwrap_err();
+        assert!(error.to_string().contains("do not fit"), "{error}");
+    }
+
+    #[test]
+    fn a_folder_without_a_model_is_named() {
+        let error = Mllama::load(&crate::testing::sd_tiny_dir(), None, &device()).unwrap_err();
+        assert!(error.to_string().contains("missing config.json"), "{error}");
+    }
+}
