@@ -40,6 +40,10 @@ enum Command {
     AttendSd(commands::attend_sd::AttendSdArgs),
     /// Stable Diffusion's per-word attention maps for a whole dataset (resumable, shardable).
     Extract(commands::extract::ExtractArgs),
+    /// Per-word heatmaps of where the student looks for each word of an answer.
+    Attend(commands::attend::AttendArgs),
+    /// Answer a question about an image with Llama-3.2-Vision (optionally with a LoRA adapter).
+    Generate(commands::generate::GenerateArgs),
     /// Benchmark: UNet evaluations per second with attention capture (random weights).
     BenchUnet(commands::bench_unet::BenchUnetArgs),
 }
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Attend(args) => commands::attend::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

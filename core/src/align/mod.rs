@@ -2,3 +2,4 @@
 //! (next) word matching, the Aligner and the loss.
 
 pub mod grid;
+pub mod words;

@@ -13,10 +13,9 @@ use lavender_core::sd::{
     preprocess::{image_to_tensor, tensor_to_image},
     teacher::{StableDiffusion, TeacherConfig, TeacherMaps},
 };
-use safetensors::{Dtype, tensor::TensorView};
 
 use crate::{
-    commands::{teacher_args::TeacherArgs, tensor_values},
+    commands::{f32_safetensors, teacher_args::TeacherArgs, tensor_values},
     device::DeviceSpec,
     output::write_atomically,
 };
@@ -154,21 +153,11 @@ fn maps_safetensors(
     maps: &TeacherMaps,
     metadata: HashMap<String, String>,
 ) -> anyhow::Result<Vec<u8>> {
-    let tensors = [
-        ("token_maps", &maps.token_maps),
-        ("word_maps", &maps.word_maps),
-    ]
-    .into_iter()
-    .map(|(name, tensor)| {
-        let shape = tensor.dims().to_vec();
-        let values = tensor_values(tensor.clone(), name)?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Ok((name, shape, bytes))
-    })
-    .collect::<anyhow::Result<Vec<_>>>()?;
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(safetensors::serialize(views, Some(metadata))?)
+    f32_safetensors(
+        vec![
+            ("token_maps".to_string(), maps.token_maps.clone()),
+            ("word_maps".to_string(), maps.word_maps.clone()),
+        ],
+        metadata,
+    )
 }

@@ -1,12 +1,17 @@
 //! One module per subcommand; each takes its parsed arguments and writes its own output.
 
+pub mod attend;
 pub mod attend_sd;
 pub mod bench_unet;
 pub mod devices;
 pub mod extract;
+pub mod generate;
 pub mod teacher_args;
 
+use std::collections::HashMap;
+
 use burn::tensor::Tensor;
+use safetensors::{Dtype, tensor::TensorView};
 
 /// Reads a tensor back to the host as f32 values (`what` names it in the error).
 pub fn tensor_values<const D: usize>(tensor: Tensor<D>, what: &str) -> anyhow::Result<Vec<f32>> {
@@ -15,4 +20,28 @@ pub fn tensor_values<const D: usize>(tensor: Tensor<D>, what: &str) -> anyhow::R
         .map_err(|error| anyhow::anyhow!("reading {what} from the device: {error:?}"))?
         .try_to_vec::<f32>()
         .map_err(|error| anyhow::anyhow!("reading {what}: {error:?}"))
+}
+
+/// Named f32 tensors and string metadata as the bytes of a safetensors file.
+pub fn f32_safetensors<const D: usize>(
+    tensors: Vec<(String, Tensor<D>)>,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let shape = tensor.dims().to_vec();
+        let values = tensor_values(tensor, &name)?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((name, shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(safetensors::serialize(views, Some(metadata))?)
 }

@@ -14,6 +14,9 @@ pub struct MllamaConfig {
     pub text_config: MllamaTextConfig,
     /// Id of `<|image|>` in the text.
     pub image_token_index: u32,
+    /// `mllama` (checked: another architecture is refused by name).
+    #[serde(default)]
+    pub model_type: Option<String>,
 }
 
 impl MllamaConfig {
@@ -28,9 +31,16 @@ impl MllamaConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(kind) = &self.model_type
+            && kind != "mllama"
+        {
+            return Err(format!(
+                "unknown architecture `{kind}`: this is not a Llama-3.2-Vision (mllama) model"
+            ));
+        }
         let v = &self.vision_config;
         let t = &self.text_config;
-        if v.attention_heads == 0 || v.hidden_size % v.attention_heads != 0 {
+        if v.attention_heads == 0 || !v.hidden_size.is_multiple_of(v.attention_heads) {
             return Err(format!(
                 "vision hidden_size {} is not divisible by attention_heads {}",
                 v.hidden_size, v.attention_heads
@@ -56,8 +66,8 @@ impl MllamaConfig {
         }
         if t.num_attention_heads == 0
             || t.num_key_value_heads == 0
-            || t.hidden_size % t.num_attention_heads != 0
-            || t.num_attention_heads % t.num_key_value_heads != 0
+            || !t.hidden_size.is_multiple_of(t.num_attention_heads)
+            || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads)
         {
             return Err(format!(
                 "text heads: hidden {} / heads {} / kv heads {} do not divide",
@@ -243,6 +253,20 @@ mod tests {
 
     fn fixture() -> std::path::PathBuf {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
+    }
+
+    #[test]
+    fn other_architectures_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("lavender-arch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+                .unwrap();
+        config["model_type"] = "llava".into();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let error = MllamaConfig::load(&dir).unwrap_err().to_string();
+        assert!(error.contains("unknown architecture `llava`"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

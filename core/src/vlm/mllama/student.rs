@@ -14,7 +14,11 @@ use super::{
     text::{KvCache, Sampler},
 };
 use crate::{
-    align::grid::{TileGeometry, attention_to_grid},
+    align::{
+        grid::{TileGeometry, attention_to_grid},
+        words::group_answer_words,
+    },
+    sd::words::word_maps,
     weights::LoadError,
 };
 
@@ -203,6 +207,34 @@ impl Mllama {
             .expect("Mllama has cross-attention layers")
             .div_scalar(count);
         attention_to_grid(mean, &self.geometry(prepared), size)
+    }
+
+    /// Per-word maps of an answer: `prepared` holds the conversation with the answer as the
+    /// assistant's turn, `answer` its token positions. Maps are the head- and layer-mean grid
+    /// maps of the answer tokens, merged per word and min-max normalised.
+    pub fn answer_word_maps(
+        &self,
+        prepared: &Prepared,
+        answer: std::ops::Range<usize>,
+        size: usize,
+    ) -> Result<(Vec<String>, Tensor<3>), StudentError> {
+        let ids = &prepared.inputs.input_ids;
+        if answer.is_empty() || answer.end > ids.len() {
+            return Err(StudentError::Input(format!(
+                "answer positions {answer:?} are outside the {} tokens",
+                ids.len()
+            )));
+        }
+        let texts = ids[answer.clone()]
+            .iter()
+            .map(|&id| self.prompt.decode(&[id], false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let groups = group_answer_words(&texts);
+        let attention = self.cross_attention(prepared);
+        let maps = self
+            .grid_maps(prepared, &attention, size)
+            .narrow(0, answer.start, answer.len());
+        Ok((groups.words.clone(), word_maps(maps, &groups)))
     }
 
     /// The tile layout of the prepared image.

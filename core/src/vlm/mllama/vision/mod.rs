@@ -72,13 +72,14 @@ impl MllamaVisionModel {
                 config.hidden_act
             ))
         })?;
-        if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
+        if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
             return Err(config_error(format!(
                 "image_size {} is not a multiple of patch_size {}",
                 config.image_size, config.patch_size
             )));
         }
-        if config.attention_heads == 0 || config.hidden_size % config.attention_heads != 0 {
+        if config.attention_heads == 0 || !config.hidden_size.is_multiple_of(config.attention_heads)
+        {
             return Err(config_error(format!(
                 "hidden_size {} is not divisible by attention_heads {}",
                 config.hidden_size, config.attention_heads
