@@ -19,6 +19,7 @@ use crate::{
         words::group_answer_words,
     },
     sd::words::word_maps,
+    vlm::{StudentVlm, TextToImageAttention},
     weights::LoadError,
 };
 
@@ -168,21 +169,7 @@ impl Mllama {
     /// The cross-attention probabilities of every cross-attention layer for the prepared
     /// sequence: `(layer, [heads, seq, max_tiles * tokens_per_tile])`.
     pub fn cross_attention(&self, prepared: &Prepared) -> Vec<(usize, Tensor<3>)> {
-        let output = self.model.text.forward(
-            prepared.inputs.input_ids_tensor(&self.device),
-            Some(prepared.states.clone()),
-            Some(prepared.mask.clone()),
-            &mut KvCache::new(),
-            true,
-        );
-        output
-            .cross_attention
-            .into_iter()
-            .map(|(layer, probs)| {
-                let [_, heads, seq, keys] = probs.dims();
-                (layer, probs.reshape([heads, seq, keys]))
-            })
-            .collect()
+        self.forward_with_attention(prepared).1.layers
     }
 
     /// Per-token maps `[seq, size, size]`: the cross-attention averaged over heads and layers,
@@ -249,6 +236,33 @@ impl Mllama {
     }
 }
 
+impl StudentVlm for Mllama {
+    type Prepared = Prepared;
+
+    fn forward_with_attention(&self, prepared: &Prepared) -> (Tensor<3>, TextToImageAttention) {
+        let output = self.model.text.forward(
+            prepared.inputs.input_ids_tensor(&self.device),
+            Some(prepared.states.clone()),
+            Some(prepared.mask.clone()),
+            &mut KvCache::new(),
+            true,
+        );
+        let layers = output
+            .cross_attention
+            .into_iter()
+            .map(|(layer, probs)| {
+                let [_, heads, seq, keys] = probs.dims();
+                (layer, probs.reshape([heads, seq, keys]))
+            })
+            .collect();
+        let attention = TextToImageAttention {
+            layers,
+            geometry: self.geometry(prepared),
+        };
+        (output.logits, attention)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +318,31 @@ mod tests {
         // class tokens are dropped.
         let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
         assert!(values.iter().all(|&v| v > 0.0 && v <= 1.0));
+    }
+
+    /// The family-independent interface: one pass, transformers' logits, attention with geometry.
+    #[test]
+    fn student_interface_gives_logits_and_placed_attention() {
+        let student = student();
+        let image = image::open(mllama_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
+        let prepared = student
+            .prepare(
+                &image,
+                &[Message::user_with_image("What is in the picture?")],
+                true,
+            )
+            .unwrap();
+        let (logits, attention) = student.forward_with_attention(&prepared);
+        let golden =
+            crate::weights::Weights::from_files(&[mllama_tiny_dir().join("golden.safetensors")])
+                .unwrap();
+        let expected = golden.tensor("logits", [1, 29, 374], &device()).unwrap();
+        crate::testing::assert_close("logits via StudentVlm", logits, expected, 1e-4);
+        assert_eq!(attention.geometry.tiles, [1, 2]);
+        assert_eq!(attention.geometry.resized, [50, 100]);
+        assert_eq!(attention.layers.len(), 2);
     }
 
     #[test]
