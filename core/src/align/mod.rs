@@ -2,4 +2,5 @@
 //! (next) word matching, the Aligner and the loss.
 
 pub mod grid;
+pub mod resize;
 pub mod words;
