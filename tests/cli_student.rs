@@ -160,6 +160,21 @@ fn attend_draws_the_answer_words() {
     );
     let grid = image::open(&png).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 256, 2 * (256 + 22)));
+
+    // The reference's sheared placement draws different maps for the same words.
+    let legacy = dir.join("legacy.png");
+    let mut args = vec!["attend"];
+    args.extend(base_args(&image, &vlm));
+    args.extend([
+        "--prompt",
+        "What is in the picture?",
+        "--answer",
+        "A brown dog near the zebra, a dog!",
+    ]);
+    args.extend(["--png", legacy.to_str().unwrap(), "--grid", "legacy"]);
+    let stdout = stdout_of(&lavender(&args));
+    assert!(stdout.contains("6 words"), "{stdout}");
+    assert_ne!(fs::read(&legacy).unwrap(), fs::read(&png).unwrap());
     fs::remove_dir_all(&dir).unwrap();
 }
 

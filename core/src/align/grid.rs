@@ -16,6 +16,16 @@ use burn::tensor::{
 
 use super::resize::{resample_linear, resize_bilinear_antialias};
 
+/// Which placement of the attention on the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GridMode {
+    /// Class tokens dropped, tiles by the processor's layout, padding cropped.
+    #[default]
+    Corrected,
+    /// The reference code's 1-D resampling (sheared), for reproducing its numbers.
+    Legacy,
+}
+
 /// How an image's tiles were cut, from the processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileGeometry {

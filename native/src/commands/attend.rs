@@ -8,7 +8,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use lavender_core::vlm::mllama::{prompt::Message, student::Mllama};
 
-use crate::{commands::tensor_values, device::DeviceSpec, output::write_atomically};
+use crate::{
+    commands::{GridArg, tensor_values},
+    device::DeviceSpec,
+    output::write_atomically,
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -42,6 +46,10 @@ pub struct AttendArgs {
     /// Side of the maps.
     #[arg(long, default_value_t = 32)]
     pub map_size: usize,
+
+    /// How attention is placed on the image.
+    #[arg(long, value_enum, default_value_t = GridArg::Corrected)]
+    pub grid: GridArg,
 
     /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
     #[arg(long, value_name = "DEVICE")]
@@ -78,7 +86,8 @@ pub fn run(args: AttendArgs) -> anyhow::Result<()> {
         .iter()
         .position(|id| stops.contains(id))
         .map_or(ids.len(), |offset| prefix.len() + offset);
-    let (words, maps) = student.answer_word_maps(&full, prefix.len()..end, args.map_size)?;
+    let (words, maps) =
+        student.answer_word_maps(&full, prefix.len()..end, args.map_size, args.grid.into())?;
     if words.is_empty() {
         bail!("the answer has no words to locate");
     }

@@ -10,13 +10,18 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
+use lavender_core::align::grid::GridMode;
 use lavender_core::vlm::mllama::{
     prompt::Message,
     student::{Mllama, Prepared},
     text::Sampler,
 };
 
-use crate::{commands::f32_safetensors, device::DeviceSpec, output::write_atomically};
+use crate::{
+    commands::{GridArg, f32_safetensors},
+    device::DeviceSpec,
+    output::write_atomically,
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -65,6 +70,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 32)]
     pub map_size: usize,
 
+    /// How attention is placed on the image in the grid maps.
+    #[arg(long, value_enum, default_value_t = GridArg::Corrected)]
+    pub grid: GridArg,
+
     /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<DeviceSpec>,
@@ -96,7 +105,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     )?;
 
     if let Some(path) = &args.dump_attention {
-        dump_attention(&student, &prepared, path, args.map_size, &args.image)?;
+        dump_attention(
+            &student,
+            &prepared,
+            path,
+            args.map_size,
+            args.grid.into(),
+            &args.image,
+        )?;
     }
 
     // Stop early rather than fail when the context has less room than asked for.
@@ -158,10 +174,11 @@ fn dump_attention(
     prepared: &Prepared,
     path: &Path,
     map_size: usize,
+    grid: GridMode,
     image: &Path,
 ) -> anyhow::Result<()> {
     let attention = student.cross_attention(prepared);
-    let grid = student.grid_maps(prepared, &attention, map_size);
+    let grid = student.grid_maps(prepared, &attention, map_size, grid);
     let mut tensors: Vec<(String, burn::tensor::Tensor<3>)> = attention
         .into_iter()
         .map(|(layer, probs)| (format!("cross_attention.{layer}"), probs))

@@ -45,3 +45,22 @@ pub fn f32_safetensors<const D: usize>(
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
+
+/// `--grid`: where the student's attention lands on the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GridArg {
+    /// Class tokens dropped, tiles by the processor's layout, padding cropped.
+    #[default]
+    Corrected,
+    /// The reference code's sheared 1-D resampling, to reproduce its numbers.
+    Legacy,
+}
+
+impl From<GridArg> for lavender_core::align::grid::GridMode {
+    fn from(arg: GridArg) -> Self {
+        match arg {
+            GridArg::Corrected => Self::Corrected,
+            GridArg::Legacy => Self::Legacy,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     align::{
-        grid::{TileGeometry, attention_to_grid},
+        grid::{GridMode, TileGeometry, attention_to_grid, legacy_attention_to_grid},
         words::group_answer_words,
     },
     sd::words::word_maps,
@@ -179,6 +179,7 @@ impl Mllama {
         prepared: &Prepared,
         attention: &[(usize, Tensor<3>)],
         size: usize,
+        mode: GridMode,
     ) -> Tensor<3> {
         let layers: Vec<Tensor<2>> = attention
             .iter()
@@ -193,7 +194,15 @@ impl Mllama {
             .reduce(|a, b| a + b)
             .expect("Mllama has cross-attention layers")
             .div_scalar(count);
-        attention_to_grid(mean, &self.geometry(prepared), size)
+        match mode {
+            GridMode::Corrected => attention_to_grid(mean, &self.geometry(prepared), size),
+            GridMode::Legacy => legacy_attention_to_grid(
+                mean,
+                &self.geometry(prepared),
+                &prepared.image.aspect_ratio_mask,
+                size,
+            ),
+        }
     }
 
     /// Per-word maps of an answer: `prepared` holds the conversation with the answer as the
@@ -204,6 +213,7 @@ impl Mllama {
         prepared: &Prepared,
         answer: std::ops::Range<usize>,
         size: usize,
+        mode: GridMode,
     ) -> Result<(Vec<String>, Tensor<3>), StudentError> {
         let ids = &prepared.inputs.input_ids;
         if answer.is_empty() || answer.end > ids.len() {
@@ -218,9 +228,9 @@ impl Mllama {
             .collect::<Result<Vec<_>, _>>()?;
         let groups = group_answer_words(&texts);
         let attention = self.cross_attention(prepared);
-        let maps = self
-            .grid_maps(prepared, &attention, size)
-            .narrow(0, answer.start, answer.len());
+        let maps =
+            self.grid_maps(prepared, &attention, size, mode)
+                .narrow(0, answer.start, answer.len());
         Ok((groups.words.clone(), word_maps(maps, &groups)))
     }
 
@@ -312,7 +322,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![1, 3]
         );
-        let maps = student.grid_maps(&prepared, &attention, 8);
+        let maps = student.grid_maps(&prepared, &attention, 8, GridMode::Corrected);
         assert_eq!(maps.dims(), [29, 8, 8]);
         // Each query's probabilities over patches are positive and at most 1 after the
         // class tokens are dropped.
