@@ -1,15 +1,12 @@
 //! End-to-end checks of `lavender devices` through the real binary.
 
-use std::{process::Command, sync::OnceLock};
+#[path = "common/mod.rs"]
+mod common;
 
+use std::sync::OnceLock;
+
+use common::lavender;
 use serde_json::Value;
-
-fn lavender(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lavender"))
-        .args(args)
-        .output()
-        .expect("the lavender binary runs")
-}
 
 fn json_report(args: &[&str]) -> Value {
     let output = lavender(args);

@@ -1,49 +1,16 @@
 //! End-to-end checks of the student commands (`generate`, `attend`) through the real binary, on
 //! the tiny Mllama fixture (`tests/fixtures/mllama-tiny`, written by `make_mllama_fixtures.py`).
 
-use std::{
-    fs,
-    path::PathBuf,
-    process::{Command, Output},
-};
+#[path = "common/mod.rs"]
+mod common;
 
+use std::{fs, path::PathBuf, process::Output};
+
+use common::{f32s, failure, lavender, success, temp_dir};
 use safetensors::SafeTensors;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
-}
-
-fn lavender(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lavender"))
-        .args(args)
-        .output()
-        .expect("the lavender binary runs")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lavender-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn stdout_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr_of_failure(output: &Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    common::fixture_dir("mllama-tiny")
 }
 
 fn golden_ints(name: &str) -> Vec<i64> {
@@ -58,19 +25,12 @@ fn golden_ints(name: &str) -> Vec<i64> {
         .collect()
 }
 
-fn f32s(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
-    let tensors = SafeTensors::deserialize(bytes).unwrap();
-    let view = tensors.tensor(name).unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (view.shape().to_vec(), values)
-}
-
-fn base_args<'a>(image: &'a str, vlm: &'a str) -> Vec<&'a str> {
-    vec!["--vlm", vlm, "--image", image, "--device", "cpu"]
+/// Runs `lavender` with `leading`, then the model, image and CPU device, then `trailing`.
+fn student(leading: &[&str], image: &str, vlm: &str, trailing: &[&str]) -> Output {
+    let mut args = leading.to_vec();
+    args.extend(["--vlm", vlm, "--image", image, "--device", "cpu"]);
+    args.extend(trailing);
+    lavender(&args)
 }
 
 /// Greedy generation from an image file and a question equals transformers' `generate`, and
@@ -81,17 +41,20 @@ fn generate_matches_transformers_and_dumps_attention() {
     let vlm = fixture().display().to_string();
     let image = fixture().join("image.png").display().to_string();
     let dump = dir.join("attention.safetensors");
-    let mut args = vec!["generate"];
-    args.extend(base_args(&image, &vlm));
-    args.extend([
-        "--prompt",
-        "What is in the picture?",
-        "--max-new-tokens",
-        "16",
-        "--json",
-    ]);
-    args.extend(["--dump-attention", dump.to_str().unwrap()]);
-    let stdout = stdout_of(&lavender(&args));
+    let stdout = success(&student(
+        &["generate"],
+        &image,
+        &vlm,
+        &[
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            "--dump-attention",
+            dump.to_str().unwrap(),
+        ],
+    ));
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let tokens: Vec<i64> = json["token_ids"]
         .as_array()
@@ -101,8 +64,10 @@ fn generate_matches_transformers_and_dumps_attention() {
         .collect();
     assert_eq!(tokens, golden_ints("generated_stop"));
 
-    let dumped = fs::read(&dump).unwrap();
-    let golden = fs::read(fixture().join("golden.safetensors")).unwrap();
+    let dumped_bytes = fs::read(&dump).unwrap();
+    let dumped = SafeTensors::deserialize(&dumped_bytes).unwrap();
+    let golden_bytes = fs::read(fixture().join("golden.safetensors")).unwrap();
+    let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
     for layer in [1, 3] {
         let name = format!("cross_attention.{layer}");
         let (shape, ours) = f32s(&dumped, &name);
@@ -124,17 +89,19 @@ fn generate_streams_text_and_applies_an_adapter() {
     let vlm = fixture().display().to_string();
     let adapter = fixture().join("adapter").display().to_string();
     let image = fixture().join("image.png").display().to_string();
-    let mut args = vec!["generate"];
-    args.extend(base_args(&image, &vlm));
-    args.extend([
-        "--adapter",
-        &adapter,
-        "--prompt",
-        "Describe the image.",
-        "--max-new-tokens",
-        "4",
-    ]);
-    let stdout = stdout_of(&lavender(&args));
+    let stdout = success(&student(
+        &["generate"],
+        &image,
+        &vlm,
+        &[
+            "--adapter",
+            &adapter,
+            "--prompt",
+            "Describe the image.",
+            "--max-new-tokens",
+            "4",
+        ],
+    ));
     assert!(stdout.ends_with('\n'), "{stdout:?}");
 }
 
@@ -143,17 +110,18 @@ fn attend_draws_the_answer_words() {
     let dir = temp_dir("attend");
     let vlm = fixture().display().to_string();
     let image = fixture().join("image.png").display().to_string();
+    let attend = |extra: &[&str]| {
+        let mut trailing = vec![
+            "--prompt",
+            "What is in the picture?",
+            "--answer",
+            "A brown dog near the zebra, a dog!",
+        ];
+        trailing.extend(extra);
+        student(&["attend"], &image, &vlm, &trailing)
+    };
     let png = dir.join("student.png");
-    let mut args = vec!["attend"];
-    args.extend(base_args(&image, &vlm));
-    args.extend([
-        "--prompt",
-        "What is in the picture?",
-        "--answer",
-        "A brown dog near the zebra, a dog!",
-    ]);
-    args.extend(["--png", png.to_str().unwrap()]);
-    let stdout = stdout_of(&lavender(&args));
+    let stdout = success(&attend(&["--png", png.to_str().unwrap()]));
     assert!(
         stdout.contains("6 words: a, brown, dog, near, the, zebra"),
         "{stdout}"
@@ -163,16 +131,12 @@ fn attend_draws_the_answer_words() {
 
     // The reference's sheared placement draws different maps for the same words.
     let legacy = dir.join("legacy.png");
-    let mut args = vec!["attend"];
-    args.extend(base_args(&image, &vlm));
-    args.extend([
-        "--prompt",
-        "What is in the picture?",
-        "--answer",
-        "A brown dog near the zebra, a dog!",
-    ]);
-    args.extend(["--png", legacy.to_str().unwrap(), "--grid", "legacy"]);
-    let stdout = stdout_of(&lavender(&args));
+    let stdout = success(&attend(&[
+        "--png",
+        legacy.to_str().unwrap(),
+        "--grid",
+        "legacy",
+    ]));
     assert!(stdout.contains("6 words"), "{stdout}");
     assert_ne!(fs::read(&legacy).unwrap(), fs::read(&png).unwrap());
     fs::remove_dir_all(&dir).unwrap();
@@ -184,29 +148,34 @@ fn bad_inputs_are_clear_errors() {
     let vlm = fixture().display().to_string();
     let image = fixture().join("image.png").display().to_string();
     let generate = |extra: &[&str], vlm: &str, image: &str| {
-        let mut args = vec!["generate", "--prompt", "What is in the picture?"];
-        args.extend(base_args(image, vlm));
-        args.extend(extra);
-        lavender(&args)
+        student(
+            &["generate", "--prompt", "What is in the picture?"],
+            image,
+            vlm,
+            extra,
+        )
     };
 
     let sd = fixture().join("../sd-tiny").display().to_string();
-    let stderr = stderr_of_failure(&generate(&[], &sd, &image));
+    let stderr = failure(&generate(&[], &sd, &image));
     assert!(stderr.contains("missing config.json"), "{stderr}");
 
     let wrong_adapter = fixture().join("../sd-tiny/unet").display().to_string();
-    let stderr = stderr_of_failure(&generate(&["--adapter", &wrong_adapter], &vlm, &image));
+    let stderr = failure(&generate(&["--adapter", &wrong_adapter], &vlm, &image));
     assert!(stderr.contains("adapter_config.json"), "{stderr}");
 
     fs::write(dir.join("broken.png"), b"no").unwrap();
     let broken = dir.join("broken.png").display().to_string();
-    let stderr = stderr_of_failure(&generate(&[], &vlm, &broken));
+    let stderr = failure(&generate(&[], &vlm, &broken));
     assert!(stderr.contains("cannot decode the image"), "{stderr}");
 
     let long = "dog ".repeat(400);
-    let mut args = vec!["generate", "--prompt", long.as_str()];
-    args.extend(base_args(&image, &vlm));
-    let stderr = stderr_of_failure(&lavender(&args));
+    let stderr = failure(&student(
+        &["generate", "--prompt", long.as_str()],
+        &image,
+        &vlm,
+        &[],
+    ));
     assert!(
         stderr.contains("more than max_position_embeddings"),
         "{stderr}"

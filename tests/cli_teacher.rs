@@ -1,6 +1,9 @@
 //! End-to-end checks of the teacher commands (`attend-sd`, `extract`) through the real binary,
 //! on the tiny SD fixture (`tests/fixtures/sd-tiny`, written by `make_sd_fixtures.py`).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::{
     collections::{BTreeSet, HashMap},
     fs,
@@ -9,55 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{f32s, failure, lavender, success, temp_dir};
 use safetensors::SafeTensors;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd-tiny")
-}
-
-fn lavender(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lavender"))
-        .args(args)
-        .output()
-        .expect("the lavender binary runs")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lavender-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn success(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn failure(output: &Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit 1: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn f32s(tensors: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let view = tensors.tensor(name).unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (view.shape().to_vec(), values)
+    common::fixture_dir("sd-tiny")
 }
 
 fn metadata(bytes: &[u8]) -> HashMap<String, String> {
@@ -88,27 +47,24 @@ fn attend_sd_matches_the_reference_and_draws_a_grid() {
     let golden_meta = metadata(&golden_bytes);
     let out = dir.join("maps.safetensors");
     let png = dir.join("maps.png");
-    let stdout = success(&lavender(&[
-        "attend-sd",
-        "--sd",
-        fixture().to_str().unwrap(),
-        "--image",
-        fixture().join("image.png").to_str().unwrap(),
-        "--text",
+    let stdout = success(&attend_sd(
+        &fixture(),
+        &fixture().join("image.png"),
         &golden_meta["prompt"],
-        "--out",
-        out.to_str().unwrap(),
-        "--png",
-        png.to_str().unwrap(),
-        "--reconstruction",
-        dir.join("seen.png").to_str().unwrap(),
-        "--image-size",
-        "32",
-        "--steps",
-        "5",
-        "--device",
-        "cpu",
-    ]));
+        &out,
+        &[
+            "--png",
+            png.to_str().unwrap(),
+            "--reconstruction",
+            dir.join("seen.png").to_str().unwrap(),
+            "--image-size",
+            "32",
+            "--steps",
+            "5",
+            "--device",
+            "cpu",
+        ],
+    ));
     assert!(stdout.contains("8 words"), "{stdout}");
 
     let bytes = fs::read(&out).unwrap();
@@ -160,16 +116,38 @@ fn dataset(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs `attend-sd` on `sd` and `image` with `text`, writing `out`, then `extra`.
+fn attend_sd(sd: &Path, image: &Path, text: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "attend-sd",
+        "--sd",
+        sd.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--text",
+        text,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    lavender(&args)
+}
+
 const EXTRACTED: [&str; 4] = ["s0", "s1", "s4", "s5"];
 
 fn extract(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    extract_from(&format!("jsonl:{}", data.display()), out, extra)
+}
+
+/// `extract` of the dataset `data` (`kind:path`) at 32x32 on the CPU into `out`, then `extra`.
+fn extract_from(data: &str, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lavender"));
     command.args([
         "extract",
         "--sd",
         fixture().to_str().unwrap(),
         "--data",
-        &format!("jsonl:{}", data.display()),
+        data,
         "--out",
         out.to_str().unwrap(),
         "--image-size",
@@ -377,21 +355,13 @@ fn a_corrupt_weights_file_is_named() {
     let unet = sd.join("unet/diffusion_pytorch_model.safetensors");
     let bytes = fs::read(&unet).unwrap();
     fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
-    let stderr = failure(&lavender(&[
-        "attend-sd",
-        "--sd",
-        sd.to_str().unwrap(),
-        "--image",
-        fixture().join("image.png").to_str().unwrap(),
-        "--text",
+    let stderr = failure(&attend_sd(
+        &sd,
+        &fixture().join("image.png"),
         "a dog",
-        "--out",
-        dir.join("maps.safetensors").to_str().unwrap(),
-        "--image-size",
-        "32",
-        "--steps",
-        "2",
-    ]));
+        &dir.join("maps.safetensors"),
+        &["--image-size", "32", "--steps", "2"],
+    ));
     assert!(
         stderr.contains("diffusion_pytorch_model.safetensors"),
         "{stderr}"
@@ -415,17 +385,13 @@ fn a_missing_tensor_is_named_with_its_file() {
         .filter(|(name, _)| name != "decoder.conv_out.bias")
         .collect();
     fs::write(&vae, safetensors::serialize(kept, None).unwrap()).unwrap();
-    let stderr = failure(&lavender(&[
-        "attend-sd",
-        "--sd",
-        sd.to_str().unwrap(),
-        "--image",
-        fixture().join("image.png").to_str().unwrap(),
-        "--text",
+    let stderr = failure(&attend_sd(
+        &sd,
+        &fixture().join("image.png"),
         "a dog",
-        "--out",
-        dir.join("maps.safetensors").to_str().unwrap(),
-    ]));
+        &dir.join("maps.safetensors"),
+        &[],
+    ));
     assert!(
         stderr.contains("`decoder.conv_out.bias` is missing"),
         "{stderr}"
@@ -441,29 +407,21 @@ fn a_missing_tensor_is_named_with_its_file() {
 fn bad_inputs_are_clear_errors() {
     let dir = temp_dir("bad-inputs");
     fs::write(dir.join("broken.png"), b"no").unwrap();
-    let stderr = failure(&lavender(&[
-        "attend-sd",
-        "--sd",
-        fixture().to_str().unwrap(),
-        "--image",
-        dir.join("broken.png").to_str().unwrap(),
-        "--text",
+    let stderr = failure(&attend_sd(
+        &fixture(),
+        &dir.join("broken.png"),
         "a dog",
-        "--out",
-        dir.join("maps.safetensors").to_str().unwrap(),
-    ]));
+        &dir.join("maps.safetensors"),
+        &[],
+    ));
     assert!(stderr.contains("cannot decode the image"), "{stderr}");
-    let stderr = failure(&lavender(&[
-        "attend-sd",
-        "--sd",
-        dir.join("nowhere").to_str().unwrap(),
-        "--image",
-        fixture().join("image.png").to_str().unwrap(),
-        "--text",
+    let stderr = failure(&attend_sd(
+        &dir.join("nowhere"),
+        &fixture().join("image.png"),
         "a dog",
-        "--out",
-        dir.join("maps.safetensors").to_str().unwrap(),
-    ]));
+        &dir.join("maps.safetensors"),
+        &[],
+    ));
     assert!(stderr.contains("not a folder"), "{stderr}");
     let output = lavender(&["extract", "--sd", ".", "--data", "csv:x", "--out", "o"]);
     assert_eq!(output.status.code(), Some(2));
@@ -477,28 +435,20 @@ fn extract_reads_rlaifv_parquet() {
     let dir = temp_dir("extract-rlaifv");
     let out = dir.join("out");
     let rlaifv = fixture().join("../rlaifv-tiny");
-    let output = Command::new(env!("CARGO_BIN_EXE_lavender"))
-        .args(["extract", "--sd", fixture().to_str().unwrap()])
-        .arg("--data")
-        .arg(format!("rlaifv:{}", rlaifv.display()))
-        .args([
-            "--out",
-            out.to_str().unwrap(),
-            "--image-size",
-            "32",
-            "--device",
-            "cpu",
-        ])
-        .args([
+    let output = extract_from(
+        &format!("rlaifv:{}", rlaifv.display()),
+        &out,
+        &[
             "--recipe",
             "noise",
             "--timesteps",
             "500",
             "--format",
             "reference",
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     let stdout = success(&output);
     assert!(stdout.contains("extracted 2 samples"), "{stdout}");
     assert!(stdout.contains("skipped 1 unreadable image(s)"), "{stdout}");

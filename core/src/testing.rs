@@ -62,21 +62,41 @@ pub fn mllama_tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
 }
 
+/// The golden outputs of the tiny Mllama model (`golden.safetensors` in [`mllama_tiny_dir`]).
+pub fn mllama_golden_path() -> PathBuf {
+    mllama_tiny_dir().join("golden.safetensors")
+}
+
+/// The values and shape of an i64 tensor of a golden file.
+pub fn golden_i64(file: &std::path::Path, name: &str) -> (Vec<i64>, Vec<usize>) {
+    let bytes = std::fs::read(file).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name} dtype");
+    let values = view
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (values, view.shape().to_vec())
+}
+
 /// An i64 tensor of a golden file (`Weights` reads floats only).
 pub fn golden_int<const D: usize>(
     file: &std::path::Path,
     name: &str,
     device: &Device,
 ) -> burn::tensor::Tensor<D, burn::tensor::Int> {
-    let bytes = std::fs::read(file).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = tensors.tensor(name).unwrap();
-    assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name} dtype");
-    let values: Vec<i64> = view
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let shape: [usize; D] = view.shape().try_into().unwrap();
+    let (values, shape) = golden_i64(file, name);
+    let shape: [usize; D] = shape.try_into().unwrap();
     Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+}
+
+/// The token ids stored (as i64) in the tiny Mllama golden tensor `name`.
+pub fn mllama_golden_ids(name: &str) -> Vec<u32> {
+    golden_i64(&mllama_golden_path(), name)
+        .0
+        .into_iter()
+        .map(|id| id as u32)
+        .collect()
 }

@@ -105,7 +105,10 @@ pub fn released_key(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::{
-        testing::{assert_close, device, golden_int, mllama_tiny_dir},
+        testing::{
+            assert_close, device, golden_int, mllama_golden_ids as golden_tokens,
+            mllama_golden_path, mllama_tiny_dir,
+        },
         vlm::mllama::text::{KvCache, Sampler},
     };
 
@@ -117,7 +120,7 @@ mod tests {
     }
 
     fn inputs(model: &MllamaModel) -> Inputs {
-        let golden_path = mllama_tiny_dir().join("golden.safetensors");
+        let golden_path = mllama_golden_path();
         let golden = Weights::from_files(&[&golden_path]).unwrap();
         let d = device();
         let pixels = golden
@@ -144,15 +147,6 @@ mod tests {
         }
     }
 
-    fn golden_tokens(name: &str) -> Vec<u32> {
-        let path = mllama_tiny_dir().join("golden.safetensors");
-        golden_int::<2>(&path, name, &device())
-            .into_data()
-            .iter::<i64>()
-            .map(|id| id as u32)
-            .collect()
-    }
-
     /// Image -> vision -> projector -> text, end to end, against transformers.
     #[test]
     fn full_model_matches_transformers() {
@@ -165,7 +159,7 @@ mod tests {
             &mut KvCache::new(),
             false,
         );
-        let golden = Weights::from_files(&[mllama_tiny_dir().join("golden.safetensors")]).unwrap();
+        let golden = Weights::from_files(&[mllama_golden_path()]).unwrap();
         let expected = golden.tensor("logits", [1, 29, 374], &device()).unwrap();
         assert_close("logits", output.logits, expected, 1e-4);
         let stops = model.config.text_config.stop_tokens();

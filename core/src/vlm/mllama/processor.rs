@@ -575,32 +575,12 @@ fn resample_vertical(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::testing::device;
+    use crate::testing::{device, golden_i64, mllama_golden_path, mllama_tiny_dir};
     use crate::vlm::mllama::config::MllamaConfig;
 
-    fn fixture_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
-    }
-
-    /// An integer golden (stored as i64) with its shape.
-    fn golden_i64(name: &str) -> (Vec<i64>, Vec<usize>) {
-        let bytes = std::fs::read(fixture_dir().join("golden.safetensors")).unwrap();
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let view = tensors.tensor(name).unwrap();
-        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
     fn golden_f32(name: &str) -> (Vec<f32>, Vec<usize>) {
-        let bytes = std::fs::read(fixture_dir().join("golden.safetensors")).unwrap();
+        let bytes = std::fs::read(mllama_golden_path()).unwrap();
         let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let view = tensors.tensor(name).unwrap();
         assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
@@ -614,7 +594,7 @@ mod tests {
 
     #[test]
     fn fixture_image_matches_transformers() {
-        let dir = fixture_dir();
+        let dir = mllama_tiny_dir();
         let processor = MllamaImageProcessor::load(&dir).unwrap();
         let config = MllamaConfig::load(&dir).unwrap();
         let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
@@ -632,9 +612,9 @@ mod tests {
         assert_eq!(out.resized, [50, 100]);
         assert_eq!(out.num_tiles, 2);
 
-        let (ids, _) = golden_i64("aspect_ratio_ids");
+        let (ids, _) = golden_i64(&mllama_golden_path(), "aspect_ratio_ids");
         assert_eq!(ids, vec![out.aspect_ratio_id as i64]);
-        let (mask, _) = golden_i64("aspect_ratio_mask");
+        let (mask, _) = golden_i64(&mllama_golden_path(), "aspect_ratio_mask");
         let ours: Vec<i64> = out.aspect_ratio_mask.iter().map(|&m| m as i64).collect();
         assert_eq!(mask, ours);
 

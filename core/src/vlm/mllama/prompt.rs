@@ -632,43 +632,19 @@ impl JsonStyle {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::testing::device;
+    use crate::testing::{device, golden_i64, mllama_golden_path, mllama_tiny_dir};
     use crate::vlm::mllama::config::MllamaConfig;
 
-    fn fixture_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
-    }
-
-    fn golden_bytes() -> Vec<u8> {
-        std::fs::read(fixture_dir().join("golden.safetensors")).unwrap()
-    }
-
-    /// An integer golden (stored as i64) with its shape.
-    fn golden_i64(name: &str) -> (Vec<i64>, Vec<usize>) {
-        let bytes = golden_bytes();
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let view = tensors.tensor(name).unwrap();
-        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
     fn golden_metadata(key: &str) -> String {
-        let bytes = golden_bytes();
+        let bytes = std::fs::read(mllama_golden_path()).unwrap();
         let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         metadata.metadata().as_ref().unwrap()[key].clone()
     }
 
     #[test]
     fn fixture_prompt_and_mask_match_transformers() {
-        let dir = fixture_dir();
+        let dir = mllama_tiny_dir();
         let prompt = MllamaPrompt::load(&dir).unwrap();
         let config = MllamaConfig::load(&dir).unwrap();
         assert_eq!(prompt.image_token_id(), config.image_token_index);
@@ -681,12 +657,12 @@ mod tests {
         let max_position = config.text_config.max_position_embeddings;
         let inputs = prompt.encode(&text, &num_tiles, 4, max_position).unwrap();
 
-        let (ids, shape) = golden_i64("input_ids");
+        let (ids, shape) = golden_i64(&mllama_golden_path(), "input_ids");
         assert_eq!(shape, vec![1, inputs.len()]);
         let ours: Vec<i64> = inputs.input_ids.iter().map(|&id| i64::from(id)).collect();
         assert_eq!(ours, ids);
 
-        let (mask, shape) = golden_i64("cross_attention_mask");
+        let (mask, shape) = golden_i64(&mllama_golden_path(), "cross_attention_mask");
         assert_eq!(shape, vec![1, inputs.len(), 1, 4]);
         let ours: Vec<i64> = inputs
             .cross_attention_mask
@@ -723,7 +699,7 @@ mod tests {
 
     #[test]
     fn string_content_is_trimmed_and_bos_added_when_missing() {
-        let prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
         let text = prompt
             .render(&[Message::text("user", "  Describe it.\n")], false)
             .unwrap();
@@ -771,7 +747,7 @@ mod tests {
 
     #[test]
     fn dense_mask_marks_each_images_tiles() {
-        let prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
         let inputs = prompt
             .encode("<|begin_of_text|><|image|>dog<|image|>cat", &[2, 3], 4, 256)
             .unwrap();
@@ -797,7 +773,7 @@ mod tests {
 
     #[test]
     fn bad_prompts_are_errors() {
-        let mut prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let mut prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
         let messages = [Message::user_with_image("What is in the picture?")];
         assert!(matches!(
             prompt.prepare(&messages, &[2], 4, 10),
@@ -830,7 +806,7 @@ mod tests {
 
     #[test]
     fn template_helpers_behave_like_python() {
-        let mut prompt = MllamaPrompt::load(&fixture_dir()).unwrap();
+        let mut prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
         prompt
             .set_chat_template(concat!(
                 "{{ messages[0].content | tojson }}|{{ messages[0].content | tojson(indent=2) }}|",

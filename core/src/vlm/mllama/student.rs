@@ -276,41 +276,38 @@ impl StudentVlm for Mllama {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{device, golden_int, mllama_tiny_dir};
+    use crate::testing::{device, mllama_golden_ids, mllama_golden_path, mllama_tiny_dir};
 
     fn student() -> Mllama {
         Mllama::load(&mllama_tiny_dir(), None, &device()).unwrap()
+    }
+
+    /// The fixture image with the fixture question, prepared by `student`.
+    fn prepared(student: &Mllama) -> Prepared {
+        let image = image::open(mllama_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
+        student
+            .prepare(
+                &image,
+                &[Message::user_with_image("What is in the picture?")],
+                true,
+            )
+            .unwrap()
     }
 
     /// The whole path from an image file and a question to transformers' greedy answer.
     #[test]
     fn image_and_question_give_the_reference_answer() {
         let student = student();
-        let image = image::open(mllama_tiny_dir().join("image.png"))
-            .unwrap()
-            .to_rgb8();
-        let prepared = student
-            .prepare(
-                &image,
-                &[Message::user_with_image("What is in the picture?")],
-                true,
-            )
-            .unwrap();
+        let prepared = prepared(&student);
         let mut streamed = Vec::new();
         let tokens = student
             .generate(&prepared, 16, &Sampler::greedy(), |token| {
                 streamed.push(token)
             })
             .unwrap();
-        let expected: Vec<u32> = golden_int::<2>(
-            &mllama_tiny_dir().join("golden.safetensors"),
-            "generated_stop",
-            &device(),
-        )
-        .into_data()
-        .iter::<i64>()
-        .map(|id| id as u32)
-        .collect();
+        let expected = mllama_golden_ids("generated_stop");
         assert_eq!(tokens, expected);
         assert_eq!(streamed, expected);
 
@@ -334,20 +331,9 @@ mod tests {
     #[test]
     fn student_interface_gives_logits_and_placed_attention() {
         let student = student();
-        let image = image::open(mllama_tiny_dir().join("image.png"))
-            .unwrap()
-            .to_rgb8();
-        let prepared = student
-            .prepare(
-                &image,
-                &[Message::user_with_image("What is in the picture?")],
-                true,
-            )
-            .unwrap();
+        let prepared = prepared(&student);
         let (logits, attention) = student.forward_with_attention(&prepared);
-        let golden =
-            crate::weights::Weights::from_files(&[mllama_tiny_dir().join("golden.safetensors")])
-                .unwrap();
+        let golden = crate::weights::Weights::from_files(&[mllama_golden_path()]).unwrap();
         let expected = golden.tensor("logits", [1, 29, 374], &device()).unwrap();
         crate::testing::assert_close("logits via StudentVlm", logits, expected, 1e-4);
         assert_eq!(attention.geometry.tiles, [1, 2]);
@@ -358,16 +344,7 @@ mod tests {
     #[test]
     fn too_many_new_tokens_is_an_error() {
         let student = student();
-        let image = image::open(mllama_tiny_dir().join("image.png"))
-            .unwrap()
-            .to_rgb8();
-        let prepared = student
-            .prepare(
-                &image,
-                &[Message::user_with_image("What is in the picture?")],
-                true,
-            )
-            .unwrap();
+        let prepared = prepared(&student);
         let error = student
             .generate(&prepared, 1000, &Sampler::greedy(), |_| {})
             .unwrap_err();

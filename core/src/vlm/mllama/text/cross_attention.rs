@@ -12,7 +12,7 @@ use burn::{
 use super::{
     HeadShape,
     cache::{CrossKv, LayerKv},
-    mlp::{Mlp, rms_norm},
+    mlp::{Mlp, layer_rms_norm, rms_norm},
     repeat_kv,
 };
 use crate::{
@@ -201,22 +201,14 @@ impl CrossAttentionDecoderLayer {
         config: &MllamaTextConfig,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        let hidden = config.hidden_size;
-        let eps = config.rms_norm_eps;
         Ok(Self {
-            input_layernorm: rms_norm(
-                weights,
-                &format!("{prefix}.input_layernorm.weight"),
-                hidden,
-                eps,
-                device,
-            )?,
+            input_layernorm: layer_rms_norm(weights, prefix, "input_layernorm", config, device)?,
             cross_attn: CrossAttention::load(
                 weights,
                 &format!("{prefix}.cross_attn"),
-                hidden,
+                config.hidden_size,
                 HeadShape::of(config),
-                eps,
+                config.rms_norm_eps,
                 device,
             )?,
             cross_attn_attn_gate: weights.tensor(
@@ -224,20 +216,14 @@ impl CrossAttentionDecoderLayer {
                 [1],
                 device,
             )?,
-            post_attention_layernorm: rms_norm(
+            post_attention_layernorm: layer_rms_norm(
                 weights,
-                &format!("{prefix}.post_attention_layernorm.weight"),
-                hidden,
-                eps,
+                prefix,
+                "post_attention_layernorm",
+                config,
                 device,
             )?,
-            mlp: Mlp::load(
-                weights,
-                &format!("{prefix}.mlp"),
-                hidden,
-                config.intermediate_size,
-                device,
-            )?,
+            mlp: Mlp::load_layer(weights, prefix, config, device)?,
             cross_attn_mlp_gate: weights.tensor(
                 &format!("{prefix}.cross_attn_mlp_gate"),
                 [1],

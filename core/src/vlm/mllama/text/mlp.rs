@@ -7,7 +7,10 @@ use burn::{
     tensor::{Device, Tensor, activation::silu},
 };
 
-use crate::weights::{LoadError, Weights};
+use crate::{
+    vlm::mllama::config::MllamaTextConfig,
+    weights::{LoadError, Weights},
+};
 
 /// transformers' `MllamaTextMLP`: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug)]
@@ -50,6 +53,22 @@ impl Mlp {
         })
     }
 
+    /// The feed-forward `{prefix}.mlp` of a text decoder layer.
+    pub fn load_layer(
+        weights: &Weights,
+        prefix: &str,
+        config: &MllamaTextConfig,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        Self::load(
+            weights,
+            &format!("{prefix}.mlp"),
+            config.hidden_size,
+            config.intermediate_size,
+            device,
+        )
+    }
+
     /// `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = silu(self.gate_proj.forward(x.clone()));
@@ -69,4 +88,21 @@ pub fn rms_norm(
         gamma: Param::from_tensor(weights.tensor(name, [dim], device)?),
         epsilon,
     })
+}
+
+/// The hidden-size RMSNorm `{prefix}.{name}.weight` of a text decoder layer.
+pub fn layer_rms_norm(
+    weights: &Weights,
+    prefix: &str,
+    name: &str,
+    config: &MllamaTextConfig,
+    device: &Device,
+) -> Result<RmsNorm, LoadError> {
+    rms_norm(
+        weights,
+        &format!("{prefix}.{name}.weight"),
+        config.hidden_size,
+        config.rms_norm_eps,
+        device,
+    )
 }

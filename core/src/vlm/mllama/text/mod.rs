@@ -368,35 +368,17 @@ impl MllamaTextModel {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::{testing::assert_close, testing::device, vlm::mllama::config::MllamaConfig};
-
-    fn fixture() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
-    }
+    use crate::{
+        testing::{
+            assert_close, device, golden_i64, mllama_golden_ids as golden_ids, mllama_golden_path,
+            mllama_tiny_dir as fixture,
+        },
+        vlm::mllama::config::MllamaConfig,
+    };
 
     fn golden() -> Weights {
-        Weights::from_files(&[fixture().join("golden.safetensors")]).unwrap()
-    }
-
-    /// A golden int64 tensor: its values and shape.
-    fn golden_i64(name: &str) -> (Vec<i64>, Vec<usize>) {
-        let bytes = std::fs::read(fixture().join("golden.safetensors")).unwrap();
-        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let view = file.tensor(name).unwrap();
-        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name} dtype");
-        let values = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
-    fn golden_ids(name: &str) -> Vec<u32> {
-        golden_i64(name).0.into_iter().map(|id| id as u32).collect()
+        Weights::from_files(&[mllama_golden_path()]).unwrap()
     }
 
     struct Inputs {
@@ -414,7 +396,7 @@ mod tests {
         let weights = Weights::from_files(&[fixture().join("model.safetensors")]).unwrap();
         let model =
             MllamaTextModel::from_weights(&config, &weights, "language_model", &device).unwrap();
-        let (mask, shape) = golden_i64("cross_attention_mask");
+        let (mask, shape) = golden_i64(&mllama_golden_path(), "cross_attention_mask");
         let mask = Tensor::<4>::from_data(
             TensorData::new(
                 mask.into_iter().map(|m| m as f32).collect::<Vec<_>>(),

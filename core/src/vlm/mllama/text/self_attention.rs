@@ -9,7 +9,7 @@ use burn::{
 use super::{
     HeadShape,
     cache::KvCache,
-    mlp::{Mlp, rms_norm},
+    mlp::{Mlp, layer_rms_norm},
     repeat_kv,
     rope::RopeTables,
 };
@@ -104,37 +104,23 @@ impl SelfAttentionDecoderLayer {
         config: &MllamaTextConfig,
         device: &Device,
     ) -> Result<Self, LoadError> {
-        let hidden = config.hidden_size;
-        let eps = config.rms_norm_eps;
         Ok(Self {
-            input_layernorm: rms_norm(
-                weights,
-                &format!("{prefix}.input_layernorm.weight"),
-                hidden,
-                eps,
-                device,
-            )?,
+            input_layernorm: layer_rms_norm(weights, prefix, "input_layernorm", config, device)?,
             self_attn: SelfAttention::load(
                 weights,
                 &format!("{prefix}.self_attn"),
-                hidden,
+                config.hidden_size,
                 HeadShape::of(config),
                 device,
             )?,
-            post_attention_layernorm: rms_norm(
+            post_attention_layernorm: layer_rms_norm(
                 weights,
-                &format!("{prefix}.post_attention_layernorm.weight"),
-                hidden,
-                eps,
+                prefix,
+                "post_attention_layernorm",
+                config,
                 device,
             )?,
-            mlp: Mlp::load(
-                weights,
-                &format!("{prefix}.mlp"),
-                hidden,
-                config.intermediate_size,
-                device,
-            )?,
+            mlp: Mlp::load_layer(weights, prefix, config, device)?,
         })
     }
 

@@ -332,36 +332,14 @@ impl MllamaVisionModel {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use burn::tensor::{Int, Tensor, TensorData};
-    use safetensors::{Dtype, SafeTensors};
-
     use super::*;
-    use crate::testing::{assert_close, device};
+    use crate::testing::{
+        assert_close, device, golden_int, mllama_golden_path, mllama_tiny_dir as fixture,
+    };
     use crate::vlm::mllama::config::MllamaConfig;
 
-    fn fixture() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
-    }
-
     fn golden() -> Weights {
-        Weights::from_files(&[fixture().join("golden.safetensors")]).unwrap()
-    }
-
-    /// An i64 golden tensor (`Weights` reads floats only).
-    fn golden_int<const D: usize>(name: &str, device: &Device) -> Tensor<D, Int> {
-        let bytes = std::fs::read(fixture().join("golden.safetensors")).unwrap();
-        let file = SafeTensors::deserialize(&bytes).unwrap();
-        let view = file.tensor(name).unwrap();
-        assert_eq!(view.dtype(), Dtype::I64, "{name} dtype");
-        let values: Vec<i64> = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let shape: [usize; D] = view.shape().try_into().unwrap();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        Weights::from_files(&[mllama_golden_path()]).unwrap()
     }
 
     fn vision_output(device: &Device) -> (MllamaConfig, Weights, Tensor<5>) {
@@ -380,8 +358,8 @@ mod tests {
             .unwrap();
         let output = model.forward(
             pixel_values,
-            golden_int::<2>("aspect_ratio_ids", device),
-            golden_int::<3>("aspect_ratio_mask", device),
+            golden_int::<2>(&mllama_golden_path(), "aspect_ratio_ids", device),
+            golden_int::<3>(&mllama_golden_path(), "aspect_ratio_mask", device),
         );
         (config, weights, output)
     }
