@@ -15,7 +15,7 @@ use lavender_core::sd::{
 };
 
 use crate::{
-    commands::{f32_safetensors, teacher_args::TeacherArgs, tensor_values},
+    commands::{f32_safetensors, open_image, teacher_args::TeacherArgs, tensor_values, write_png},
     device::DeviceSpec,
     output::write_atomically,
 };
@@ -64,9 +64,7 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
     let config = args.teacher.config()?;
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
     let device = spec.open()?;
-    let image = image::open(&args.image)
-        .with_context(|| format!("cannot decode the image {}", args.image.display()))?
-        .to_rgb8();
+    let image = open_image(&args.image)?;
 
     let started = Instant::now();
     let sd = StableDiffusion::load(&args.sd, &device)
@@ -101,23 +99,13 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
         let word_maps = tensor_values(maps.word_maps.clone(), "the word maps")?;
         let grid =
             lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
-        let mut bytes = Vec::new();
-        grid.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )?;
-        write_atomically(png, &bytes)?;
+        write_png(png, &grid)?;
         println!("wrote {}", png.display());
     }
     if let Some(path) = &args.reconstruction {
         let picture =
             tensor_to_image(sd.decode(maps.latent.clone())).map_err(anyhow::Error::msg)?;
-        let mut bytes = Vec::new();
-        picture.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )?;
-        write_atomically(path, &bytes)?;
+        write_png(path, &picture)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -8,7 +8,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context;
 use clap::Args;
 use lavender_core::align::grid::GridMode;
 use lavender_core::vlm::mllama::{
@@ -18,8 +17,7 @@ use lavender_core::vlm::mllama::{
 };
 
 use crate::{
-    commands::{GridArg, f32_safetensors},
-    device::DeviceSpec,
+    commands::{f32_safetensors, student_args::StudentArgs},
     output::write_atomically,
 };
 
@@ -30,17 +28,6 @@ use crate::{
       --prompt \"Describe the image.\" --temperature 0.7 --top-p 0.9 --seed 1 --json
   lavender generate --vlm ./model --image dog.jpg --prompt \"Where is the ball?\" --dump-attention attn.safetensors")]
 pub struct GenerateArgs {
-    /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
-    #[arg(long, value_name = "DIR")]
-    pub vlm: PathBuf,
-
-    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged in.
-    #[arg(long, value_name = "DIR")]
-    pub adapter: Option<PathBuf>,
-
-    #[arg(long, value_name = "FILE")]
-    pub image: PathBuf,
-
     /// The user's message; the model's chat template wraps it.
     #[arg(long)]
     pub prompt: String,
@@ -66,21 +53,11 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE")]
     pub dump_attention: Option<PathBuf>,
 
-    /// Side of the grid maps.
-    #[arg(long, default_value_t = 32)]
-    pub map_size: usize,
-
-    /// How attention is placed on the image in the grid maps.
-    #[arg(long, value_enum, default_value_t = GridArg::Corrected)]
-    pub grid: GridArg,
-
-    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<DeviceSpec>,
+    #[command(flatten)]
+    pub student: StudentArgs,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.map_size > 0, "--map-size must be positive");
     anyhow::ensure!(
         args.temperature >= 0.0 && args.temperature.is_finite(),
         "--temperature must be 0 or more"
@@ -89,15 +66,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         args.top_p > 0.0 && args.top_p <= 1.0,
         "--top-p must be in (0, 1]"
     );
-    let device = args
-        .device
-        .unwrap_or_else(DeviceSpec::best_available)
-        .open()?;
-    let image = image::open(&args.image)
-        .with_context(|| format!("cannot decode the image {}", args.image.display()))?
-        .to_rgb8();
-    let student = Mllama::load(&args.vlm, args.adapter.as_deref(), &device)
-        .with_context(|| format!("cannot load the model from {}", args.vlm.display()))?;
+    let (student, image) = args.student.load()?;
     let prepared = student.prepare(
         &image,
         &[Message::user_with_image(args.prompt.as_str())],
@@ -109,9 +78,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             &student,
             &prepared,
             path,
-            args.map_size,
-            args.grid.into(),
-            &args.image,
+            args.student.map_size,
+            args.student.grid.into(),
+            &args.student.image,
         )?;
     }
 

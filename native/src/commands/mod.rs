@@ -6,6 +6,7 @@ pub mod bench_unet;
 pub mod devices;
 pub mod extract;
 pub mod generate;
+pub mod student_args;
 pub mod teacher_args;
 
 use std::collections::HashMap;
@@ -63,4 +64,22 @@ impl From<GridArg> for lavender_core::align::grid::GridMode {
             GridArg::Legacy => Self::Legacy,
         }
     }
+}
+
+/// Decodes an image file to RGB, naming the file when it cannot.
+pub fn open_image(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
+    use anyhow::Context;
+    Ok(image::open(path)
+        .with_context(|| format!("cannot decode the image {}", path.display()))?
+        .to_rgb8())
+}
+
+/// Encodes `picture` as PNG and writes it atomically.
+pub fn write_png(path: &std::path::Path, picture: &image::RgbImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    picture.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    crate::output::write_atomically(path, &bytes)
 }

@@ -1,0 +1,56 @@
+//! The flags every student command shares (`generate`, `attend`): the model, its adapter, the
+//! image, where the attention lands, the device; and loading them.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use image::RgbImage;
+use lavender_core::vlm::mllama::student::Mllama;
+
+use crate::{
+    commands::{GridArg, open_image},
+    device::DeviceSpec,
+};
+
+#[derive(Debug, Args)]
+pub struct StudentArgs {
+    /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
+    #[arg(long, value_name = "DIR")]
+    pub vlm: PathBuf,
+
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged in.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+
+    /// The image (PNG, JPEG).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+
+    /// Side of the attention maps.
+    #[arg(long, default_value_t = 32)]
+    pub map_size: usize,
+
+    /// How attention is placed on the image.
+    #[arg(long, value_enum, default_value_t = GridArg::Corrected)]
+    pub grid: GridArg,
+
+    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+impl StudentArgs {
+    /// Checks the flags, opens the device, decodes the image and loads the model.
+    pub fn load(&self) -> anyhow::Result<(Mllama, RgbImage)> {
+        anyhow::ensure!(self.map_size > 0, "--map-size must be positive");
+        let device = self
+            .device
+            .unwrap_or_else(DeviceSpec::best_available)
+            .open()?;
+        let image = open_image(&self.image)?;
+        let student = Mllama::load(&self.vlm, self.adapter.as_deref(), &device)
+            .with_context(|| format!("cannot load the model from {}", self.vlm.display()))?;
+        Ok((student, image))
+    }
+}
