@@ -147,21 +147,29 @@ mod tests {
         }
     }
 
+    /// Logits of one pass over the whole prompt, without cache reuse or capture.
+    fn full_pass_logits(model: &MllamaModel, inputs: &Inputs) -> Tensor<3> {
+        model
+            .text
+            .forward(
+                inputs.input_ids.clone(),
+                Some(inputs.states.clone()),
+                Some(inputs.mask.clone()),
+                &mut KvCache::new(),
+                false,
+            )
+            .logits
+    }
+
     /// Image -> vision -> projector -> text, end to end, against transformers.
     #[test]
     fn full_model_matches_transformers() {
         let model = MllamaModel::load(&mllama_tiny_dir(), None, &device()).unwrap();
         let inputs = inputs(&model);
-        let output = model.text.forward(
-            inputs.input_ids,
-            Some(inputs.states.clone()),
-            Some(inputs.mask.clone()),
-            &mut KvCache::new(),
-            false,
-        );
+        let logits = full_pass_logits(&model, &inputs);
         let golden = Weights::from_files(&[mllama_golden_path()]).unwrap();
         let expected = golden.tensor("logits", [1, 29, 374], &device()).unwrap();
-        assert_close("logits", output.logits, expected, 1e-4);
+        assert_close("logits", logits, expected, 1e-4);
         let stops = model.config.text_config.stop_tokens();
         let generated = model.text.generate(
             &inputs.ids,
@@ -180,18 +188,12 @@ mod tests {
         let dir = mllama_tiny_dir();
         let model = MllamaModel::load(&dir, Some(&dir.join("adapter")), &device()).unwrap();
         let inputs = inputs(&model);
-        let output = model.text.forward(
-            inputs.input_ids,
-            Some(inputs.states.clone()),
-            Some(inputs.mask.clone()),
-            &mut KvCache::new(),
-            false,
-        );
+        let logits = full_pass_logits(&model, &inputs);
         let golden = Weights::from_files(&[dir.join("golden.safetensors")]).unwrap();
         let expected = golden
             .tensor("logits_adapter", [1, 29, 374], &device())
             .unwrap();
-        assert_close("logits with adapter", output.logits, expected, 1e-4);
+        assert_close("logits with adapter", logits, expected, 1e-4);
         let generated = model.text.generate(
             &inputs.ids,
             Some(inputs.states),
