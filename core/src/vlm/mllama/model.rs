@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::{
+    module::Module,
+    tensor::{Device, Int, Tensor},
+};
 
 use super::{
     config::MllamaConfig,
@@ -16,8 +19,9 @@ use crate::{
     weights::{LoadError, Weights, component_weight_files},
 };
 
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct MllamaModel {
+    #[module(skip)]
     pub config: MllamaConfig,
     pub vision: MllamaVisionModel,
     pub projector: MultiModalProjector,

@@ -3,6 +3,7 @@
 //! feed-forward are added through tanh gates.
 
 use burn::{
+    module::{Module, Param},
     nn::{Linear, RmsNorm},
     tensor::{
         Bool, Device, Tensor, activation::softmax, module::attention, ops::AttentionModuleOptions,
@@ -54,7 +55,7 @@ impl CrossAttentionMask {
 }
 
 /// `cross_attn.{q,k,v,o}_proj` (no bias) and `cross_attn.{q,k}_norm` (RMSNorm over each head).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct CrossAttention {
     q_proj: Linear,
     k_proj: Linear,
@@ -62,6 +63,7 @@ pub struct CrossAttention {
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
+    #[module(skip)]
     heads: HeadShape,
 }
 
@@ -182,16 +184,16 @@ impl CrossAttention {
 
 /// One gated cross-attention decoder layer (`language_model.model.layers.N` for N in
 /// `cross_attention_layers`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct CrossAttentionDecoderLayer {
     input_layernorm: RmsNorm,
     pub(crate) cross_attn: CrossAttention,
     /// `[1]`, applied as `tanh(gate)`.
-    cross_attn_attn_gate: Tensor<1>,
+    cross_attn_attn_gate: Param<Tensor<1>>,
     post_attention_layernorm: RmsNorm,
     mlp: Mlp,
     /// `[1]`, applied as `tanh(gate)`.
-    cross_attn_mlp_gate: Tensor<1>,
+    cross_attn_mlp_gate: Param<Tensor<1>>,
 }
 
 impl CrossAttentionDecoderLayer {
@@ -211,11 +213,11 @@ impl CrossAttentionDecoderLayer {
                 config.rms_norm_eps,
                 device,
             )?,
-            cross_attn_attn_gate: weights.tensor(
+            cross_attn_attn_gate: Param::from_tensor(weights.tensor(
                 &format!("{prefix}.cross_attn_attn_gate"),
                 [1],
                 device,
-            )?,
+            )?),
             post_attention_layernorm: layer_rms_norm(
                 weights,
                 prefix,
@@ -224,11 +226,11 @@ impl CrossAttentionDecoderLayer {
                 device,
             )?,
             mlp: Mlp::load_layer(weights, prefix, config, device)?,
-            cross_attn_mlp_gate: weights.tensor(
+            cross_attn_mlp_gate: Param::from_tensor(weights.tensor(
                 &format!("{prefix}.cross_attn_mlp_gate"),
                 [1],
                 device,
-            )?,
+            )?),
         })
     }
 
@@ -244,7 +246,7 @@ impl CrossAttentionDecoderLayer {
         let (attended, probs) =
             self.cross_attn
                 .forward(self.input_layernorm.forward(x.clone()), kv, mask, capture);
-        let x = x + attended * self.cross_attn_attn_gate.clone().tanh().unsqueeze::<3>();
+        let x = x + attended * self.cross_attn_attn_gate.val().tanh().unsqueeze::<3>();
         let mut ff = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
@@ -252,7 +254,7 @@ impl CrossAttentionDecoderLayer {
             // Tokens that see no image get no image-conditioned feed-forward.
             ff = ff * mask.rows.clone();
         }
-        let x = x + ff * self.cross_attn_mlp_gate.clone().tanh().unsqueeze::<3>();
+        let x = x + ff * self.cross_attn_mlp_gate.val().tanh().unsqueeze::<3>();
         (x, probs)
     }
 }

@@ -2,7 +2,7 @@
 //! text layer uses.
 
 use burn::{
-    module::Param,
+    module::{Module, Param},
     nn::{Linear, RmsNorm},
     tensor::{Device, Tensor, activation::silu},
 };
@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// transformers' `MllamaTextMLP`: `down(silu(gate(x)) * up(x))`.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,

@@ -16,6 +16,7 @@ pub mod self_attention;
 use std::path::PathBuf;
 
 use burn::{
+    module::Module,
     nn::{Embedding, Linear, RmsNorm},
     tensor::{Device, Int, Tensor, TensorData},
 };
@@ -64,11 +65,14 @@ pub(crate) fn repeat_kv(x: Tensor<4>, heads: usize) -> Tensor<4> {
         .reshape([batch, heads, n, d])
 }
 
-#[derive(Debug)]
+/// Module paths include the variant name (`text.layers.1.CrossAttention.cross_attn...`), as
+/// Burn's enum derive enters it.
+#[derive(Module, Debug)]
+// Not boxed: Burn implements `Module` for no `Box<T>`; the size difference is a few handles.
+#[allow(clippy::large_enum_variant)]
 enum DecoderLayer {
-    // Boxed: layers are large structs of tensor handles, of different sizes.
-    SelfAttention(Box<SelfAttentionDecoderLayer>),
-    CrossAttention(Box<CrossAttentionDecoderLayer>),
+    SelfAttention(SelfAttentionDecoderLayer),
+    CrossAttention(CrossAttentionDecoderLayer),
 }
 
 /// What [`MllamaTextModel::forward`] returns.
@@ -82,12 +86,13 @@ pub struct TextOutput {
 }
 
 /// transformers' `MllamaTextModel` plus the `lm_head` (`MllamaForCausalLM`'s decoder part).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct MllamaTextModel {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
+    #[module(skip)]
     rope: RotaryEmbedding,
     vocab_size: usize,
 }
@@ -132,13 +137,13 @@ impl MllamaTextModel {
         for index in 0..config.num_hidden_layers {
             let layer = format!("{model}.layers.{index}");
             layers.push(if config.cross_attention_layers.contains(&index) {
-                DecoderLayer::CrossAttention(Box::new(CrossAttentionDecoderLayer::load(
+                DecoderLayer::CrossAttention(CrossAttentionDecoderLayer::load(
                     weights, &layer, config, device,
-                )?))
+                )?)
             } else {
-                DecoderLayer::SelfAttention(Box::new(SelfAttentionDecoderLayer::load(
+                DecoderLayer::SelfAttention(SelfAttentionDecoderLayer::load(
                     weights, &layer, config, device,
-                )?))
+                )?)
             });
         }
         let lm_head_name = format!("{prefix}.lm_head");

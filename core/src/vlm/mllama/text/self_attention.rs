@@ -2,6 +2,7 @@
 //! and grouped-query heads, then the SwiGLU feed-forward.
 
 use burn::{
+    module::Module,
     nn::{Linear, RmsNorm},
     tensor::{Device, Tensor, module::attention, ops::AttentionModuleOptions},
 };
@@ -19,12 +20,13 @@ use crate::{
 };
 
 /// `self_attn.{q,k,v,o}_proj`, no bias.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct SelfAttention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    #[module(skip)]
     heads: HeadShape,
 }
 
@@ -89,7 +91,7 @@ impl SelfAttention {
 }
 
 /// One self-attention decoder layer (`language_model.model.layers.N`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct SelfAttentionDecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: SelfAttention,

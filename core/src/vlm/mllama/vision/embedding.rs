@@ -1,19 +1,22 @@
 //! The vision tower's learned position embeddings, selected by aspect-ratio id (transformers
 //! `MllamaPrecomputedAspectRatioEmbedding` and `MllamaPrecomputedPositionEmbedding`).
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::{
+    module::{Module, Param},
+    tensor::{Device, Int, Tensor},
+};
 
 use crate::weights::{LoadError, Weights};
 
 /// One embedding per tile, chosen by the image's aspect-ratio id and added to every token of
 /// that tile, scaled by `tanh(gate)` (`pre_tile_positional_embedding`,
 /// `post_tile_positional_embedding`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct PrecomputedAspectRatioEmbedding {
     /// `[max_aspect_ratio_id + 1, max_num_tiles * hidden]`.
-    embedding: Tensor<2>,
-    /// `tanh(gate)`: `[1]`.
-    gate: Tensor<1>,
+    embedding: Param<Tensor<2>>,
+    /// `[1]`, applied as `tanh(gate)`.
+    gate: Param<Tensor<1>>,
     max_num_tiles: usize,
     hidden_size: usize,
 }
@@ -30,14 +33,12 @@ impl PrecomputedAspectRatioEmbedding {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            embedding: weights.tensor(
+            embedding: Param::from_tensor(weights.tensor(
                 &format!("{prefix}.embedding.weight"),
                 [num_aspect_ratio_ids, max_num_tiles * hidden_size],
                 device,
-            )?,
-            gate: weights
-                .tensor(&format!("{prefix}.gate"), [1], device)?
-                .tanh(),
+            )?),
+            gate: Param::from_tensor(weights.tensor(&format!("{prefix}.gate"), [1], device)?),
             max_num_tiles,
             hidden_size,
         })
@@ -47,27 +48,27 @@ impl PrecomputedAspectRatioEmbedding {
     /// Returns the same shape.
     pub fn forward(&self, hidden: Tensor<4>, aspect_ratio_ids: Tensor<1, Int>) -> Tensor<4> {
         let [images] = aspect_ratio_ids.dims();
-        let embeddings = self.embedding.clone().select(0, aspect_ratio_ids).reshape([
+        let embeddings = self.embedding.val().select(0, aspect_ratio_ids).reshape([
             images,
             self.max_num_tiles,
             1,
             self.hidden_size,
         ]);
-        hidden + embeddings * self.gate.clone().reshape([1, 1, 1, 1])
+        hidden + embeddings * self.gate.val().tanh().reshape([1, 1, 1, 1])
     }
 }
 
 /// The per-token position embedding, blended with a per-(aspect ratio, tile, token) one by a
 /// single gate: `(1 - tanh(gate)) * embedding + tanh(gate) * tile_embedding[id]`
 /// (`gated_positional_embedding`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct PrecomputedPositionEmbedding {
     /// `[tokens_per_tile, hidden]`.
-    embedding: Tensor<2>,
+    embedding: Param<Tensor<2>>,
     /// `[max_aspect_ratio_id + 1, max_num_tiles * tokens_per_tile * hidden]`.
-    tile_embedding: Tensor<2>,
-    /// `tanh(gate)`: `[1]`.
-    gate: Tensor<1>,
+    tile_embedding: Param<Tensor<2>>,
+    /// `[1]`, applied as `tanh(gate)`.
+    gate: Param<Tensor<1>>,
     max_num_tiles: usize,
     tokens_per_tile: usize,
     hidden_size: usize,
@@ -85,22 +86,20 @@ impl PrecomputedPositionEmbedding {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            embedding: weights.tensor(
+            embedding: Param::from_tensor(weights.tensor(
                 &format!("{prefix}.embedding"),
                 [tokens_per_tile, hidden_size],
                 device,
-            )?,
-            tile_embedding: weights.tensor(
+            )?),
+            tile_embedding: Param::from_tensor(weights.tensor(
                 &format!("{prefix}.tile_embedding.weight"),
                 [
                     num_aspect_ratio_ids,
                     max_num_tiles * tokens_per_tile * hidden_size,
                 ],
                 device,
-            )?,
-            gate: weights
-                .tensor(&format!("{prefix}.gate"), [1], device)?
-                .tanh(),
+            )?),
+            gate: Param::from_tensor(weights.tensor(&format!("{prefix}.gate"), [1], device)?),
             max_num_tiles,
             tokens_per_tile,
             hidden_size,
@@ -111,14 +110,14 @@ impl PrecomputedPositionEmbedding {
     /// `[images]`. Returns the same shape.
     pub fn forward(&self, hidden: Tensor<4>, aspect_ratio_ids: Tensor<1, Int>) -> Tensor<4> {
         let [images] = aspect_ratio_ids.dims();
-        let gate = self.gate.clone().reshape([1, 1, 1, 1]);
-        let position =
-            self.embedding
-                .clone()
-                .reshape([1, 1, self.tokens_per_tile, self.hidden_size]);
+        let gate = self.gate.val().tanh().reshape([1, 1, 1, 1]);
+        let position = self
+            .embedding
+            .val()
+            .reshape([1, 1, self.tokens_per_tile, self.hidden_size]);
         let tile = self
             .tile_embedding
-            .clone()
+            .val()
             .select(0, aspect_ratio_ids)
             .reshape([
                 images,

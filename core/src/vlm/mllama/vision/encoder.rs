@@ -2,6 +2,7 @@
 //! and a GELU MLP, with `tanh` gates on both residual branches in the global encoder.
 
 use burn::{
+    module::{Module, Param},
     nn::{LayerNorm, Linear},
     tensor::{
         Bool, Device, Tensor,
@@ -51,7 +52,7 @@ pub struct VisionLayerShape {
 }
 
 /// Multi-head self-attention, `q_proj`/`k_proj`/`v_proj`/`o_proj` without bias.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct VisionAttention {
     q_proj: Linear,
     k_proj: Linear,
@@ -112,10 +113,11 @@ impl VisionAttention {
 }
 
 /// `fc1` -> activation -> `fc2`, both with bias.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct VisionMlp {
     fc1: Linear,
     fc2: Linear,
+    #[module(skip)]
     activation: VisionActivation,
 }
 
@@ -151,22 +153,17 @@ impl VisionMlp {
     }
 }
 
-/// `tanh(gate_attn)` and `tanh(gate_ffn)` of a global layer, `[1]` each.
-#[derive(Debug)]
-struct LayerGates {
-    attn: Tensor<1>,
-    ffn: Tensor<1>,
-}
-
 /// One pre-norm transformer layer (`MllamaVisionEncoderLayer`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct VisionEncoderLayer {
     input_layernorm: LayerNorm,
     self_attn: VisionAttention,
     post_attention_layernorm: LayerNorm,
     mlp: VisionMlp,
-    /// Present in the global encoder only.
-    gates: Option<LayerGates>,
+    /// `[1]`, applied as `tanh(gate_attn)`; in the global encoder only.
+    gate_attn: Option<Param<Tensor<1>>>,
+    /// `[1]`, applied as `tanh(gate_ffn)`; in the global encoder only.
+    gate_ffn: Option<Param<Tensor<1>>>,
 }
 
 impl VisionEncoderLayer {
@@ -178,17 +175,16 @@ impl VisionEncoderLayer {
         device: &Device,
     ) -> Result<Self, LoadError> {
         let hidden = shape.hidden_size;
-        let gates = if gated {
-            Some(LayerGates {
-                attn: weights
-                    .tensor(&format!("{prefix}.gate_attn"), [1], device)?
-                    .tanh(),
-                ffn: weights
-                    .tensor(&format!("{prefix}.gate_ffn"), [1], device)?
-                    .tanh(),
+        let gate = |name: &str| -> Result<_, LoadError> {
+            Ok(if gated {
+                Some(Param::from_tensor(weights.tensor(
+                    &format!("{prefix}.{name}"),
+                    [1],
+                    device,
+                )?))
+            } else {
+                None
             })
-        } else {
-            None
         };
         Ok(Self {
             input_layernorm: weights.layer_norm(
@@ -211,29 +207,30 @@ impl VisionEncoderLayer {
                 device,
             )?,
             mlp: VisionMlp::load(weights, &format!("{prefix}.mlp"), shape, device)?,
-            gates,
+            gate_attn: gate("gate_attn")?,
+            gate_ffn: gate("gate_ffn")?,
         })
     }
 
     /// `x`: `[images, tokens, hidden]`; `mask` as in [`VisionAttention::forward`].
     pub fn forward(&self, x: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
-        let gate = |branch: Tensor<3>, gate: Option<&Tensor<1>>| match gate {
-            Some(gate) => branch * gate.clone().reshape([1, 1, 1]),
+        let gate = |branch: Tensor<3>, gate: &Option<Param<Tensor<1>>>| match gate {
+            Some(gate) => branch * gate.val().tanh().reshape([1, 1, 1]),
             None => branch,
         };
         let attn = self
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), mask);
-        let x = x + gate(attn, self.gates.as_ref().map(|g| &g.attn));
+        let x = x + gate(attn, &self.gate_attn);
         let ffn = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
-        x + gate(ffn, self.gates.as_ref().map(|g| &g.ffn))
+        x + gate(ffn, &self.gate_ffn)
     }
 }
 
 /// A stack of layers: `transformer` (ungated) or `global_transformer` (gated).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct VisionEncoder {
     layers: Vec<VisionEncoderLayer>,
 }

@@ -15,7 +15,7 @@ mod projector;
 use std::path::PathBuf;
 
 use burn::{
-    module::Param,
+    module::{Module, Param},
     nn::{LayerNorm, PaddingConfig2d, conv::Conv2d},
     tensor::{Bool, Device, Int, Tensor},
 };
@@ -35,11 +35,11 @@ use crate::weights::{LoadError, Weights};
 const OUTER_NORM_EPS: f64 = 1e-5;
 
 /// `MllamaVisionModel`, loaded from the released key names under `prefix` (`vision_model`).
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct MllamaVisionModel {
     patch_embedding: Conv2d,
     /// `[hidden]`.
-    class_embedding: Tensor<1>,
+    class_embedding: Param<Tensor<1>>,
     gated_positional_embedding: PrecomputedPositionEmbedding,
     pre_tile_positional_embedding: PrecomputedAspectRatioEmbedding,
     post_tile_positional_embedding: PrecomputedAspectRatioEmbedding,
@@ -125,7 +125,11 @@ impl MllamaVisionModel {
                 groups: 1,
                 padding: PaddingConfig2d::Valid,
             },
-            class_embedding: weights.tensor(&name("class_embedding"), [hidden], device)?,
+            class_embedding: Param::from_tensor(weights.tensor(
+                &name("class_embedding"),
+                [hidden],
+                device,
+            )?),
             gated_positional_embedding: PrecomputedPositionEmbedding::load(
                 weights,
                 &name("gated_positional_embedding"),
@@ -248,7 +252,7 @@ impl MllamaVisionModel {
         // Class token first in every tile.
         let class =
             self.class_embedding
-                .clone()
+                .val()
                 .reshape([1, 1, dim])
                 .expand([images * tiles, 1, dim]);
         let x = Tensor::cat(

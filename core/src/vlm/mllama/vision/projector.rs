@@ -1,6 +1,7 @@
 //! `multi_modal_projector`: the linear map from the vision output to the text model's width.
 
 use burn::{
+    module::Module,
     nn::Linear,
     tensor::{Device, Tensor},
 };
@@ -8,7 +9,7 @@ use burn::{
 use crate::weights::{LoadError, Weights};
 
 /// `nn.Linear(vision_output_dim, text hidden_size, bias=True)`.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct MultiModalProjector {
     linear: Linear,
     text_hidden_size: usize,
