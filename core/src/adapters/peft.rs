@@ -7,7 +7,10 @@
 //! the published Lavender adapters have it) and in transformers 5's (`model.language_model.*`),
 //! mapped by the caller's `to_base_key`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
@@ -46,6 +49,28 @@ impl PeftAdapter {
     pub fn load(folder: &Path) -> Result<Self, LoadError> {
         let config_path = folder.join("adapter_config.json");
         let config: LoraConfig = read_json(&config_path)?;
+        let weights = Weights::from_files(&[folder.join("adapter_model.safetensors")])?;
+        Self::new(config, weights, config_path)
+    }
+
+    /// An adapter already in memory: `adapter_config.json` text and `adapter_model.safetensors`
+    /// bytes; `label` names it in errors.
+    pub fn from_bytes(
+        label: &Path,
+        config_json: &str,
+        safetensors: Vec<u8>,
+    ) -> Result<Self, LoadError> {
+        let config_path = label.join("adapter_config.json");
+        let config: LoraConfig =
+            serde_json::from_str(config_json).map_err(|error| LoadError::Config {
+                path: config_path.clone(),
+                reason: error.to_string(),
+            })?;
+        let weights = Weights::from_bytes(label.join("adapter_model.safetensors"), safetensors)?;
+        Self::new(config, weights, config_path)
+    }
+
+    fn new(config: LoraConfig, weights: Weights, config_path: PathBuf) -> Result<Self, LoadError> {
         if let Some(kind) = &config.peft_type
             && kind != "LORA"
         {
@@ -60,7 +85,6 @@ impl PeftAdapter {
                 reason: "r must be positive".into(),
             });
         }
-        let weights = Weights::from_files(&[folder.join("adapter_model.safetensors")])?;
         Ok(Self { config, weights })
     }
 
@@ -74,9 +98,17 @@ impl PeftAdapter {
         }
     }
 
+    /// The adapter's tensors (`lora_A` `[r, in]`, `lora_B` `[out, r]`).
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
     /// The adapted modules: base weight name (after `to_base_key`) -> the adapter's `A` and
     /// `B` names.
-    fn pairs(&self, to_base_key: impl Fn(&str) -> String) -> BTreeMap<String, (String, String)> {
+    pub fn pairs(
+        &self,
+        to_base_key: impl Fn(&str) -> String,
+    ) -> BTreeMap<String, (String, String)> {
         self.weights
             .names()
             .filter_map(|name| {

@@ -11,6 +11,7 @@ use burn::{
 
 use super::{
     config::MllamaConfig,
+    lora::LoraSettings,
     text::MllamaTextModel,
     vision::{MllamaVisionModel, MultiModalProjector},
 };
@@ -26,6 +27,9 @@ pub struct MllamaModel {
     pub vision: MllamaVisionModel,
     pub projector: MultiModalProjector,
     pub text: MllamaTextModel,
+    /// The LoRA this model carries ([`super::lora::apply_lora`]); `None` for a dense model.
+    #[module(skip)]
+    pub(crate) lora: Option<LoraSettings>,
 }
 
 impl MllamaModel {
@@ -70,7 +74,13 @@ impl MllamaModel {
             vision,
             projector,
             text,
+            lora: None,
         })
+    }
+
+    /// The rank, alpha and targets of the LoRA factors this model carries, if any.
+    pub fn lora_settings(&self) -> Option<&LoraSettings> {
+        self.lora.as_ref()
     }
 
     /// The states the cross-attention layers read, `[images x tiles, tokens_per_tile, hidden]`,
@@ -106,7 +116,7 @@ pub fn released_key(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         testing::{
@@ -116,17 +126,18 @@ mod tests {
         vlm::mllama::text::{KvCache, Sampler},
     };
 
-    struct Inputs {
+    pub(crate) struct Inputs {
         states: Tensor<3>,
         input_ids: Tensor<2, Int>,
         ids: Vec<u32>,
         mask: Tensor<4>,
     }
 
-    fn inputs(model: &MllamaModel) -> Inputs {
+    /// The golden prompt through `model`'s vision tower, on `model`'s device.
+    pub(crate) fn inputs(model: &MllamaModel) -> Inputs {
         let golden_path = mllama_golden_path();
         let golden = Weights::from_files(&[&golden_path]).unwrap();
-        let d = device();
+        let d = model.devices()[0].clone();
         let pixels = golden
             .tensor("pixel_values", [1, 1, 4, 3, 56, 56], &d)
             .unwrap();
@@ -152,7 +163,7 @@ mod tests {
     }
 
     /// Logits of one pass over the whole prompt, without cache reuse or capture.
-    fn full_pass_logits(model: &MllamaModel, inputs: &Inputs) -> Tensor<3> {
+    pub(crate) fn full_pass_logits(model: &MllamaModel, inputs: &Inputs) -> Tensor<3> {
         model
             .text
             .forward(
