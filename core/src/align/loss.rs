@@ -342,6 +342,24 @@ mod tests {
         WordMaps { words, maps }
     }
 
+    /// The fixture sample (the tiny model with its adapter merged, the fixture image, question
+    /// and answer) through one forward pass: the student, labels, logits and attention.
+    fn fixture_pass(device: &Device) -> (Mllama, Vec<i64>, Tensor<3>, TextToImageAttention) {
+        let dir = mllama_tiny_dir();
+        let student = Mllama::load(&dir, Some(&dir.join("adapter")), device).unwrap();
+        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let messages = [
+            Message::user_with_image("What is in the picture?"),
+            Message::text(
+                "assistant",
+                "A brown dog rides a red skateboard near the water.",
+            ),
+        ];
+        let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
+        let (logits, attention) = student.forward_with_attention(&prepared);
+        (student, labels, logits, attention)
+    }
+
     fn scalar(name: &str, device: &Device) -> Tensor<1> {
         lavender_golden().tensor(name, [1], device).unwrap()
     }
@@ -352,19 +370,8 @@ mod tests {
     #[test]
     fn loss_and_aligner_gradients_match_torch() {
         let device = Device::flex().autodiff();
-        let dir = mllama_tiny_dir();
-        let student = Mllama::load(&dir, Some(&dir.join("adapter")), &device).unwrap();
-        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
-        let messages = [
-            Message::user_with_image("What is in the picture?"),
-            Message::text(
-                "assistant",
-                "A brown dog rides a red skateboard near the water.",
-            ),
-        ];
-        let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
+        let (student, labels, logits, attention) = fixture_pass(&device);
         assert_eq!(labels, golden_i64(&lavender_golden_path(), "labels").0);
-        let (logits, attention) = student.forward_with_attention(&prepared);
         let aligner = fixture_aligner(&device);
         let teacher = teacher(&device);
         let tokenizer = student.prompt.tokenizer();
@@ -446,6 +453,46 @@ mod tests {
             scalar("reference_align", &device),
             1e-4,
         );
+    }
+
+    /// The other aggregations and the reference's (legacy) grid give torch's L_att too.
+    #[test]
+    fn aggregation_and_grid_variants_match_torch() {
+        let device = device();
+        let (student, labels, logits, attention) = fixture_pass(&device);
+        let aligner = fixture_aligner(&device);
+        let teacher = teacher(&device);
+        for (name, aggregation, grid) in [
+            (
+                "align_mean_first",
+                Aggregation::MeanFirst,
+                GridMode::Corrected,
+            ),
+            ("align_max_max", Aggregation::MaxMax, GridMode::Corrected),
+            (
+                "align_legacy",
+                Aggregation::AlignerPerLayer,
+                GridMode::Legacy,
+            ),
+        ] {
+            let config = LossConfig {
+                aggregation,
+                grid,
+                ..LossConfig::default()
+            };
+            let loss = lavender_loss(
+                logits.clone(),
+                &attention,
+                &labels,
+                &teacher,
+                Some(&aligner),
+                student.prompt.tokenizer(),
+                &config,
+            )
+            .unwrap();
+            assert_eq!(loss.matched.len(), 3, "{name}");
+            assert_close(name, loss.align, scalar(name, &device), 1e-4);
+        }
     }
 
     /// Row i is keyed by labels[i + 1]; unsupervised rows and the text-less tokens ("\n\n",
