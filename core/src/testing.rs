@@ -100,3 +100,26 @@ pub fn mllama_golden_ids(name: &str) -> Vec<u32> {
         .map(|id| id as u32)
         .collect()
 }
+
+/// The golden values of the Lavender loss on the tiny Mllama model, written by
+/// `tests/fixtures/make_lavender_fixtures.py`.
+pub fn lavender_golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/lavender-tiny/golden.safetensors")
+}
+
+/// The float tensors of [`lavender_golden_path`].
+pub fn lavender_golden() -> Weights {
+    Weights::from_files(&[lavender_golden_path()]).expect("lavender golden values load")
+}
+
+/// The metadata string `key` of [`lavender_golden_path`].
+pub fn lavender_golden_metadata(key: &str) -> String {
+    let bytes = std::fs::read(lavender_golden_path()).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .unwrap_or_else(|| panic!("lavender golden metadata has no `{key}`"))
+}

@@ -1,7 +1,9 @@
 //! The student's answer tokens as words: Llama-3's byte-level BPE marks a word's start with a
 //! leading space, so a token whose text starts with whitespace opens a new word. Words are
 //! lower-cased, punctuation-only words dropped and repeated words merged, as on the teacher's
-//! side ([`crate::sd::words`]), so the two sides' words can be matched as strings.
+//! side ([`crate::sd::words`]), so the two sides' words can be matched as strings. A token
+//! with no visible text (`"\n\n"`, a special token decoded as `""`) ends the current word and
+//! belongs to none.
 
 use crate::sd::words::WordGroups;
 
@@ -12,9 +14,15 @@ pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
         members: Vec::new(),
     };
     let mut spans: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut word_open = false;
     for (index, text) in token_texts.iter().enumerate() {
-        let starts_word = text.starts_with(char::is_whitespace) || spans.is_empty();
         let trimmed = text.trim();
+        if trimmed.is_empty() {
+            word_open = false;
+            continue;
+        }
+        let starts_word = text.starts_with(char::is_whitespace) || !word_open;
+        word_open = true;
         // Punctuation attached to a word ("dog.") ends it; it is not part of it.
         if starts_word {
             spans.push((trimmed.to_string(), vec![index]));
@@ -59,5 +67,12 @@ mod tests {
             groups.members,
             vec![vec![0, 4], vec![1, 2], vec![3], vec![5, 6]]
         );
+    }
+
+    #[test]
+    fn invisible_tokens_end_words_and_belong_to_none() {
+        let groups = group_answer_words(&texts(&["\n\n", "A", "\n", "dog", ".", ""]));
+        assert_eq!(groups.words, texts(&["a", "dog"]));
+        assert_eq!(groups.members, vec![vec![1], vec![3, 4]]);
     }
 }

@@ -4,6 +4,7 @@
 //! `language_model.lm_head.*`, `multi_modal_projector.*`).
 
 pub mod config;
+pub mod labels;
 pub mod lora;
 pub mod model;
 pub mod processor;

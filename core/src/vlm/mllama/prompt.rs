@@ -197,6 +197,14 @@ impl MllamaPrompt {
         &self.bos_token
     }
 
+    /// A special token of `tokenizer_config.json` by key (`"pad_token"`, `"eos_token"`, ...).
+    pub fn special_token(&self, key: &str) -> Option<&str> {
+        self.special_tokens
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, token)| token.as_str())
+    }
+
     /// `apply_chat_template(messages, add_generation_prompt)`: the template sees `messages`,
     /// `add_generation_prompt`, `tools` and `documents` (none) and the special tokens.
     pub fn render(

@@ -98,17 +98,51 @@ impl Mllama {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<Prepared, StudentError> {
+        self.prepare_with(image, |processed| {
+            let rendered = self.prompt.render(messages, add_generation_prompt)?;
+            Ok(self.prompt.encode(
+                &rendered,
+                &[processed.num_tiles],
+                processed.aspect_ratio_mask.len(),
+                self.model.config.text_config.max_position_embeddings,
+            )?)
+        })
+    }
+
+    /// A whole conversation (answers included) for training: [`prepare`](Self::prepare)
+    /// without the generation prompt, and one label per input id (-100 outside the assistant's
+    /// turns, see [`super::labels`]).
+    pub fn prepare_conversation(
+        &self,
+        image: &RgbImage,
+        messages: &[Message],
+    ) -> Result<(Prepared, Vec<i64>), StudentError> {
+        let mut labels = Vec::new();
+        let prepared = self.prepare_with(image, |processed| {
+            let (inputs, conversation_labels) = self.prompt.encode_conversation(
+                messages,
+                &[processed.num_tiles],
+                processed.aspect_ratio_mask.len(),
+                self.model.config.text_config.max_position_embeddings,
+            )?;
+            labels = conversation_labels;
+            Ok(inputs)
+        })?;
+        Ok((prepared, labels))
+    }
+
+    /// Processes the image, tokenizes with `encode` (given the processed image) and runs the
+    /// vision tower.
+    fn prepare_with(
+        &self,
+        image: &RgbImage,
+        encode: impl FnOnce(&ProcessedImage) -> Result<PromptInputs, StudentError>,
+    ) -> Result<Prepared, StudentError> {
         let vision = &self.model.config.vision_config;
         let processed =
             self.processor
                 .preprocess(image, &vision.supported_aspect_ratios, &self.device)?;
-        let rendered = self.prompt.render(messages, add_generation_prompt)?;
-        let inputs = self.prompt.encode(
-            &rendered,
-            &[processed.num_tiles],
-            processed.aspect_ratio_mask.len(),
-            self.model.config.text_config.max_position_embeddings,
-        )?;
+        let inputs = encode(&processed)?;
         let [tiles, channels, height, width] = processed.pixel_values.dims();
         let pixel_values = processed
             .pixel_values

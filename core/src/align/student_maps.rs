@@ -1,0 +1,162 @@
+//! The student's per-token maps: every aligned layer's attention placed on the image grid
+//! (heads as channels), combined into one map per text position by the Aligner or by maxima
+//! (lavender-method.md §3.4), then min-max normalised per position.
+
+use burn::tensor::Tensor;
+
+use super::{
+    aligner::Aligner,
+    grid::{GridMode, attention_to_grid, legacy_attention_to_grid},
+};
+use crate::{sd::words::NORMALISE_EPS, vlm::TextToImageAttention};
+
+/// How the layers' per-head maps become one map per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    /// The Aligner on each layer, then the mean over layers (the reference's default).
+    #[default]
+    AlignerPerLayer,
+    /// The mean over layers, then the Aligner (`diffag_mean_layer`).
+    MeanFirst,
+    /// The maximum over heads, then over layers; no Aligner (`diffag_maxmax`).
+    MaxMax,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StudentMapsError {
+    #[error("the student captured no cross-attention layer")]
+    NoLayers,
+    #[error("{0:?} aggregation needs an Aligner")]
+    NoAligner(Aggregation),
+}
+
+/// One layer's attention `[heads, seq, keys]` on the grid: `[seq, heads, size, size]`.
+pub fn layer_grid(
+    attention: Tensor<3>,
+    geometry: &super::grid::TileGeometry,
+    mode: GridMode,
+    size: usize,
+) -> Tensor<4> {
+    let [heads, seq, keys] = attention.dims();
+    let flat = attention.reshape([heads * seq, keys]);
+    let grid = match mode {
+        GridMode::Corrected => attention_to_grid(flat, geometry, size),
+        GridMode::Legacy => {
+            // The reference reads the valid tiles off the text's mask: the image's tiles.
+            let valid = geometry.tiles[0] * geometry.tiles[1];
+            let mask: Vec<bool> = (0..geometry.max_tiles).map(|t| t < valid).collect();
+            legacy_attention_to_grid(flat, geometry, &mask, size)
+        }
+    };
+    grid.reshape([heads, seq, size, size]).swap_dims(0, 1)
+}
+
+/// Per-position maps `[seq, size, size]`, each min-max normalised, from the attention of all
+/// aligned layers. `aligner` is needed by the Aligner aggregations and must take as many
+/// input channels as the layers have heads.
+pub fn token_maps(
+    attention: &TextToImageAttention,
+    aligner: Option<&Aligner>,
+    aggregation: Aggregation,
+    mode: GridMode,
+    size: usize,
+) -> Result<Tensor<3>, StudentMapsError> {
+    if attention.layers.is_empty() {
+        return Err(StudentMapsError::NoLayers);
+    }
+    let grids: Vec<Tensor<4>> = attention
+        .layers
+        .iter()
+        .map(|(_, probs)| layer_grid(probs.clone(), &attention.geometry, mode, size))
+        .collect();
+    let layers = grids.len();
+    let [seq, heads, _, _] = grids[0].dims();
+    let aligner = || aligner.ok_or(StudentMapsError::NoAligner(aggregation));
+    let maps = match aggregation {
+        Aggregation::AlignerPerLayer => {
+            // One Aligner pass over all layers at once: instance norm is per sample anyway.
+            let all = Tensor::cat(grids, 0);
+            aligner()?
+                .forward(all)
+                .reshape([layers, seq, size, size])
+                .mean_dim(0)
+        }
+        Aggregation::MeanFirst => {
+            let mean = Tensor::stack::<5>(grids, 0)
+                .mean_dim(0)
+                .reshape([seq, heads, size, size]);
+            aligner()?.forward(mean)
+        }
+        Aggregation::MaxMax => Tensor::stack::<5>(grids, 0)
+            .max_dim(2)
+            .max_dim(0)
+            .reshape([seq, 1, size, size]),
+    };
+    Ok(min_max_per_map(maps.reshape([seq, size, size])))
+}
+
+/// `(m - min) / (max - min + eps)` per map of `[n, h, w]`.
+pub fn min_max_per_map(maps: Tensor<3>) -> Tensor<3> {
+    let [n, h, w] = maps.dims();
+    let flat = maps.reshape([n, h * w]);
+    let min = flat.clone().min_dim(1);
+    let max = flat.clone().max_dim(1);
+    let range = (max - min.clone()).add_scalar(NORMALISE_EPS);
+    ((flat - min) / range).reshape([n, h, w])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::{align::grid::TileGeometry, testing::device};
+
+    /// 2 heads, 2 positions, one 1x1-tile of 2x2 patches; head 0 puts all on patch 0, head 1
+    /// on patch 3; two layers, the second with the heads swapped.
+    fn attention() -> TextToImageAttention {
+        let layer = |first: usize, second: usize| {
+            let mut values = vec![0.0f32; 2 * 2 * 5];
+            for position in 0..2 {
+                values[position * 5 + 1 + first] = 1.0; // head 0 (skip the class token)
+                values[10 + position * 5 + 1 + second] = 1.0; // head 1
+            }
+            Tensor::<3>::from_data(TensorData::new(values, [2, 2, 5]), &device())
+        };
+        TextToImageAttention {
+            layers: vec![(1, layer(0, 3)), (3, layer(3, 0))],
+            geometry: TileGeometry {
+                tokens_per_tile: 5,
+                max_tiles: 1,
+                tiles: [1, 1],
+                tile_size: 28,
+                resized: [28, 28],
+            },
+        }
+    }
+
+    #[test]
+    fn max_max_takes_maxima_over_heads_and_layers() {
+        let maps = token_maps(
+            &attention(),
+            None,
+            Aggregation::MaxMax,
+            GridMode::Corrected,
+            2,
+        )
+        .unwrap();
+        let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
+        let one = 1.0 / (1.0 + NORMALISE_EPS);
+        assert_eq!(values, vec![one, 0.0, 0.0, one, one, 0.0, 0.0, one]);
+    }
+
+    #[test]
+    fn aligner_aggregations_need_an_aligner() {
+        for aggregation in [Aggregation::AlignerPerLayer, Aggregation::MeanFirst] {
+            assert!(matches!(
+                token_maps(&attention(), None, aggregation, GridMode::Corrected, 2),
+                Err(StudentMapsError::NoAligner(_))
+            ));
+        }
+    }
+}
