@@ -455,6 +455,67 @@ mod tests {
         );
     }
 
+    /// The same loss through the base model with the fixture adapter as Burn LoRA factors (not
+    /// merged): the factors' gradients match PEFT's (torch autograd through peft's LoRA layers).
+    #[test]
+    fn lora_gradients_match_peft() {
+        use crate::vlm::mllama::lora::{LoraSettings, apply_lora, load_peft_factors, lora_gradients};
+
+        let device = Device::flex().autodiff();
+        let dir = mllama_tiny_dir();
+        let student = Mllama::load(&dir, None, &device)
+            .unwrap()
+            .try_map_model(|model| {
+                let model = apply_lora(model, &LoraSettings::default())?;
+                load_peft_factors(model, &dir.join("adapter"))
+            })
+            .unwrap();
+        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let messages = [
+            Message::user_with_image("What is in the picture?"),
+            Message::text(
+                "assistant",
+                "A brown dog rides a red skateboard near the water.",
+            ),
+        ];
+        let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
+        let (logits, attention) = student.forward_with_attention(&prepared);
+        let aligner = fixture_aligner(&device);
+        let loss = lavender_loss(
+            logits,
+            &attention,
+            &labels,
+            &teacher(&device),
+            Some(&aligner),
+            student.prompt.tokenizer(),
+            &LossConfig::default(),
+        )
+        .unwrap();
+        assert_close("total", loss.total.clone(), scalar("total", &device), 1e-4);
+
+        let grads = loss.total.backward();
+        let gradients = lora_gradients(&student.model, &grads);
+        assert_eq!(gradients.len(), 20, "every LoRA'd weight gets a gradient");
+        let names: Vec<String> =
+            serde_json::from_str(&lavender_golden_metadata("lora_gradients")).unwrap();
+        let golden = lavender_golden();
+        let mut checked = 0;
+        for (module, grad_a, grad_b) in gradients {
+            for (factor, actual) in [("lora_A", grad_a), ("lora_B", grad_b)] {
+                let key = format!("base_model.model.{module}.{factor}.weight");
+                if !names.contains(&key) {
+                    continue;
+                }
+                let expected = golden
+                    .tensor::<2>(&format!("grad.{key}"), actual.dims(), &device)
+                    .unwrap();
+                assert_close(&format!("grad {key}"), actual, expected, 1e-4);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, names.len(), "every golden LoRA gradient was compared");
+    }
+
     /// The other aggregations and the reference's (legacy) grid give torch's L_att too.
     #[test]
     fn aggregation_and_grid_variants_match_torch() {

@@ -386,12 +386,31 @@ struct Factors {
 
 /// Every LoRA'd weight's factors, in the model's order.
 fn lora_factors(model: &MllamaModel) -> Vec<Factors> {
-    struct Collect {
+    collect_factors(model, None)
+}
+
+/// The gradients of every LoRA'd weight's factors in `grads` (a backward pass through `model`
+/// on an autodiff device), in PEFT's layout: `(released module name, d lora_A [r, in],
+/// d lora_B [out, r])`. Factors that received no gradient are left out.
+pub fn lora_gradients(
+    model: &MllamaModel,
+    grads: &burn::tensor::Gradients,
+) -> Vec<(String, Tensor<2>, Tensor<2>)> {
+    collect_factors(model, Some(grads))
+        .into_iter()
+        .map(|factors| (factors.module, factors.a.transpose(), factors.b.transpose()))
+        .collect()
+}
+
+/// The factors (or, given `grads`, their gradients) of every LoRA'd weight.
+fn collect_factors(model: &MllamaModel, grads: Option<&burn::tensor::Gradients>) -> Vec<Factors> {
+    struct Collect<'g> {
+        grads: Option<&'g burn::tensor::Gradients>,
         stack: PathStack,
         found: BTreeMap<String, (Option<Tensor<2>>, Option<Tensor<2>>)>,
         order: Vec<String>,
     }
-    impl ModuleVisitor for Collect {
+    impl ModuleVisitor for Collect<'_> {
         fn enter_module(&mut self, name: &str, container_type: &str) {
             self.stack.enter(name, container_type);
         }
@@ -406,7 +425,14 @@ fn lora_factors(model: &MllamaModel) -> Vec<Factors> {
                 return;
             }
             let owner = names[..n - 2].join(".");
-            let value = param.val();
+            let value = match self.grads {
+                // The gradient is keyed by the parameter's own node: read it before any reshape.
+                Some(grads) => match param.val().grad(grads) {
+                    Some(gradient) => gradient,
+                    None => return,
+                },
+                None => param.val(),
+            };
             let dims = value.dims().to_vec();
             let tensor: Tensor<2> = value.reshape([dims[0], dims[1]]);
             let entry = self.found.entry(owner.clone()).or_insert_with(|| {
@@ -421,6 +447,7 @@ fn lora_factors(model: &MllamaModel) -> Vec<Factors> {
         }
     }
     let mut collect = Collect {
+        grads,
         stack: PathStack::default(),
         found: BTreeMap::new(),
         order: Vec::new(),

@@ -268,6 +268,31 @@ impl Mllama {
         Ok((groups.words.clone(), word_maps(maps, &groups)))
     }
 
+    /// The same student with its model replaced by `change(model)` (LoRA factors applied,
+    /// merged, moved): the tokenizer, processor and device stay.
+    pub fn try_map_model<E>(
+        self,
+        change: impl FnOnce(MllamaModel) -> Result<MllamaModel, E>,
+    ) -> Result<Self, E> {
+        let Self {
+            model,
+            prompt,
+            processor,
+            device,
+        } = self;
+        Ok(Self {
+            model: change(model)?,
+            prompt,
+            processor,
+            device,
+        })
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The tile layout of the prepared image.
     pub fn geometry(&self, prepared: &Prepared) -> TileGeometry {
         TileGeometry {
