@@ -12,7 +12,7 @@
 //! Native code reads the result with `into_data`, the browser with `into_data_async`; both
 //! hand the values to [`check_attention_probe`].
 
-use burn::tensor::{Device, Tensor, activation::softmax};
+use burn::tensor::{DType, Device, Tensor, TensorData, activation::softmax};
 
 /// Queries `[2, 4]`.
 pub const PROBE_QUERIES: [[f32; 4]; 2] = [[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, -1.0]];
@@ -41,8 +41,16 @@ pub const PROBE_TOLERANCE: f32 = 1e-5;
 /// Builds the probe on `device` and returns the attention probabilities `[2, 3]`, not yet read
 /// back (reading is synchronous natively and asynchronous in a browser).
 pub fn attention_probe(device: &Device) -> Tensor<2> {
-    let queries = Tensor::<2>::from_floats(PROBE_QUERIES, device);
-    let keys = Tensor::<2>::from_floats(PROBE_KEYS, device);
+    // Always f32, whatever the device's default float type: the tolerance is an f32 one.
+    let f32_tensor = |rows: &[[f32; 4]]| {
+        let values: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::<2>::from_data(
+            TensorData::new(values, [rows.len(), 4]),
+            (device, DType::F32),
+        )
+    };
+    let queries = f32_tensor(&PROBE_QUERIES);
+    let keys = f32_tensor(&PROBE_KEYS);
     let scale = 1.0 / (PROBE_QUERIES[0].len() as f32).sqrt();
     softmax(queries.matmul(keys.transpose()).mul_scalar(scale), 1)
 }

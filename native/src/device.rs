@@ -94,6 +94,17 @@ impl DeviceSpec {
         Ok(device)
     }
 
+    /// [`open`](Self::open) with `dtype` as the device's default float type. The type has to be
+    /// set before the first tensor, the probe's included, so it cannot be changed afterwards.
+    pub fn open_with_float(self, dtype: burn::tensor::FloatDType) -> anyhow::Result<Device> {
+        let mut device = self.open_unchecked()?;
+        device
+            .configure(dtype)
+            .map_err(|error| anyhow::anyhow!("{self} cannot compute in {dtype:?}: {error:?}"))?;
+        run_probe(&device).with_context(|| format!("{self} does not work"))?;
+        Ok(device)
+    }
+
     fn open_unchecked(self) -> anyhow::Result<Device> {
         match self {
             Self::Cpu => Ok(Device::flex()),

@@ -46,6 +46,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Benchmark: UNet evaluations per second with attention capture (random weights).
     BenchUnet(commands::bench_unet::BenchUnetArgs),
+    /// Benchmark: a Lavender LoRA training step and decoding at Llama-3.2-11B-Vision size (random weights).
+    BenchTrain(commands::bench_train::BenchTrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
+        Command::BenchTrain(args) => commands::bench_train::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Attend(args) => commands::attend::run(args),
     };

@@ -8,13 +8,9 @@
 //! map by about one column per row (see shared/docs/lavender-method.md §3.3). That mapping is
 //! kept, exactly, as [`legacy_attention_to_grid`] for reproducing the reference's results.
 
-use burn::tensor::{
-    Tensor,
-    module::interpolate,
-    ops::{InterpolateMode, InterpolateOptions},
-};
+use burn::tensor::Tensor;
 
-use super::resize::{resample_linear, resize_bilinear_antialias};
+use super::resize::{resample_linear, resize_bilinear, resize_bilinear_antialias};
 
 /// Which placement of the attention on the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,13 +76,8 @@ pub fn attention_to_grid(attention: Tensor<2>, geometry: &TileGeometry, size: us
     let keep_rows = ((resized[0] as f64 / patch_size).ceil() as usize).clamp(1, rows * p);
     let keep_cols = ((resized[1] as f64 / patch_size).ceil() as usize).clamp(1, cols * p);
     let cropped = patches.narrow(1, 0, keep_rows).narrow(2, 0, keep_cols);
-    let resized = interpolate(
-        cropped.reshape([n, 1, keep_rows, keep_cols]),
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size([size, size]),
-    );
-    resized.reshape([n, size, size])
+    // A matrix-product resize, not `interpolate`: it must have a backward pass on GPU too.
+    resize_bilinear(cropped, [size, size])
 }
 
 /// The reference code's mapping (Lavender's `diffag_xattn_manager.py`, lavender-method.md §3.3),

@@ -459,7 +459,9 @@ mod tests {
     /// merged): the factors' gradients match PEFT's (torch autograd through peft's LoRA layers).
     #[test]
     fn lora_gradients_match_peft() {
-        use crate::vlm::mllama::lora::{LoraSettings, apply_lora, load_peft_factors, lora_gradients};
+        use crate::vlm::mllama::lora::{
+            LoraSettings, apply_lora, load_peft_factors, lora_gradients,
+        };
 
         let device = Device::flex().autodiff();
         let dir = mllama_tiny_dir();
@@ -513,7 +515,11 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, names.len(), "every golden LoRA gradient was compared");
+        assert_eq!(
+            checked,
+            names.len(),
+            "every golden LoRA gradient was compared"
+        );
     }
 
     /// The other aggregations and the reference's (legacy) grid give torch's L_att too.

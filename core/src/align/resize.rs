@@ -43,11 +43,47 @@ pub fn antialias_weights(input: usize, output: usize) -> Vec<f32> {
     weights
 }
 
+/// The weights of one axis of PyTorch's plain bilinear resize (`align_corners=False`, no
+/// antialiasing), `[output][input]` row-major: output sample `i` reads the input at
+/// `max((i + 0.5) * input / output - 0.5, 0)`, between its two neighbours (the last repeated).
+pub fn bilinear_weights(input: usize, output: usize) -> Vec<f32> {
+    assert!(input > 0 && output > 0, "cannot resize {input} -> {output}");
+    let scale = input as f64 / output as f64;
+    let mut weights = vec![0.0f32; output * input];
+    for (i, row) in weights.chunks_exact_mut(input).enumerate() {
+        let source = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let low = (source.floor() as usize).min(input - 1);
+        let high = (low + 1).min(input - 1);
+        let fraction = (source - low as f64) as f32;
+        row[low] += 1.0 - fraction;
+        row[high] += fraction;
+    }
+    weights
+}
+
 /// `[n, height, width]` -> `[n, size[0], size[1]]`: PyTorch's
 /// `F.interpolate(x[:, None], size, mode="bilinear", align_corners=False, antialias=True)`,
 /// which is torchvision's `Resize(size)` on a float tensor. Separable: one matrix product per
 /// axis with the [`antialias_weights`].
 pub fn resize_bilinear_antialias(x: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
+    resize_separable(x, size, antialias_weights)
+}
+
+/// `[n, height, width]` -> `[n, size[0], size[1]]`: PyTorch's
+/// `F.interpolate(x[:, None], size, mode="bilinear", align_corners=False)` (Burn's bilinear
+/// `interpolate` with `align_corners(false)`), as two matrix products. Unlike `interpolate`,
+/// this has a backward pass on every backend: Burn's CubeCL backends (CUDA, wgpu) have none for
+/// bilinear interpolation, and training differentiates through the attention grid.
+pub fn resize_bilinear(x: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
+    resize_separable(x, size, bilinear_weights)
+}
+
+/// Resamples both axes with `[output][input]` weight matrices from `weights(input, output)`.
+fn resize_separable(
+    x: Tensor<3>,
+    size: [usize; 2],
+    weights: fn(usize, usize) -> Vec<f32>,
+) -> Tensor<3> {
     let [n, height, width] = x.dims();
     let [out_height, out_width] = size;
     let device = x.device();
@@ -55,7 +91,7 @@ pub fn resize_bilinear_antialias(x: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
     // Weights transposed to `[input, output]`, so that `values @ weights` resamples the last axis.
     let weights_t = |input: usize, output: usize| {
         let w = Tensor::<2>::from_data(
-            TensorData::new(antialias_weights(input, output), [output, input]),
+            TensorData::new(weights(input, output), [output, input]),
             (&device, dtype),
         );
         w.transpose()

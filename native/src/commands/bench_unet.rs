@@ -78,15 +78,12 @@ pub fn run(args: BenchUnetArgs) -> anyhow::Result<()> {
         None => serde_json::from_str(SD_V1_4_UNET).context("the built-in SD v1.4 config")?,
     };
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
-    let mut device = spec.open()?;
     let dtype = match args.precision {
         Precision::F32 => FloatDType::F32,
         Precision::Bf16 => FloatDType::BF16,
         Precision::F16 => FloatDType::F16,
     };
-    device
-        .configure(dtype)
-        .map_err(|error| anyhow::anyhow!("{spec} cannot compute in {dtype:?}: {error:?}"))?;
+    let device = spec.open_with_float(dtype)?;
     let started = Instant::now();
     let unet = UNet2DConditionModel::from_weights(&config, &Weights::random(0.02), &device)?;
     println!(

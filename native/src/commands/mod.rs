@@ -2,6 +2,7 @@
 
 pub mod attend;
 pub mod attend_sd;
+pub mod bench_train;
 pub mod bench_unet;
 pub mod devices;
 pub mod extract;

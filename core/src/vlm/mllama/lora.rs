@@ -389,6 +389,14 @@ fn lora_factors(model: &MllamaModel) -> Vec<Factors> {
     collect_factors(model, None)
 }
 
+/// Trainable LoRA parameters: the elements of every `a` and `b` factor.
+pub fn lora_factor_count(model: &MllamaModel) -> usize {
+    lora_factors(model)
+        .iter()
+        .map(|f| f.a_shape.iter().product::<usize>() + f.b_shape.iter().product::<usize>())
+        .sum()
+}
+
 /// The gradients of every LoRA'd weight's factors in `grads` (a backward pass through `model`
 /// on an autodiff device), in PEFT's layout: `(released module name, d lora_A [r, in],
 /// d lora_B [out, r])`. Factors that received no gradient are left out.

@@ -355,6 +355,8 @@ impl MllamaTextModel {
                 .lm_head
                 .forward(hidden.narrow(1, seq - 1, 1))
                 .into_data()
+                // bf16 / f16 models give half-precision logits; sampling reads f32.
+                .convert::<f32>()
                 .try_to_vec::<f32>()
                 .expect("f32 logits");
             let next = sampler.pick(&logits, &mut rng);
