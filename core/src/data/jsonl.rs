@@ -19,15 +19,21 @@ use super::{
 /// The teacher's view: one (image, text) pair per line, the text being a caption line's text
 /// or a conversation's answers joined (see [`Conversation::teacher_text`]).
 pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
-    Ok(read_conversations(path)?
+    Ok(parse(path, false)?
         .iter()
         .map(Conversation::teacher_sample)
         .collect())
 }
 
 /// Every line (or array element of a `.json` file) as a conversation; a caption line becomes
-/// the caption prompt and its text as the answer.
+/// the caption prompt and its text as the answer. A blank caption is an error here (the
+/// teacher's [`read`] lets `extract` count and skip it).
 pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
+    parse(path, true)
+}
+
+/// `strict`: a blank caption is an error.
+fn parse(path: &Path, strict: bool) -> Result<Vec<Conversation>, DataError> {
     let content = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -43,7 +49,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
             .iter()
             .enumerate()
             .map(|(index, record)| {
-                conversation(record, base).map_err(|reason| DataError::Format {
+                conversation(record, base, strict).map_err(|reason| DataError::Format {
                     path: path.to_path_buf(),
                     reason: format!("record {index}: {reason}"),
                 })
@@ -61,7 +67,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
                 reason,
             };
             let record: Value = serde_json::from_str(line).map_err(|e| located(e.to_string()))?;
-            conversation(&record, base).map_err(located)
+            conversation(&record, base, strict).map_err(located)
         })
         .collect()
 }
@@ -74,7 +80,7 @@ fn string_field<'a>(record: &'a Value, name: &str) -> Result<Option<&'a str>, St
     }
 }
 
-fn conversation(record: &Value, base: &Path) -> Result<Conversation, String> {
+fn conversation(record: &Value, base: &Path, strict: bool) -> Result<Conversation, String> {
     if !record.is_object() {
         return Err(format!("expected an object, found {record}"));
     }
@@ -82,6 +88,9 @@ fn conversation(record: &Value, base: &Path) -> Result<Conversation, String> {
     let id = string_field(record, "id")?.unwrap_or(image).to_string();
     let source = ImageSource::File(base.join(image));
     if let Some(text) = string_field(record, "text")? {
+        if strict && text.trim().is_empty() {
+            return Err("the caption `text` is blank".into());
+        }
         return Ok(Conversation::caption(id, source, text));
     }
     let turns = record
@@ -209,6 +218,7 @@ mod tests {
             ),
             (r#"{"image": 3, "text": "x"}"#, "`image` must be a string"),
             (r#"{"image": "a.png"}"#, "`conversations`"),
+            (r#"{"image": "a.png", "text": "  "}"#, "blank"),
         ] {
             std::fs::write(&path, format!("\n{line}\n")).unwrap();
             let error = read_conversations(&path).unwrap_err().to_string();

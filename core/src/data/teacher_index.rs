@@ -93,7 +93,7 @@ impl TeacherMapsIndex {
     }
 
     /// The number of samples with maps, for shards (the reference layout is not listed).
-    pub fn len(&self) -> Option<usize> {
+    pub fn sample_count(&self) -> Option<usize> {
         match &self.source {
             Source::Shards { entries, .. } => Some(entries.len()),
             Source::Reference { .. } => None,
@@ -282,7 +282,7 @@ mod tests {
 
         let index = TeacherMapsIndex::open(&dir).unwrap();
         assert!(!index.is_reference_layout());
-        assert_eq!(index.len(), Some(3));
+        assert_eq!(index.sample_count(), Some(3));
         let dog = index.get("1.jpg").unwrap().unwrap();
         assert_eq!(dog.words, ["a", "dog"]);
         assert_eq!((dog.side, dog.maps.len()), (2, 8));
