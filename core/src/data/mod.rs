@@ -111,7 +111,8 @@ pub enum DataSpec {
     Jsonl(PathBuf),
     /// Karpathy's `dataset_flickr30k.json`; images in `flickr30k-images/` beside it.
     Flickr30k(PathBuf),
-    /// RLAIF-V parquet files (a file or a folder); the text is the chosen answer.
+    /// RLAIF-V parquet files (a file or a folder); the text is the chosen answer. A `.json` or
+    /// `.jsonl` file (BUAADreamer/RLAIF-V-83K's `{image, conversations}`) reads as `jsonl:`.
     Rlaifv(PathBuf),
     /// the_cauldron's `ocrvqa` parquet files (a file or a folder), or a `.json`/`.jsonl` of
     /// conversations; the text is the answers joined.
@@ -164,6 +165,7 @@ impl DataSpec {
     pub fn read(&self) -> Result<Vec<Sample>, DataError> {
         let samples = match self {
             Self::Jsonl(path) => jsonl::read(path)?,
+            Self::Rlaifv(path) if is_json(path) => jsonl::read(path)?,
             Self::Flickr30k(path) => flickr30k::read(path)?,
             #[cfg(feature = "parquet")]
             Self::Rlaifv(path) => rlaifv::read(path)?,
@@ -183,25 +185,26 @@ impl DataSpec {
     pub fn read_conversations(&self) -> Result<Vec<Conversation>, DataError> {
         let samples = match self {
             Self::Jsonl(path) => jsonl::read_conversations(path)?,
+            Self::Rlaifv(path) | Self::Ocrvqa(path) if is_json(path) => {
+                jsonl::read_conversations(path)?
+            }
             Self::Flickr30k(path) => flickr30k::read_conversations(path)?,
             #[cfg(feature = "parquet")]
             Self::Rlaifv(path) => rlaifv::read_conversations(path)?,
             #[cfg(feature = "parquet")]
             Self::Ocrvqa(path) => ocrvqa::read_conversations(path)?,
             #[cfg(not(feature = "parquet"))]
-            Self::Ocrvqa(path)
-                if path
-                    .extension()
-                    .is_some_and(|e| e == "json" || e == "jsonl") =>
-            {
-                jsonl::read_conversations(path)?
-            }
-            #[cfg(not(feature = "parquet"))]
             Self::Rlaifv(path) | Self::Ocrvqa(path) => return Err(no_parquet(path)),
         };
         check_unique(samples.iter().map(|s| s.id.as_str()), self.path())?;
         Ok(samples)
     }
+}
+
+/// A `.json` or `.jsonl` file: conversations rather than parquet.
+fn is_json(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "json" || e == "jsonl")
 }
 
 #[cfg(not(feature = "parquet"))]
@@ -302,6 +305,40 @@ mod tests {
                 .unwrap_err()
                 .contains("KIND:PATH")
         );
+    }
+
+    #[test]
+    fn json_files_of_the_parquet_kinds_read_as_conversations() {
+        let dir = std::env::temp_dir().join(format!("lavender-spec-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rlaifv83k.json");
+        std::fs::write(
+            &path,
+            r#"[{"image": "a.jpg", "conversations": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A dog."}]},
+                {"image": "a.jpg", "conversations": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}]"#,
+        )
+        .unwrap();
+        for spec in ["rlaifv", "ocrvqa", "jsonl"] {
+            let spec: DataSpec = format!("{spec}:{}", path.display()).parse().unwrap();
+            // The two records share an id (the image path): refused, naming the file.
+            let error = spec.read_conversations().unwrap_err().to_string();
+            assert!(
+                error.contains("`a.jpg` appears twice") && error.contains("rlaifv83k.json"),
+                "{error}"
+            );
+        }
+        std::fs::write(
+            &path,
+            r#"[{"image": "a.jpg", "conversations": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A dog."}]}]"#,
+        )
+        .unwrap();
+        let spec: DataSpec = format!("rlaifv:{}", path.display()).parse().unwrap();
+        assert_eq!(
+            spec.read_conversations().unwrap()[0].teacher_text(),
+            "A dog."
+        );
+        assert_eq!(spec.read().unwrap()[0].text, "A dog.");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
