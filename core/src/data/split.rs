@@ -59,6 +59,22 @@ impl SeededRng {
     }
 }
 
+/// A short digest of a dataset's sample ids in order (count and FNV-1a 64), saved with a
+/// checkpoint so that a resume over different data (which would silently change the order the
+/// saved position refers to) is caught.
+pub fn dataset_fingerprint<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut count = 0usize;
+    for id in ids {
+        for &byte in id.as_bytes().iter().chain([0xffu8].iter()) {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        count += 1;
+    }
+    format!("{count}:{hash:016x}")
+}
+
 /// A dataset split into training and held-out samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holdout {
@@ -305,6 +321,18 @@ mod tests {
                 .contains("data changed")
         );
         assert_eq!(EpochShuffler::new(0, 1).next(), None);
+    }
+
+    #[test]
+    fn fingerprints_tell_datasets_apart() {
+        let a = dataset_fingerprint(["1.jpg", "2.jpg"]);
+        assert_eq!(a, dataset_fingerprint(["1.jpg", "2.jpg"]));
+        assert!(a.starts_with("2:"));
+        assert_ne!(a, dataset_fingerprint(["2.jpg", "1.jpg"]));
+        assert_ne!(
+            dataset_fingerprint(["ab", "c"]),
+            dataset_fingerprint(["a", "bc"])
+        );
     }
 
     #[test]

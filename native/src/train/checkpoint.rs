@@ -43,6 +43,8 @@ pub struct TrainState {
     pub epoch: usize,
     /// The next training sample (`EpochShuffler::position`).
     pub data_position: DataPosition,
+    /// `dataset_fingerprint` of the training samples' ids: a resume must see the same data.
+    pub data_fingerprint: String,
     /// The run's seed (data order, split).
     pub seed: u64,
     /// The state of the run's `SeededRng` (e.g. dropout seeds), to continue its stream.
@@ -439,6 +441,7 @@ mod tests {
                 epoch: 0,
                 index: step as usize,
             },
+            data_fingerprint: "3:00000000deadbeef".into(),
             seed: 42,
             rng_state: 1234 + step,
             lr: 1e-2,
