@@ -11,7 +11,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # llvm-22-dev + libzstd-dev: LLVM for the CUDA backend's kernel compiler (scripts/setup-llvm-offline.sh).
 # mesa-vulkan-drivers + libvulkan1: lavapipe, a software Vulkan adapter for wgpu without a GPU.
 # chromium: the browser of the end-to-end tests.
-apt_packages=(pkg-config llvm-22-dev libzstd-dev mesa-vulkan-drivers libvulkan1 chromium)
+# fonts-dejavu-core: the font `train` reads at run time for loss.png's text (without one the plot has no text).
+apt_packages=(pkg-config llvm-22-dev libzstd-dev mesa-vulkan-drivers libvulkan1 chromium fonts-dejavu-core)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -459,3 +459,55 @@ fn extract_reads_rlaifv_parquet() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// OCR-VQA (the_cauldron parquet): the answers joined are the text, ids `image_{row}.jpg`, and
+/// the trainer's index finds the same maps in the shards and in the reference layout.
+#[test]
+fn extract_reads_ocrvqa_parquet_and_the_trainer_finds_its_maps() {
+    use lavender_core::data::{DataSpec, TeacherMapsIndex};
+
+    let dir = temp_dir("extract-ocrvqa");
+    let out = dir.join("out");
+    let ocrvqa = fixture().join("../ocrvqa-tiny");
+    let spec = format!("ocrvqa:{}", ocrvqa.display());
+    let output = extract_from(
+        &spec,
+        &out,
+        &[
+            "--recipe",
+            "noise",
+            "--timesteps",
+            "500",
+            "--format",
+            "reference",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = success(&output);
+    assert!(stdout.contains("skipped 1 unreadable image(s)"), "{stdout}");
+    assert_eq!(shard_ids(&out), ["image_0.jpg", "image_2.jpg"]);
+    assert!(
+        out.join("reference/image_0.jpg/lpm_attention/image_0/attention_austen.jpg")
+            .is_file()
+    );
+
+    let conversations: DataSpec = spec.parse().unwrap();
+    let conversations = conversations.read_conversations().unwrap();
+    let shards = TeacherMapsIndex::open(&out).unwrap();
+    let reference = TeacherMapsIndex::open(&out.join("reference")).unwrap();
+    let ids = conversations.iter().map(|c| c.teacher_id.as_str());
+    assert_eq!(shards.count_missing(ids.clone()), 1);
+    assert_eq!(reference.count_missing(ids), 1);
+    let stored = shards.get("image_0.jpg").unwrap().unwrap();
+    let jpeg = reference.get("image_0.jpg").unwrap().unwrap();
+    let sorted = |words: &[String]| words.iter().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(sorted(&stored.words), sorted(&jpeg.words));
+    assert!(
+        stored.words.contains(&"emma".to_string()),
+        "{:?}",
+        stored.words
+    );
+    assert_eq!((stored.side, jpeg.side), (32, 32));
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,9 @@ mod cuda;
 mod device;
 mod output;
 mod panic_capture;
+// The `train` command's building blocks; unused until the command itself is wired in.
+#[allow(dead_code)]
+mod train;
 
 use std::process::ExitCode;
 

@@ -72,15 +72,19 @@ fn samples_metadata(path: &Path, header: &str) -> Result<Vec<StoredMaps>, DataEr
     serde_json::from_str(samples).map_err(|e| format(format!("bad `samples` metadata: {e}")))
 }
 
-/// The sample ids in a shard, reading only its header.
-pub fn read_shard_ids(path: &Path) -> Result<Vec<String>, DataError> {
+/// A shard's header (its length in bytes, and the JSON), reading nothing else.
+pub(crate) fn read_header(path: &Path) -> Result<(u64, String), DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut length = [0u8; 8];
-    file.read_exact(&mut length).map_err(io)?;
+    file.read_exact(&mut length)
+        .map_err(|_| DataError::Format {
+            path: path.to_path_buf(),
+            reason: "shorter than a safetensors header: truncated or not a shard".into(),
+        })?;
     let length = u64::from_le_bytes(length);
     if length > 100 << 20 {
         return Err(DataError::Format {
@@ -89,11 +93,26 @@ pub fn read_shard_ids(path: &Path) -> Result<Vec<String>, DataError> {
         });
     }
     let mut header = vec![0u8; length as usize];
-    file.read_exact(&mut header).map_err(io)?;
+    file.read_exact(&mut header)
+        .map_err(|_| DataError::Format {
+            path: path.to_path_buf(),
+            reason: format!("truncated: the header announces {length} bytes"),
+        })?;
     let header = String::from_utf8(header).map_err(|_| DataError::Format {
         path: path.to_path_buf(),
         reason: "header is not UTF-8".into(),
     })?;
+    Ok((length, header))
+}
+
+/// The samples of a shard as its header lists them (maps left empty).
+pub(crate) fn read_shard_metadata(path: &Path, header: &str) -> Result<Vec<StoredMaps>, DataError> {
+    samples_metadata(path, header)
+}
+
+/// The sample ids in a shard, reading only its header.
+pub fn read_shard_ids(path: &Path) -> Result<Vec<String>, DataError> {
+    let (_, header) = read_header(path)?;
     Ok(samples_metadata(path, &header)?
         .into_iter()
         .map(|sample| sample.id)

@@ -1,13 +1,15 @@
 //! `flickr30k:PATH`: Karpathy's split file (`dataset_flickr30k.json`: `{"images": [{"filename",
 //! "split", "sentences": [{"raw"}]}]}`), images in `flickr30k-images/` beside it (or beside
-//! the file itself). One sample per image, with its first caption, keyed by file name, as the
-//! reference's attention layout (`<filename>/lpm_attention/...`) is.
+//! the file itself). The teacher's view ([`read`]) is one sample per image, with its first
+//! caption, keyed by file name, as the reference's attention layout
+//! (`<filename>/lpm_attention/...`) is; the trainer's ([`read_conversations`]) is one sample per
+//! caption, as the reference trains, all of an image's captions sharing its maps.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{DataError, ImageSource, Sample};
+use super::{DataError, ImageSource, Sample, conversation::Conversation};
 
 #[derive(Deserialize)]
 struct Karpathy {
@@ -25,7 +27,7 @@ struct Sentence {
     raw: String,
 }
 
-pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
+fn images(path: &Path) -> Result<(Vec<Image>, std::path::PathBuf), DataError> {
     let content = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -35,30 +37,56 @@ pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
         reason: format!("not a Karpathy split file: {error}"),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let images = if base.join("flickr30k-images").is_dir() {
+    let folder = if base.join("flickr30k-images").is_dir() {
         base.join("flickr30k-images")
     } else {
         base.to_path_buf()
     };
-    parsed
-        .images
+    for (index, image) in parsed.images.iter().enumerate() {
+        if image.sentences.iter().all(|s| s.raw.trim().is_empty()) {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                reason: format!("image {index} ({}) has no caption", image.filename),
+            });
+        }
+    }
+    Ok((parsed.images, folder))
+}
+
+/// One sample per image: its first caption.
+pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
+    let (images, folder) = images(path)?;
+    Ok(images
         .into_iter()
-        .map(|image| {
-            let text = image
-                .sentences
-                .first()
-                .map(|s| s.raw.trim().to_string())
-                .ok_or_else(|| DataError::Format {
-                    path: path.to_path_buf(),
-                    reason: format!("image {} has no caption", image.filename),
-                })?;
-            Ok(Sample {
-                image: ImageSource::File(images.join(&image.filename)),
-                id: image.filename,
-                text,
-            })
+        .map(|image| Sample {
+            image: ImageSource::File(folder.join(&image.filename)),
+            text: image.sentences[0].raw.trim().to_string(),
+            id: image.filename,
         })
-        .collect()
+        .collect())
+}
+
+/// One caption conversation per (image, non-empty caption): id `NAME#k` (k counts the image's
+/// captions from 0), teacher maps keyed by `NAME`.
+pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
+    let (images, folder) = images(path)?;
+    let mut samples = Vec::with_capacity(images.len() * 5);
+    for image in images {
+        let file = ImageSource::File(folder.join(&image.filename));
+        for (k, sentence) in image.sentences.iter().enumerate() {
+            if sentence.raw.trim().is_empty() {
+                continue;
+            }
+            let mut sample = Conversation::caption(
+                format!("{}#{k}", image.filename),
+                file.clone(),
+                &sentence.raw,
+            );
+            sample.teacher_id = image.filename.clone();
+            samples.push(sample);
+        }
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]
@@ -83,6 +111,20 @@ mod tests {
                 image: ImageSource::File(dir.join("flickr30k-images/1.jpg")),
                 text: "A dog.".into()
             }]
+        );
+        let conversations = read_conversations(&path).unwrap();
+        assert_eq!(conversations.len(), 2);
+        assert_eq!(
+            (
+                conversations[1].id.as_str(),
+                conversations[1].teacher_id.as_str()
+            ),
+            ("1.jpg#1", "1.jpg")
+        );
+        assert_eq!(conversations[0].teacher_text(), "A dog.");
+        assert_eq!(
+            conversations[0].image,
+            ImageSource::File(dir.join("flickr30k-images/1.jpg"))
         );
         std::fs::write(
             &path,

@@ -1,13 +1,27 @@
-//! Datasets of (image, text) pairs, read the same way by the teacher (`extract`) and, later,
-//! the trainer. A `--data` spec names the reader: `jsonl:PATH`, `flickr30k:PATH` or
-//! `rlaifv:PATH` (with the `parquet` feature).
+//! Datasets, read the same way by the teacher (`extract`: (image, text) [`Sample`]s) and the
+//! trainer ([`Conversation`]s, whose answers are the teacher's text). A `--data` spec names the
+//! reader: `jsonl:PATH`, `flickr30k:PATH`, `rlaifv:PATH` or `ocrvqa:PATH` (the parquet ones
+//! with the `parquet` feature).
 
 pub mod attn_store;
+pub mod conversation;
 pub mod flickr30k;
 pub mod jsonl;
+#[cfg(feature = "parquet")]
+pub mod ocrvqa;
+#[cfg(feature = "parquet")]
+mod parquet_rows;
 pub mod reference_layout;
 #[cfg(feature = "parquet")]
 pub mod rlaifv;
+pub mod split;
+pub mod teacher_index;
+
+pub use conversation::{Conversation, Role, Turn};
+pub use split::{
+    DataPosition, EpochShuffler, Holdout, SeededRng, dataset_fingerprint, split_holdout,
+};
+pub use teacher_index::{TeacherMaps, TeacherMapsIndex};
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
@@ -44,7 +58,7 @@ impl fmt::Display for ImageSource {
 #[derive(Default)]
 pub struct ImageLoader {
     #[cfg(feature = "parquet")]
-    parquet: rlaifv::RowGroupImages,
+    parquet: parquet_rows::RowGroupImages,
 }
 
 impl ImageLoader {
@@ -99,8 +113,12 @@ pub enum DataSpec {
     Jsonl(PathBuf),
     /// Karpathy's `dataset_flickr30k.json`; images in `flickr30k-images/` beside it.
     Flickr30k(PathBuf),
-    /// RLAIF-V parquet files (a file or a folder); the text is the chosen answer.
+    /// RLAIF-V parquet files (a file or a folder); the text is the chosen answer. A `.json` or
+    /// `.jsonl` file (BUAADreamer/RLAIF-V-83K's `{image, conversations}`) reads as `jsonl:`.
     Rlaifv(PathBuf),
+    /// the_cauldron's `ocrvqa` parquet files (a file or a folder), or a `.json`/`.jsonl` of
+    /// conversations; the text is the answers joined.
+    Ocrvqa(PathBuf),
 }
 
 impl FromStr for DataSpec {
@@ -108,7 +126,7 @@ impl FromStr for DataSpec {
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let (kind, path) = spec.split_once(':').ok_or_else(|| {
-            format!("data spec `{spec}` must be KIND:PATH (jsonl:, flickr30k:, rlaifv:)")
+            format!("data spec `{spec}` must be KIND:PATH (jsonl:, flickr30k:, rlaifv:, ocrvqa:)")
         })?;
         if path.is_empty() {
             return Err(format!("data spec `{spec}` has no path"));
@@ -117,8 +135,9 @@ impl FromStr for DataSpec {
             "jsonl" => Ok(Self::Jsonl(path.into())),
             "flickr30k" => Ok(Self::Flickr30k(path.into())),
             "rlaifv" => Ok(Self::Rlaifv(path.into())),
+            "ocrvqa" => Ok(Self::Ocrvqa(path.into())),
             other => Err(format!(
-                "unknown dataset kind `{other}` in `{spec}`: expected jsonl:, flickr30k: or rlaifv:"
+                "unknown dataset kind `{other}` in `{spec}`: expected jsonl:, flickr30k:, rlaifv: or ocrvqa:"
             )),
         }
     }
@@ -130,37 +149,88 @@ impl fmt::Display for DataSpec {
             Self::Jsonl(path) => write!(f, "jsonl:{}", path.display()),
             Self::Flickr30k(path) => write!(f, "flickr30k:{}", path.display()),
             Self::Rlaifv(path) => write!(f, "rlaifv:{}", path.display()),
+            Self::Ocrvqa(path) => write!(f, "ocrvqa:{}", path.display()),
         }
     }
 }
 
 impl DataSpec {
-    /// All samples, in the dataset's order; ids are checked to be unique.
-    pub fn read(&self) -> Result<Vec<Sample>, DataError> {
-        let (samples, path) = match self {
-            Self::Jsonl(path) => (jsonl::read(path)?, path),
-            Self::Flickr30k(path) => (flickr30k::read(path)?, path),
-            #[cfg(feature = "parquet")]
-            Self::Rlaifv(path) => (rlaifv::read(path)?, path),
-            #[cfg(not(feature = "parquet"))]
-            Self::Rlaifv(path) => {
-                return Err(DataError::Format {
-                    path: path.clone(),
-                    reason: "this build reads no parquet (feature `parquet`)".into(),
-                });
-            }
-        };
-        let mut seen = std::collections::HashSet::new();
-        for sample in &samples {
-            if !seen.insert(sample.id.as_str()) {
-                return Err(DataError::DuplicateId {
-                    id: sample.id.clone(),
-                    path: path.clone(),
-                });
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Jsonl(path) | Self::Flickr30k(path) | Self::Rlaifv(path) | Self::Ocrvqa(path) => {
+                path
             }
         }
+    }
+
+    /// The teacher's samples, in the dataset's order; ids are checked to be unique.
+    pub fn read(&self) -> Result<Vec<Sample>, DataError> {
+        let samples = match self {
+            Self::Jsonl(path) => jsonl::read(path)?,
+            Self::Rlaifv(path) if is_json(path) => jsonl::read(path)?,
+            Self::Flickr30k(path) => flickr30k::read(path)?,
+            #[cfg(feature = "parquet")]
+            Self::Rlaifv(path) => rlaifv::read(path)?,
+            Self::Ocrvqa(_) => self
+                .read_conversations()?
+                .iter()
+                .map(Conversation::teacher_sample)
+                .collect(),
+            #[cfg(not(feature = "parquet"))]
+            Self::Rlaifv(path) => return Err(no_parquet(path)),
+        };
+        check_unique(samples.iter().map(|s| s.id.as_str()), self.path())?;
         Ok(samples)
     }
+
+    /// The training samples, in the dataset's order; ids are checked to be unique.
+    pub fn read_conversations(&self) -> Result<Vec<Conversation>, DataError> {
+        let samples = match self {
+            Self::Jsonl(path) => jsonl::read_conversations(path)?,
+            Self::Rlaifv(path) | Self::Ocrvqa(path) if is_json(path) => {
+                jsonl::read_conversations(path)?
+            }
+            Self::Flickr30k(path) => flickr30k::read_conversations(path)?,
+            #[cfg(feature = "parquet")]
+            Self::Rlaifv(path) => rlaifv::read_conversations(path)?,
+            #[cfg(feature = "parquet")]
+            Self::Ocrvqa(path) => ocrvqa::read_conversations(path)?,
+            #[cfg(not(feature = "parquet"))]
+            Self::Rlaifv(path) | Self::Ocrvqa(path) => return Err(no_parquet(path)),
+        };
+        check_unique(samples.iter().map(|s| s.id.as_str()), self.path())?;
+        Ok(samples)
+    }
+}
+
+/// A `.json` or `.jsonl` file: conversations rather than parquet.
+fn is_json(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "json" || e == "jsonl")
+}
+
+#[cfg(not(feature = "parquet"))]
+fn no_parquet(path: &std::path::Path) -> DataError {
+    DataError::Format {
+        path: path.to_path_buf(),
+        reason: "this build reads no parquet (feature `parquet`)".into(),
+    }
+}
+
+fn check_unique<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    path: &std::path::Path,
+) -> Result<(), DataError> {
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(DataError::DuplicateId {
+                id: id.to_string(),
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `i/n`: this worker's share of a dataset split across `n` workers (e.g. a Slurm array).
@@ -216,6 +286,9 @@ mod tests {
         let spec: DataSpec = "jsonl:data/pairs.jsonl".parse().unwrap();
         assert_eq!(spec, DataSpec::Jsonl("data/pairs.jsonl".into()));
         assert_eq!(spec.to_string(), "jsonl:data/pairs.jsonl");
+        let spec: DataSpec = "ocrvqa:cauldron/ocrvqa".parse().unwrap();
+        assert_eq!(spec, DataSpec::Ocrvqa("cauldron/ocrvqa".into()));
+        assert_eq!(spec.to_string(), "ocrvqa:cauldron/ocrvqa");
         assert!(
             "csv:x"
                 .parse::<DataSpec>()
@@ -234,6 +307,40 @@ mod tests {
                 .unwrap_err()
                 .contains("KIND:PATH")
         );
+    }
+
+    #[test]
+    fn json_files_of_the_parquet_kinds_read_as_conversations() {
+        let dir = std::env::temp_dir().join(format!("lavender-spec-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rlaifv83k.json");
+        std::fs::write(
+            &path,
+            r#"[{"image": "a.jpg", "conversations": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A dog."}]},
+                {"image": "a.jpg", "conversations": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}]"#,
+        )
+        .unwrap();
+        for spec in ["rlaifv", "ocrvqa", "jsonl"] {
+            let spec: DataSpec = format!("{spec}:{}", path.display()).parse().unwrap();
+            // The two records share an id (the image path): refused, naming the file.
+            let error = spec.read_conversations().unwrap_err().to_string();
+            assert!(
+                error.contains("`a.jpg` appears twice") && error.contains("rlaifv83k.json"),
+                "{error}"
+            );
+        }
+        std::fs::write(
+            &path,
+            r#"[{"image": "a.jpg", "conversations": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A dog."}]}]"#,
+        )
+        .unwrap();
+        let spec: DataSpec = format!("rlaifv:{}", path.display()).parse().unwrap();
+        assert_eq!(
+            spec.read_conversations().unwrap()[0].teacher_text(),
+            "A dog."
+        );
+        assert_eq!(spec.read().unwrap()[0].text, "A dog.");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,103 +3,46 @@
 //! supervises the answer; ids are the dataset's `idx`. Images stay in the files and are read
 //! one row group at a time by [`RowGroupImages`], so listing 83k samples reads no image bytes.
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    sync::Arc,
+use std::path::Path;
+
+use parquet::{file::reader::FileReader, record::Field};
+
+use super::{
+    DataError, ImageSource, Sample,
+    conversation::{Conversation, Role, Turn},
+    parquet_rows::{column, column_names, files, format_error, open, projection},
 };
 
-use parquet::{
-    file::reader::{FileReader, SerializedFileReader},
-    record::{Field, Row},
-    schema::types::Type,
-};
+pub use super::parquet_rows::RowGroupImages;
 
-use super::{DataError, ImageSource, Sample};
-
-fn format_error(path: &Path, reason: impl std::fmt::Display) -> DataError {
-    DataError::Format {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
+/// One RLAIF-V row as listed (no image bytes).
+struct Row {
+    id: String,
+    image: ImageSource,
+    question: Option<String>,
+    chosen: String,
 }
 
-fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    SerializedFileReader::new(file).map_err(|error| format_error(path, error))
-}
-
-/// The file's own schema narrowed to `columns` (a projection must match the file exactly).
-fn projection(
-    reader: &SerializedFileReader<File>,
-    path: &Path,
-    columns: &[&str],
-) -> Result<Type, DataError> {
-    let root = reader
-        .metadata()
-        .file_metadata()
-        .schema_descr()
-        .root_schema();
-    let fields: Vec<Arc<Type>> = root
-        .get_fields()
-        .iter()
-        .filter(|field| columns.contains(&field.name()))
-        .cloned()
-        .collect();
-    if fields.len() != columns.len() {
-        return Err(format_error(
-            path,
-            format!("not an RLAIF-V file: needs the columns {columns:?}"),
-        ));
-    }
-    Type::group_type_builder(root.name())
-        .with_fields(fields)
-        .build()
-        .map_err(|error| format_error(path, error))
-}
-
-fn column<'a>(row: &'a Row, name: &str) -> Option<&'a Field> {
-    row.get_column_iter()
-        .find(|(column, _)| column.as_str() == name)
-        .map(|(_, field)| field)
-}
-
-/// The parquet files of PATH: the file itself, or the folder's `*.parquet`, sorted.
-fn files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format_error(path, "no .parquet files here"));
-    }
-    Ok(files)
-}
-
-pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
-    let mut samples = Vec::new();
+fn rows(path: &Path) -> Result<Vec<Row>, DataError> {
+    let mut listed = Vec::new();
     for file in files(path)? {
         let reader = open(&file)?;
-        let schema = projection(&reader, &file, &["chosen", "idx"])?;
+        let has_question = column_names(&reader).iter().any(|name| name == "question");
+        let columns: &[&str] = if has_question {
+            &["question", "chosen", "idx"]
+        } else {
+            &["chosen", "idx"]
+        };
+        let schema = projection(&reader, &file, columns, "an RLAIF-V")?;
         let rows = reader
             .get_row_iter(Some(schema))
             .map_err(|error| format_error(&file, error))?;
         for (row_index, row) in rows.enumerate() {
-            let row = row.map_err(|error| format_error(&file, error))?;
-            let text = match column(&row, "chosen") {
-                Some(Field::Str(text)) => text.clone(),
-                _ => String::new(),
+            let row =
+                row.map_err(|error| format_error(&file, format!("row {row_index}: {error}")))?;
+            let text = |name: &str| match column(&row, name) {
+                Some(Field::Str(text)) => Some(text.clone()),
+                _ => None,
             };
             let id = match column(&row, "idx") {
                 Some(Field::Long(idx)) => idx.to_string(),
@@ -110,78 +53,69 @@ pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
                     file.file_name().unwrap_or_default().to_string_lossy()
                 ),
             };
-            samples.push(Sample {
+            listed.push(Row {
                 id,
                 image: ImageSource::ParquetRow {
                     file: file.clone(),
                     row: row_index,
                 },
-                text,
+                question: text("question"),
+                chosen: text("chosen").unwrap_or_default(),
             });
         }
     }
-    Ok(samples)
+    Ok(listed)
 }
 
-/// Image bytes of RLAIF-V rows, decoding one row group at a time and keeping the last one, so
-/// samples visited in file order cost one decode per row group.
-#[derive(Default)]
-pub struct RowGroupImages {
-    cached: Option<CachedRowGroup>,
+/// One sample per row: the chosen answer, keyed by `idx` (the teacher's input).
+pub fn read(path: &Path) -> Result<Vec<Sample>, DataError> {
+    Ok(rows(path)?
+        .into_iter()
+        .map(|row| Sample {
+            id: row.id,
+            image: row.image,
+            text: row.chosen,
+        })
+        .collect())
 }
 
-/// A file, the index of the row group's first row, and each row's image bytes.
-type CachedRowGroup = (PathBuf, usize, Vec<Option<Vec<u8>>>);
-
-impl RowGroupImages {
-    /// The encoded image of row `row` of `file`.
-    pub fn bytes(&mut self, file: &Path, row: usize) -> Result<Vec<u8>, DataError> {
-        if let Some((cached_file, first, images)) = &self.cached
-            && cached_file == file
-            && row >= *first
-            && row < first + images.len()
-        {
-            return images[row - first]
-                .clone()
-                .ok_or_else(|| format_error(file, format!("row {row} has no image bytes")));
-        }
-        let reader = open(file)?;
-        let mut first = 0;
-        for group in 0..reader.num_row_groups() {
-            let rows = reader.metadata().row_group(group).num_rows() as usize;
-            if row < first + rows {
-                let schema = projection(&reader, file, &["image"])?;
-                let group_reader = reader
-                    .get_row_group(group)
-                    .map_err(|error| format_error(file, error))?;
-                let images = group_reader
-                    .get_row_iter(Some(schema))
-                    .map_err(|error| format_error(file, error))?
-                    .map(|row| {
-                        let row = row.map_err(|error| format_error(file, error))?;
-                        Ok(match column(&row, "image") {
-                            Some(Field::Group(image)) => match column(image, "bytes") {
-                                Some(Field::Bytes(bytes)) => Some(bytes.data().to_vec()),
-                                _ => None,
-                            },
-                            _ => None,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, DataError>>()?;
-                self.cached = Some((file.to_path_buf(), first, images));
-                return self.bytes(file, row);
-            }
-            first += rows;
-        }
-        Err(format_error(
-            file,
-            format!("row {row} is past the end ({first} rows)"),
-        ))
-    }
+/// One conversation per row: the user asks `question` (with the image), the assistant answers
+/// `chosen`; keyed by `idx`, as the teacher's maps are. A row without a question or answer is
+/// an error naming the file and row.
+pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
+    rows(path)?
+        .into_iter()
+        .map(|row| {
+            let ImageSource::ParquetRow { file, row: index } = &row.image else {
+                unreachable!("RLAIF-V images are parquet rows")
+            };
+            let question = row.question.clone().filter(|q| !q.trim().is_empty());
+            let (Some(question), false) = (question, row.chosen.trim().is_empty()) else {
+                return Err(format_error(
+                    file,
+                    format!(
+                        "row {index} (idx {}): needs a `question` and a `chosen` answer",
+                        row.id
+                    ),
+                ));
+            };
+            Ok(Conversation {
+                teacher_id: row.id.clone(),
+                id: row.id,
+                image: row.image,
+                turns: vec![
+                    Turn::new(Role::User, question.trim()),
+                    Turn::new(Role::Assistant, row.chosen.trim()),
+                ],
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn fixture() -> PathBuf {
@@ -219,6 +153,31 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("past the end")
+        );
+    }
+
+    #[test]
+    fn conversations_ask_the_question_and_answer_the_chosen() {
+        let samples = read_conversations(&fixture()).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert_eq!(
+            (samples[0].id.as_str(), samples[0].teacher_id.as_str()),
+            ("17", "17")
+        );
+        assert_eq!(
+            samples[1].turns,
+            vec![
+                Turn::new(Role::User, "What is in the picture?"),
+                Turn::new(Role::Assistant, "two dogs near the zebra"),
+            ]
+        );
+        assert_eq!(samples[1].teacher_text(), "two dogs near the zebra");
+        // The OCR-VQA fixture lacks `chosen`: refused, naming the file and the columns.
+        let other = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ocrvqa-tiny");
+        let error = read_conversations(&other).unwrap_err().to_string();
+        assert!(
+            error.contains("train-00000-of-00001.parquet") && error.contains("chosen"),
+            "{error}"
         );
     }
 

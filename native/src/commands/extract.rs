@@ -52,6 +52,8 @@ Data specs:
   jsonl:PATH       one {\"image\": ..., \"text\": ..., \"id\": optional} per line, images relative to PATH
   flickr30k:PATH   Karpathy's dataset_flickr30k.json, images in flickr30k-images/ beside it
   rlaifv:PATH      RLAIF-V parquet file(s) (a file or a folder); the text is the chosen answer
+  ocrvqa:PATH      the_cauldron ocrvqa parquet file(s), or a .json/.jsonl of conversations;
+                   the text is the answers joined, ids image_{row}.jpg
 
 Re-running the same command resumes: samples already in a shard are skipped.")]
 pub struct ExtractArgs {
@@ -59,7 +61,7 @@ pub struct ExtractArgs {
     #[arg(long, value_name = "DIR")]
     pub sd: PathBuf,
 
-    /// The dataset: jsonl:PATH, flickr30k:PATH or rlaifv:PATH.
+    /// The dataset: jsonl:PATH, flickr30k:PATH, rlaifv:PATH or ocrvqa:PATH.
     #[arg(long, value_name = "SPEC")]
     pub data: DataSpec,
 
@@ -393,11 +395,13 @@ impl ShardWriter {
 }
 
 /// The image file name that keys a sample in the reference layout: the image's own file name,
-/// or for images embedded in a dataset file, `<id>.jpg`.
+/// or for images embedded in a dataset file, the id with `.jpg` added unless it ends so already
+/// (OCR-VQA's `image_{row}.jpg`, as the reference names them).
 fn reference_file_name(sample: &StoredMaps) -> String {
     let path = Path::new(&sample.image);
     match path.file_name() {
         Some(name) if path.is_file() => name.to_string_lossy().into_owned(),
+        _ if sample.id.ends_with(".jpg") => sample.id.clone(),
         _ => format!("{}.jpg", sample.id),
     }
 }

@@ -1,0 +1,346 @@
+//! Deterministic data order: a seeded hold-out split (`--eval-fraction`) and a seeded epoch
+//! shuffler whose position can be saved in a checkpoint and restored exactly. Everything is a
+//! pure function of the seed (no global RNG), so the same seed gives the same order on every
+//! machine and backend.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Conversation;
+
+/// SplitMix64: tiny, fast, and its whole state is one `u64`, so it is saved and restored
+/// exactly (e.g. in a checkpoint's `state.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededRng {
+    state: u64,
+}
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// Continues from a saved [`state`](Self::state).
+    pub fn from_state(state: u64) -> Self {
+        Self { state }
+    }
+
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound` (`bound > 0`), without modulo bias.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0, "SeededRng::below(0)");
+        let zone = u64::MAX - u64::MAX % bound;
+        loop {
+            let value = self.next_u64();
+            if value < zone {
+                return value % bound;
+            }
+        }
+    }
+
+    /// Fisher-Yates.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// A short digest of a dataset's sample ids in order (count and FNV-1a 64), saved with a
+/// checkpoint so that a resume over different data (which would silently change the order the
+/// saved position refers to) is caught.
+pub fn dataset_fingerprint<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut count = 0usize;
+    for id in ids {
+        for &byte in id.as_bytes().iter().chain([0xffu8].iter()) {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        count += 1;
+    }
+    format!("{count}:{hash:016x}")
+}
+
+/// A dataset split into training and held-out samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holdout {
+    pub train: Vec<Conversation>,
+    pub eval: Vec<Conversation>,
+}
+
+/// Holds out `fraction` of the images (rounded to the nearest whole image), chosen by `seed`.
+/// Samples sharing teacher maps (a Flickr30k image's captions) stay on the same side, so no
+/// image is both trained and evaluated on. Both sides keep the dataset's order.
+pub fn split_holdout(
+    samples: Vec<Conversation>,
+    fraction: f64,
+    seed: u64,
+) -> Result<Holdout, String> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(format!(
+            "the eval fraction must be in [0, 1), found {fraction}"
+        ));
+    }
+    // Groups by teacher id, in order of first appearance.
+    let mut groups: HashMap<&str, usize> = HashMap::new();
+    let mut group_of = Vec::with_capacity(samples.len());
+    for sample in &samples {
+        let next = groups.len();
+        group_of.push(*groups.entry(sample.teacher_id.as_str()).or_insert(next));
+    }
+    let count = groups.len();
+    let held = (fraction * count as f64).round() as usize;
+    if fraction > 0.0 && held == count {
+        return Err(format!(
+            "an eval fraction of {fraction} leaves no training sample ({count} images)"
+        ));
+    }
+    let mut order: Vec<usize> = (0..count).collect();
+    SeededRng::new(seed).shuffle(&mut order);
+    let mut is_eval = vec![false; count];
+    for &group in &order[..held] {
+        is_eval[group] = true;
+    }
+    let (eval, train): (Vec<_>, Vec<_>) = samples
+        .into_iter()
+        .zip(group_of)
+        .partition(|(_, group)| is_eval[*group]);
+    Ok(Holdout {
+        train: train.into_iter().map(|(sample, _)| sample).collect(),
+        eval: eval.into_iter().map(|(sample, _)| sample).collect(),
+    })
+}
+
+/// Where a run is in its data: `index` samples of epoch `epoch` (from 0) have been taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPosition {
+    pub epoch: usize,
+    pub index: usize,
+}
+
+/// Sample indices `0..len` in a new seeded order each epoch (the order of epoch `e` depends on
+/// `(seed, e)` alone). An infinite iterator: after the last sample of an epoch comes the first
+/// of the next. Save [`position`](Self::position) with a checkpoint and [`resume`](Self::resume)
+/// from it to continue with exactly the sample an uninterrupted run would take next.
+#[derive(Debug, Clone)]
+pub struct EpochShuffler {
+    len: usize,
+    seed: u64,
+    position: DataPosition,
+    order: Vec<usize>,
+}
+
+impl EpochShuffler {
+    pub fn new(len: usize, seed: u64) -> Self {
+        Self {
+            len,
+            seed,
+            position: DataPosition::default(),
+            order: Self::epoch_order(len, seed, 0),
+        }
+    }
+
+    /// Continues at `position`. An index equal to `len` (a saved end of epoch) is the start of
+    /// the next epoch; a larger one means the dataset changed since the position was saved.
+    pub fn resume(len: usize, seed: u64, position: DataPosition) -> Result<Self, String> {
+        if position.index > len {
+            return Err(format!(
+                "the saved data position (epoch {}, sample {}) is past the end of a dataset of {len} samples: \
+                 the data changed since the checkpoint",
+                position.epoch, position.index
+            ));
+        }
+        let position = if position.index == len && len > 0 {
+            DataPosition {
+                epoch: position.epoch + 1,
+                index: 0,
+            }
+        } else {
+            position
+        };
+        Ok(Self {
+            len,
+            seed,
+            position,
+            order: Self::epoch_order(len, seed, position.epoch),
+        })
+    }
+
+    /// The order of one epoch.
+    pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
+        // Each epoch's stream starts from its own state, so epochs are independent of each other.
+        let mut rng = SeededRng::new(seed);
+        let epoch_seed = rng.next_u64() ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        SeededRng::new(epoch_seed).shuffle(&mut order);
+        order
+    }
+
+    /// The position of the next sample to be taken.
+    pub fn position(&self) -> DataPosition {
+        self.position
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Iterator for EpochShuffler {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        if self.position.index == self.len {
+            self.position = DataPosition {
+                epoch: self.position.epoch + 1,
+                index: 0,
+            };
+            self.order = Self::epoch_order(self.len, self.seed, self.position.epoch);
+        }
+        let sample = self.order[self.position.index];
+        self.position.index += 1;
+        Some(sample)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageSource;
+
+    fn samples(images: usize, per_image: usize) -> Vec<Conversation> {
+        (0..images)
+            .flat_map(|image| {
+                (0..per_image).map(move |k| {
+                    let mut sample = Conversation::caption(
+                        format!("{image}.jpg#{k}"),
+                        ImageSource::File(format!("{image}.jpg").into()),
+                        "a dog",
+                    );
+                    sample.teacher_id = format!("{image}.jpg");
+                    sample
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn holdout_is_seeded_grouped_by_image_and_ordered() {
+        let split = split_holdout(samples(100, 5), 0.1, 42).unwrap();
+        assert_eq!((split.train.len(), split.eval.len()), (450, 50));
+        assert_eq!(split, split_holdout(samples(100, 5), 0.1, 42).unwrap());
+        assert_ne!(
+            split.eval,
+            split_holdout(samples(100, 5), 0.1, 7).unwrap().eval
+        );
+        let eval_images: std::collections::HashSet<&str> =
+            split.eval.iter().map(|s| s.teacher_id.as_str()).collect();
+        assert_eq!(eval_images.len(), 10);
+        assert!(
+            split
+                .train
+                .iter()
+                .all(|s| !eval_images.contains(s.teacher_id.as_str()))
+        );
+        // The dataset's order is kept on both sides.
+        let position = |id: &str| id.split('.').next().unwrap().parse::<usize>().unwrap();
+        assert!(
+            split
+                .eval
+                .windows(2)
+                .all(|w| position(&w[0].id) <= position(&w[1].id))
+        );
+
+        let none = split_holdout(samples(3, 1), 0.0, 1).unwrap();
+        assert_eq!((none.train.len(), none.eval.len()), (3, 0));
+        assert!(split_holdout(samples(3, 1), 1.0, 1).is_err());
+        assert!(
+            split_holdout(samples(1, 1), 0.9, 1)
+                .unwrap_err()
+                .contains("no training")
+        );
+    }
+
+    #[test]
+    fn shuffler_visits_every_sample_each_epoch_and_resumes_exactly() {
+        let mut shuffler = EpochShuffler::new(10, 42);
+        let first: Vec<usize> = shuffler.by_ref().take(10).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(first, sorted, "seed 42 shuffles");
+        assert_eq!(
+            shuffler.position(),
+            DataPosition {
+                epoch: 0,
+                index: 10
+            }
+        );
+        let second: Vec<usize> = shuffler.by_ref().take(10).collect();
+        assert_ne!(first, second, "each epoch has its own order");
+        assert_eq!(
+            first,
+            EpochShuffler::new(10, 42).take(10).collect::<Vec<_>>()
+        );
+
+        // Interrupt anywhere (mid-epoch, at the end of an epoch) and resume.
+        let uninterrupted: Vec<usize> = EpochShuffler::new(10, 42).take(35).collect();
+        for stop in [0, 3, 10, 17, 20, 29] {
+            let mut run = EpochShuffler::new(10, 42);
+            let mut taken: Vec<usize> = run.by_ref().take(stop).collect();
+            let saved = serde_json::to_string(&run.position()).unwrap();
+            let position: DataPosition = serde_json::from_str(&saved).unwrap();
+            let resumed = EpochShuffler::resume(10, 42, position).unwrap();
+            taken.extend(resumed.take(35 - stop));
+            assert_eq!(taken, uninterrupted, "stopped after {stop}");
+        }
+        assert!(
+            EpochShuffler::resume(5, 42, DataPosition { epoch: 0, index: 6 })
+                .unwrap_err()
+                .contains("data changed")
+        );
+        assert_eq!(EpochShuffler::new(0, 1).next(), None);
+    }
+
+    #[test]
+    fn fingerprints_tell_datasets_apart() {
+        let a = dataset_fingerprint(["1.jpg", "2.jpg"]);
+        assert_eq!(a, dataset_fingerprint(["1.jpg", "2.jpg"]));
+        assert!(a.starts_with("2:"));
+        assert_ne!(a, dataset_fingerprint(["2.jpg", "1.jpg"]));
+        assert_ne!(
+            dataset_fingerprint(["ab", "c"]),
+            dataset_fingerprint(["a", "bc"])
+        );
+    }
+
+    #[test]
+    fn rng_state_round_trips() {
+        let mut rng = SeededRng::new(7);
+        rng.next_u64();
+        let mut resumed = SeededRng::from_state(rng.state());
+        assert_eq!(rng.next_u64(), resumed.next_u64());
+        assert!((0..1000).all(|_| rng.below(3) < 3));
+    }
+}
