@@ -6,8 +6,6 @@ mod cuda;
 mod device;
 mod output;
 mod panic_capture;
-// The `train` command's building blocks; unused until the command itself is wired in.
-#[allow(dead_code)]
 mod train;
 
 use std::process::ExitCode;
@@ -45,6 +43,8 @@ enum Command {
     Extract(commands::extract::ExtractArgs),
     /// Per-word heatmaps of where the student looks for each word of an answer.
     Attend(commands::attend::AttendArgs),
+    /// Lavender fine-tuning of the student against teacher maps (or plain SFT with --lambda 0).
+    Train(commands::train::TrainArgs),
     /// Answer a question about an image with Llama-3.2-Vision (optionally with a LoRA adapter).
     Generate(commands::generate::GenerateArgs),
     /// Benchmark: UNet evaluations per second with attention capture (random weights).
@@ -55,6 +55,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Train(args) = &cli.command
+        && std::env::var_os("BURN_DEVICE").is_none()
+    {
+        // Burn creates a resumed optimiser's state on its default device, CUDA whenever it is
+        // compiled in; point it at the training device. Set here, before any thread exists.
+        match commands::train::device_spec(args) {
+            // SAFETY: single-threaded so far; nothing else reads or writes the environment.
+            Ok(spec) => unsafe {
+                std::env::set_var("BURN_DEVICE", train::checkpoint::burn_device_env(spec))
+            },
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     init_logging(cli.verbose);
     let mut stdout = std::io::stdout().lock();
     let outcome = match cli.command {
@@ -65,6 +81,7 @@ fn main() -> ExitCode {
         Command::BenchTrain(args) => commands::bench_train::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Attend(args) => commands::attend::run(args),
+        Command::Train(args) => commands::train::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod generate;
 pub mod student_args;
 pub mod teacher_args;
+pub mod train;
 
 use std::collections::HashMap;
 

@@ -160,11 +160,15 @@ impl Checkpoints {
     /// Writes a checkpoint of `module`, `optimizer` and `state` as `step-{state.step}`
     /// (replacing one of the same step), points `latest` at it, and deletes the oldest beyond
     /// `keep`. Returns its folder.
+    ///
+    /// `filter` (a regex over parameter paths) keeps only the matching parameters, e.g. a
+    /// LoRA run's factors and not the frozen base it reloads from the model folder.
     pub fn save<M: Module>(
         &self,
         module: &M,
         optimizer: &ModuleOptimizer,
         state: &TrainState,
+        filter: Option<&str>,
     ) -> anyhow::Result<PathBuf> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
@@ -179,6 +183,9 @@ impl Checkpoints {
 
         let written = (|| -> anyhow::Result<()> {
             let mut store = BurnpackStore::from_bytes(None);
+            if let Some(pattern) = filter {
+                store = store.with_regex(pattern);
+            }
             module
                 .save_into(&mut store)
                 .with_context(|| format!("cannot serialise the weights for {name}"))?;
@@ -328,10 +335,14 @@ pub fn burn_device_env(spec: crate::device::DeviceSpec) -> &'static str {
 /// `optimizer` (built from the same config). Parameter ids come from the checkpoint, so the
 /// optimizer's per-parameter state lines up with the loaded weights. See [`burn_device_env`]
 /// for where the optimizer state is created.
+///
+/// `filter` must be the one the checkpoint was saved with: only those parameters are loaded
+/// (the others keep `module`'s values) and every one of them must be in the file.
 pub fn load<M: Module>(
     dir: &Path,
     mut module: M,
     optimizer: ModuleOptimizer,
+    filter: Option<&str>,
 ) -> anyhow::Result<Loaded<M>> {
     let state = read_state_file(dir)?;
     let record = |name: &str| {
@@ -347,6 +358,9 @@ pub fn load<M: Module>(
     let optimizer_bytes = read_checked(dir, record(OPTIMIZER_FILE)?)?;
 
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(model_bytes)));
+    if let Some(pattern) = filter {
+        store = store.with_regex(pattern);
+    }
     let applied = module
         .load_from(&mut store)
         .with_context(|| format!("cannot load the weights of {}", model_path.display()))?;
@@ -486,7 +500,7 @@ mod tests {
         for step in 1..=3 {
             model = train_step(model, &mut optim, step);
         }
-        let saved = checkpoints.save(&model, &optim, &state(3)).unwrap();
+        let saved = checkpoints.save(&model, &optim, &state(3), None).unwrap();
         assert_eq!(saved, dir.join("step-000003"));
         assert_eq!(checkpoints.latest().unwrap(), Some(saved.clone()));
 
@@ -497,7 +511,7 @@ mod tests {
 
         // A fresh module (other random weights and parameter ids) and optimizer.
         let fresh = LinearConfig::new(4, 3).init(&device());
-        let loaded = load(&saved, fresh, optimizer()).unwrap();
+        let loaded = load(&saved, fresh, optimizer(), None).unwrap();
         assert_eq!(loaded.state, state(3));
         let mut resumed = loaded.module;
         let mut optim = loaded.optimizer;
@@ -516,11 +530,11 @@ mod tests {
         let optim = optimizer();
         assert_eq!(checkpoints.latest().unwrap(), None);
         for step in [10, 20, 30] {
-            checkpoints.save(&model, &optim, &state(step)).unwrap();
+            checkpoints.save(&model, &optim, &state(step), None).unwrap();
         }
         // A killed save's leftovers are cleaned by the next one.
         fs::create_dir_all(dir.join(".step-000040.partial-1")).unwrap();
-        checkpoints.save(&model, &optim, &state(40)).unwrap();
+        checkpoints.save(&model, &optim, &state(40), None).unwrap();
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -548,7 +562,7 @@ mod tests {
         let model = LinearConfig::new(2, 2).init(&device());
         let mut optim = optimizer();
         let model = train_step_small(model, &mut optim);
-        let saved = checkpoints.save(&model, &optim, &state(1)).unwrap();
+        let saved = checkpoints.save(&model, &optim, &state(1), None).unwrap();
         let fresh = || LinearConfig::new(2, 2).init(&device());
         let message =
             |result: anyhow::Result<Loaded<Linear>>| format!("{:#}", result.err().unwrap());
@@ -556,23 +570,23 @@ mod tests {
         let model_path = saved.join(MODEL_FILE);
         let original = fs::read(&model_path).unwrap();
         fs::write(&model_path, &original[..original.len() / 2]).unwrap();
-        let error = message(load(&saved, fresh(), optimizer()));
+        let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("model.bpk is truncated"), "{error}");
         let mut flipped = original.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
         fs::write(&model_path, &flipped).unwrap();
-        let error = message(load(&saved, fresh(), optimizer()));
+        let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("model.bpk is damaged"), "{error}");
         fs::write(&model_path, &original).unwrap();
 
         let optimizer_path = saved.join(OPTIMIZER_FILE);
         fs::write(&optimizer_path, b"").unwrap();
-        let error = message(load(&saved, fresh(), optimizer()));
+        let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("optimizer.bpk is truncated"), "{error}");
 
         fs::write(saved.join(STATE_FILE), "{\"format\": 1, \"sta").unwrap();
-        let error = message(load(&saved, fresh(), optimizer()));
+        let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("state.json is damaged"), "{error}");
 
         // A checkpoint of another shape does not fit.
@@ -581,7 +595,7 @@ mod tests {
         let saved = Checkpoints::new(&other, 1)
             .save(&wide, &optimizer(), &state(1))
             .unwrap();
-        let error = message(load(&saved, fresh(), optimizer()));
+        let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("model.bpk"), "{error}");
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_dir_all(&other).unwrap();

@@ -7,3 +7,4 @@ pub mod checkpoint;
 pub mod guard;
 pub mod plot;
 pub mod run_dir;
+pub mod trainer;

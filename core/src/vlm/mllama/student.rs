@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Device, Int, Tensor, TensorData},
+};
 use image::RgbImage;
 
 use super::{
@@ -46,11 +49,16 @@ pub struct Prepared {
     pub mask: Tensor<4>,
 }
 
-#[derive(Debug)]
+/// A Burn module whose parameters are the model's, so a trainer can hold it (with the
+/// tokenizer and processor it needs for its inputs) inside the module it optimises.
+#[derive(Module, Debug)]
 pub struct Mllama {
     pub model: MllamaModel,
+    #[module(skip)]
     pub prompt: MllamaPrompt,
+    #[module(skip)]
     pub processor: MllamaImageProcessor,
+    #[module(skip)]
     device: Device,
 }
 

@@ -1,0 +1,187 @@
+//! One Lavender training step, independent of where data and checkpoints live: the trainable
+//! module (the student, LoRA'd or whole, and the Aligner), a sample's loss, and the optimiser
+//! step over an accumulated batch. Plain SFT is the same path with `lambda = 0`, so the two
+//! are comparable step for step.
+
+use anyhow::Context;
+use burn::{
+    module::Module,
+    optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer},
+    tensor::{Device, Tensor, TensorData},
+};
+use image::RgbImage;
+use lavender_core::{
+    align::{
+        aligner::Aligner,
+        loss::{LavenderLoss, LossConfig, WordMaps, lavender_loss},
+    },
+    data::{Conversation, Role, TeacherMaps},
+    vlm::{
+        StudentVlm,
+        mllama::{prompt::Message, student::Mllama},
+    },
+};
+
+/// Everything the optimiser updates: the student's parameters (only the LoRA factors are
+/// trainable after `apply_lora`) and the Aligner's.
+#[derive(Module, Debug)]
+pub struct Trainable {
+    pub student: Mllama,
+    pub aligner: Aligner,
+}
+
+/// Checkpoint filter for a LoRA run: the factors and the Aligner; the frozen base is
+/// reloaded from the model folder.
+pub const LORA_CHECKPOINT_FILTER: &str = r"(\.lora\.(a|b)$)|(^aligner\.)";
+
+/// The numbers of one sample's loss.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossValues {
+    pub ce: f64,
+    pub align: f64,
+    pub total: f64,
+    pub matched: usize,
+    /// Whether the sample had teacher maps.
+    pub has_maps: bool,
+}
+
+impl LossValues {
+    fn read(loss: &LavenderLoss, has_maps: bool) -> anyhow::Result<Self> {
+        let value = |tensor: &Tensor<1>, what: &str| -> anyhow::Result<f64> {
+            let values = tensor
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|error| anyhow::anyhow!("cannot read the {what}: {error:?}"))?;
+            Ok(f64::from(values[0]))
+        };
+        Ok(Self {
+            ce: value(&loss.ce, "cross-entropy")?,
+            align: value(&loss.align, "alignment loss")?,
+            total: value(&loss.total, "total loss")?,
+            matched: loss.matched.len(),
+            has_maps,
+        })
+    }
+}
+
+/// The chat messages of a conversation, the image in its first user turn.
+pub fn messages(sample: &Conversation) -> Vec<Message> {
+    let image_turn = sample.image_turn();
+    sample
+        .turns
+        .iter()
+        .enumerate()
+        .map(|(index, turn)| {
+            if Some(index) == image_turn {
+                Message::user_with_image(turn.content.clone())
+            } else {
+                let role = match turn.role {
+                    Role::System => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                Message::text(role, turn.content.clone())
+            }
+        })
+        .collect()
+}
+
+/// Teacher maps as the loss wants them, `[words, side, side]` on `device`; `None` (no maps for
+/// this sample) gives no words, so only the cross-entropy counts.
+pub fn teacher_word_maps(
+    maps: Option<TeacherMaps>,
+    map_size: usize,
+    device: &Device,
+) -> anyhow::Result<WordMaps> {
+    match maps {
+        Some(maps) if !maps.words.is_empty() => {
+            anyhow::ensure!(
+                maps.side == map_size,
+                "the teacher maps are {0}x{0}, the student's are {map_size}x{map_size}: \
+                 extract with --map-size {map_size} or train with --map-size {0}",
+                maps.side
+            );
+            let shape = [maps.words.len(), maps.side, maps.side];
+            Ok(WordMaps {
+                words: maps.words,
+                maps: Tensor::from_data(TensorData::new(maps.maps, shape), device),
+            })
+        }
+        _ => Ok(WordMaps {
+            words: Vec::new(),
+            maps: Tensor::zeros([1, map_size, map_size], device),
+        }),
+    }
+}
+
+/// The loss of one sample through `trainable` (a graph to differentiate on an autodiff device).
+pub fn sample_loss(
+    trainable: &Trainable,
+    sample: &Conversation,
+    image: &RgbImage,
+    teacher: &WordMaps,
+    config: &LossConfig,
+) -> anyhow::Result<(LavenderLoss, LossValues)> {
+    let student = &trainable.student;
+    let (prepared, labels) = student
+        .prepare_conversation(image, &messages(sample))
+        .with_context(|| format!("sample {}", sample.id))?;
+    let (logits, attention) = student.forward_with_attention(&prepared);
+    let aligner = matches!(
+        config.aggregation,
+        lavender_core::align::student_maps::Aggregation::AlignerPerLayer
+            | lavender_core::align::student_maps::Aggregation::MeanFirst
+    )
+    .then_some(&trainable.aligner);
+    let loss = lavender_loss(
+        logits,
+        &attention,
+        &labels,
+        teacher,
+        aligner,
+        student.prompt.tokenizer(),
+        config,
+    )
+    .with_context(|| format!("the loss of sample {}", sample.id))?;
+    let values = LossValues::read(&loss, !teacher.words.is_empty())?;
+    Ok((loss, values))
+}
+
+/// Gradients of a batch, accumulated sample by sample (each sample's graph is freed after its
+/// backward pass, so memory does not grow with the batch).
+pub struct BatchGradients {
+    accumulator: GradientsAccumulator<Trainable>,
+    samples: usize,
+}
+
+impl BatchGradients {
+    pub fn new() -> Self {
+        Self {
+            accumulator: GradientsAccumulator::new(),
+            samples: 0,
+        }
+    }
+
+    /// Back-propagates `loss / batch` and adds its gradients.
+    pub fn add(&mut self, trainable: &Trainable, loss: &LavenderLoss, batch: usize) {
+        let grads = loss.total.clone().div_scalar(batch as f64).backward();
+        let grads = GradientsParams::from_grads(grads, trainable);
+        self.accumulator.accumulate(trainable, grads);
+        self.samples += 1;
+    }
+
+    /// The optimiser step with the accumulated gradients, at learning rate `lr`.
+    pub fn step(
+        mut self,
+        trainable: Trainable,
+        optimizer: &mut ModuleOptimizer,
+        lr: f64,
+    ) -> Trainable {
+        if self.samples == 0 {
+            return trainable;
+        }
+        optimizer.step(lr, trainable, self.accumulator.grads())
+    }
+}
