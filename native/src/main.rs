@@ -10,6 +10,7 @@ mod train;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -35,6 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole pipeline on bundled data and tiny models: teacher maps, Lavender and SFT runs, heatmaps.
+    Demo(commands::demo::DemoArgs),
     /// List CUDA GPUs, wgpu adapters and the CPU backend, checking each with a small computation.
     Devices(commands::devices::DevicesArgs),
     /// Stable Diffusion's per-word attention maps for one image and text.
@@ -72,9 +75,18 @@ fn main() -> ExitCode {
         }
     }
     init_logging(cli.verbose);
-    let mut stdout = std::io::stdout().lock();
-    let outcome = match cli.command {
-        Command::Devices(args) => commands::devices::run(args, &mut stdout),
+    match run_command(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Devices(args) => commands::devices::run(args, &mut std::io::stdout().lock()),
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
@@ -82,14 +94,17 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Attend(args) => commands::attend::run(args),
         Command::Train(args) => commands::train::run(args),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Command::Demo(args) => commands::demo::run(args, run_args),
     }
+}
+
+/// A `lavender` command line (without the program name), parsed and run in this process.
+fn run_args(args: &[String]) -> anyhow::Result<()> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("lavender".to_string()).chain(args.iter().cloned()))
+            .map_err(|error| anyhow::anyhow!("lavender {}: {error}", args.join(" ")))?;
+    run_command(cli.command)
+        .with_context(|| format!("lavender {}", args.first().map_or("", String::as_str)))
 }
 
 fn init_logging(verbose: u8) {

@@ -4,6 +4,7 @@ pub mod attend;
 pub mod attend_sd;
 pub mod bench_train;
 pub mod bench_unet;
+pub mod demo;
 pub mod devices;
 pub mod extract;
 pub mod generate;

@@ -530,7 +530,9 @@ mod tests {
         let optim = optimizer();
         assert_eq!(checkpoints.latest().unwrap(), None);
         for step in [10, 20, 30] {
-            checkpoints.save(&model, &optim, &state(step), None).unwrap();
+            checkpoints
+                .save(&model, &optim, &state(step), None)
+                .unwrap();
         }
         // A killed save's leftovers are cleaned by the next one.
         fs::create_dir_all(dir.join(".step-000040.partial-1")).unwrap();

@@ -248,8 +248,10 @@ impl Mllama {
     }
 
     /// Per-word maps of an answer: `prepared` holds the conversation with the answer as the
-    /// assistant's turn, `answer` its token positions. Maps are the head- and layer-mean grid
-    /// maps of the answer tokens, merged per word and min-max normalised.
+    /// assistant's turn, `answer` its token positions. A token's map is the head- and
+    /// layer-mean grid map of the position that predicts it (the one before it), as training
+    /// keys them (`align::loss`, decision D6): where the model looked while producing the word.
+    /// Maps are merged per word and min-max normalised.
     pub fn answer_word_maps(
         &self,
         prepared: &Prepared,
@@ -258,7 +260,7 @@ impl Mllama {
         mode: GridMode,
     ) -> Result<(Vec<String>, Tensor<3>), StudentError> {
         let ids = &prepared.inputs.input_ids;
-        if answer.is_empty() || answer.end > ids.len() {
+        if answer.is_empty() || answer.start == 0 || answer.end > ids.len() {
             return Err(StudentError::Input(format!(
                 "answer positions {answer:?} are outside the {} tokens",
                 ids.len()
@@ -270,9 +272,11 @@ impl Mllama {
             .collect::<Result<Vec<_>, _>>()?;
         let groups = group_answer_words(&texts);
         let attention = self.cross_attention(prepared);
-        let maps =
-            self.grid_maps(prepared, &attention, size, mode)
-                .narrow(0, answer.start, answer.len());
+        let maps = self.grid_maps(prepared, &attention, size, mode).narrow(
+            0,
+            answer.start - 1,
+            answer.len(),
+        );
         Ok((groups.words.clone(), word_maps(maps, &groups)))
     }
 
