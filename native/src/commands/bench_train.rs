@@ -12,14 +12,17 @@ use anyhow::Context;
 use burn::{
     module::Module,
     optim::{AdamWConfig, GradientsParams},
-    tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData},
+    tensor::{
+        Device, Distribution, FloatDType, Int, Tensor, TensorData,
+        quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype},
+    },
 };
 use clap::Args;
 use lavender_core::{
     align::{loss::cross_entropy, resize::resize_bilinear},
     vlm::mllama::{
         config::MllamaConfig,
-        lora::{LoraSettings, apply_lora},
+        lora::{LoraSettings, apply_lora, apply_qlora},
         model::MllamaModel,
         text::{KvCache, Sampler},
     },
@@ -49,6 +52,29 @@ const LLAMA_32_11B_VISION: &str = r#"{
     "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
   }
 }"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseQuant {
+    None,
+    Q8,
+    Q4,
+}
+
+impl BaseQuant {
+    fn scheme(self, block: u8) -> Option<QuantScheme> {
+        let value = match self {
+            Self::None => return None,
+            Self::Q8 => QuantValue::Q8S,
+            Self::Q4 => QuantValue::Q4S,
+        };
+        Some(
+            QuantScheme::default()
+                .with_value(value)
+                .with_store(QuantStore::PackedU32(0))
+                .per_block([block], ScaleDtype::F32),
+        )
+    }
+}
 
 /// Label positions before this one are masked, as in the PyTorch reference.
 const PROMPT_TOKENS: usize = 40;
@@ -84,6 +110,14 @@ pub struct BenchTrainArgs {
 
     #[arg(long, value_enum, default_value_t = Precision::Bf16)]
     pub precision: Precision,
+
+    /// Quantize the frozen base for QLoRA (per-block symmetric, f32 scales).
+    #[arg(long, value_enum, default_value_t = BaseQuant::None)]
+    pub base_quant: BaseQuant,
+
+    /// Values per quantization block (every linear weight's output width must divide by it).
+    #[arg(long, default_value_t = 32)]
+    pub quant_block: u8,
 
     /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
     #[arg(long, value_name = "DEVICE")]
@@ -122,7 +156,14 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<()> {
         alpha: 4.0 * args.lora_r as f64,
         ..LoraSettings::default()
     };
-    let model = apply_lora(model, &settings)?;
+    let model = match args.base_quant.scheme(args.quant_block) {
+        // Burn panics on a weight that does not divide into blocks; say which instead.
+        Some(scheme) => crate::panic_capture::catch_panic(move || {
+            apply_qlora(model, &settings, scheme, Some(dtype))
+        })
+        .map_err(|message| anyhow::anyhow!("cannot quantize the base: {message}"))??,
+        None => apply_lora(model, &settings)?,
+    };
     report(
         &format!(
             "\"what\": \"init_s\", \"value\": {:.1}, \"params_b\": {:.2}, \"lora_trainable_params\": {}",
