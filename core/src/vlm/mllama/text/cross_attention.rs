@@ -6,7 +6,8 @@ use burn::{
     module::{Module, Param},
     nn::{Linear, RmsNorm},
     tensor::{
-        Bool, Device, Tensor, activation::softmax, module::attention, ops::AttentionModuleOptions,
+        Bool, DType, Device, Tensor, activation::softmax, module::attention,
+        ops::AttentionModuleOptions,
     },
 };
 
@@ -166,7 +167,10 @@ impl CrossAttention {
                 Some(blocked) => scores.mask_fill(blocked, f32::NEG_INFINITY),
                 None => scores,
             };
-            let probs = softmax(scores, 3);
+            // The softmax in f32 whatever the model's dtype, as the reference computes the
+            // probabilities it aligns; then back to the model's dtype for the values.
+            let dtype = scores.dtype();
+            let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
             (probs.clone().matmul(v), Some(probs))
         } else {
             let options = AttentionModuleOptions {
