@@ -20,6 +20,7 @@ use burn::{
     tensor::Device,
 };
 use clap::{Args, ValueEnum};
+use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     align::{
@@ -29,8 +30,8 @@ use lavender_core::{
         student_maps::Aggregation,
     },
     data::{
-        Conversation, DataSpec, EpochShuffler, ImageLoader, TeacherMapsIndex, dataset_fingerprint,
-        split_holdout,
+        Conversation, DataSpec, EpochShuffler, ImageLoader, TeacherMaps, TeacherMapsIndex,
+        dataset_fingerprint, split_holdout,
     },
     vlm::mllama::{
         lora::{LoraSettings, apply_lora, export_peft, load_peft_factors},
@@ -46,11 +47,12 @@ use crate::{
     train::{
         checkpoint::{self, Checkpoints, TrainState},
         guard::check_finite,
-        run_dir::{MetricsRecord, RunDir, Split},
-        trainer::{
-            BatchGradients, LORA_CHECKPOINT_FILTER, LossValues, Trainable, sample_loss,
-            teacher_word_maps,
+        parallel::{
+            DataParallel, SampleInput, StepSettings, check_device_list, format_device_list,
+            parse_device_list,
         },
+        run_dir::{MetricsRecord, RunDir, Split},
+        trainer::{LORA_CHECKPOINT_FILTER, LossValues, Trainable, sample_loss, teacher_word_maps},
     },
 };
 
@@ -88,6 +90,13 @@ pub enum DepthArg {
       --teacher-maps maps/ --out runs/lavender --device cuda
   lavender train ... --lambda 0 --out runs/sft          # plain SFT, same code path
   lavender train --resume runs/lavender                 # continue a killed run
+  lavender train ... --devices cuda:0,cuda:1,cuda:2,cuda:3 --batch 16   # data-parallel
+
+Several devices (--devices): every device holds a copy of the model; each step's --batch samples
+(the global batch, whatever the device count) are split across them, the gradients are summed on
+the first device, the optimiser steps there and the trained parameters are copied back, so the
+run matches a single-device one with the same --batch. --batch must be at least the device count.
+Checkpoints come from the first device, and --resume may use another device list.
 
 Data specs: jsonl:PATH ({\"image\", \"text\"} or {\"image\", \"conversations\": [{\"role\", \"content\"}]}),
 flickr30k:PATH, rlaifv:PATH, ocrvqa:PATH. Samples whose teacher maps are missing train with the
@@ -117,9 +126,15 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub settings: TrainSettingsArgs,
 
-    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
-    #[arg(long, value_name = "DEVICE")]
+    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU;
+    /// on --resume, the run's devices).
+    #[arg(long, value_name = "DEVICE", conflicts_with = "devices")]
     pub device: Option<DeviceSpec>,
+
+    /// Data-parallel training on these devices of one backend, e.g. cuda:0,cuda:1 (the first
+    /// is the main device: optimiser, evaluation, checkpoints). One entry is --device.
+    #[arg(long, value_name = "DEVICE,...", value_delimiter = ',')]
+    pub devices: Vec<DeviceSpec>,
 }
 
 #[derive(Debug, Args)]
@@ -264,39 +279,71 @@ impl TrainConfig {
     }
 }
 
-/// The device `train` will use, for `BURN_DEVICE` (see [`checkpoint::burn_device_env`]):
-/// the flag, else the resumed run's, else the best available.
+/// The main device `train` will use, for `BURN_DEVICE` (see [`checkpoint::burn_device_env`]):
+/// the first of [`device_specs`].
 pub fn device_spec(args: &TrainArgs) -> anyhow::Result<DeviceSpec> {
-    if let Some(spec) = args.device {
-        return Ok(spec);
-    }
-    if let Some(run) = &args.resume {
+    Ok(device_specs(args)?[0])
+}
+
+/// The devices `train` will use, the main one first: the flags, else the resumed run's, else
+/// the best available.
+pub fn device_specs(args: &TrainArgs) -> anyhow::Result<Vec<DeviceSpec>> {
+    let specs = if let Some(spec) = args.device {
+        vec![spec]
+    } else if !args.devices.is_empty() {
+        args.devices.clone()
+    } else if let Some(run) = &args.resume {
         let config: TrainConfig = RunDir::open(run)?.read_config()?;
-        return config
-            .device
-            .parse()
-            .map_err(|error| anyhow::anyhow!("{}: device {error}", run.display()));
-    }
-    Ok(DeviceSpec::best_available())
+        parse_device_list(&config.device)
+            .map_err(|error| anyhow::anyhow!("{}: device {error}", run.display()))?
+    } else {
+        vec![DeviceSpec::best_available()]
+    };
+    check_device_list(&specs)?;
+    Ok(specs)
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let spec = device_spec(&args)?;
-    let (run_dir, config, resuming) = match &args.resume {
+    let specs = device_specs(&args)?;
+    let device_list = format_device_list(&specs);
+    let (existing, config) = match &args.resume {
         Some(path) => {
             let run_dir = RunDir::open(path)?;
             let mut config: TrainConfig = run_dir.read_config()?;
-            config.device = spec.to_string();
-            (run_dir, config, true)
+            config.device = device_list.clone();
+            (Some(run_dir), config)
         }
-        None => {
-            let out = args.out.clone().expect("clap requires --out");
-            let config = resolve(&args, spec)?;
-            (RunDir::create(&out)?, config, false)
-        }
+        None => (None, resolve(&args, &device_list)?),
     };
-    let device = spec.open()?.autodiff();
-    device.seed(config.seed);
+    // Idle devices would hold a model copy for nothing: refuse rather than waste them.
+    anyhow::ensure!(
+        config.batch >= specs.len(),
+        "--batch {} is smaller than the {} devices ({device_list}): every device needs at least \
+         one sample per step; raise --batch or list fewer devices",
+        config.batch,
+        specs.len()
+    );
+    // Every device is opened before a new run folder is created, so a device that cannot be
+    // used leaves nothing behind.
+    let devices = specs
+        .iter()
+        .map(|spec| {
+            Ok(spec
+                .open()
+                .with_context(|| format!("cannot open training device {spec}"))?
+                .autodiff())
+        })
+        .collect::<anyhow::Result<Vec<Device>>>()?;
+    // Seeded after every device is open: opening runs a probe, which must not move the RNG.
+    for device in &devices {
+        device.seed(config.seed);
+    }
+    let resuming = existing.is_some();
+    let run_dir = match existing {
+        Some(run_dir) => run_dir,
+        None => RunDir::create(args.out.as_deref().expect("clap requires --out"))?,
+    };
+    let device = devices[0].clone();
 
     // Data: the same split and order on every (re)start.
     let spec_data: DataSpec = config
@@ -383,6 +430,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ),
         }
     }
+    // After the checkpoint is loaded: the replicas take its parameter ids and values.
+    let mut parallel = DataParallel::new(trainable, &devices)?;
+    if devices.len() > 1 {
+        eprintln!(
+            "data-parallel over {device_list}: {} samples per step",
+            config.batch
+        );
+    }
     let mut metrics = run_dir.metrics(resuming.then_some(state.step))?;
     let mut order = EpochShuffler::resume(holdout.train.len(), config.seed, state.data_position)
         .map_err(anyhow::Error::msg)?;
@@ -397,10 +452,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     progress.set_position(state.step);
 
-    let mut run_loss = |trainable: &Trainable,
-                        sample: &Conversation,
-                        images: &mut ImageLoader|
-     -> anyhow::Result<(_, LossValues)> {
+    // Images and teacher maps are read here, on the main thread; the maps become tensors on
+    // the device that processes the sample.
+    let read_sample = |sample: &Conversation,
+                       images: &mut ImageLoader|
+     -> anyhow::Result<(RgbImage, Option<TeacherMaps>)> {
         let image = images
             .load(&sample.image)
             .with_context(|| format!("sample {}: image {}", sample.id, sample.image))?
@@ -411,6 +467,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("the teacher maps of {}", sample.teacher_id))?,
             None => None,
         };
+        Ok((image, maps))
+    };
+    let run_loss = |trainable: &Trainable,
+                    sample: &Conversation,
+                    images: &mut ImageLoader|
+     -> anyhow::Result<(_, LossValues)> {
+        let (image, maps) = read_sample(sample, images)?;
         let teacher_maps = teacher_word_maps(maps, config.map_size, &device)?;
         sample_loss(trainable, sample, &image, &teacher_maps, &loss_config)
     };
@@ -419,23 +482,37 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let epoch = order.position().epoch;
         let lr = config.lr_at(epoch);
-        let mut batch = BatchGradients::new();
-        let mut sums = Sums::default();
+        let mut inputs = Vec::with_capacity(config.batch);
         for _ in 0..config.batch {
             let index = order.next().expect("a non-empty dataset never ends");
             let sample = &holdout.train[index];
-            let (loss, values) = run_loss(&trainable, sample, &mut images)?;
-            check_finite(state.step + 1, values.ce, values.align).map_err(|error| {
+            let (image, maps) = read_sample(sample, &mut images)?;
+            inputs.push(SampleInput {
+                sample,
+                image,
+                maps,
+            });
+        }
+        let step_number = state.step + 1;
+        let check = |sample: &Conversation, values: &LossValues| {
+            check_finite(step_number, values.ce, values.align).map_err(|error| {
                 anyhow::anyhow!(
                     "{error} (sample {}); the run stopped, its last good checkpoint is kept in {}",
                     sample.id,
                     checkpoints.dir().display()
                 )
-            })?;
-            batch.add(&trainable, &loss, config.batch);
+            })
+        };
+        let settings = StepSettings {
+            loss: &loss_config,
+            map_size: config.map_size,
+            batch: config.batch,
+            check: &check,
+        };
+        let mut sums = Sums::default();
+        for values in parallel.step(inputs, &settings, &mut optimizer, lr)? {
             sums.add(values);
         }
-        trainable = batch.step(trainable, &mut optimizer, lr);
         state.step += 1;
         state.epoch = order.position().epoch;
         state.data_position = order.position();
@@ -464,7 +541,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             && (last || (config.eval_every > 0 && state.step % config.eval_every == 0))
         {
             let eval = evaluate(
-                &trainable,
+                parallel.main(),
                 &holdout.eval,
                 config.eval_samples,
                 &mut |t, s| run_loss(t, s, &mut images),
@@ -486,13 +563,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             })?;
         }
         if last || state.step % config.checkpoint_every == 0 {
-            checkpoints.save(&trainable, &optimizer, &state, config.checkpoint_filter())?;
+            checkpoints.save(
+                parallel.main(),
+                &optimizer,
+                &state,
+                config.checkpoint_filter(),
+            )?;
         }
     }
     progress.finish_and_clear();
 
     run_dir.write_loss_plot(metrics.records())?;
-    export(&run_dir, &trainable, &config)?;
+    export(&run_dir, parallel.main(), &config)?;
     println!(
         "trained {} steps ({}): {}",
         state.step,
@@ -518,7 +600,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// The settings of a new run from the flags.
-fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
+fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     let s = &args.settings;
     anyhow::ensure!(s.batch > 0, "--batch must be positive");
     anyhow::ensure!(s.epochs > 0, "--epochs must be positive");
@@ -575,7 +657,7 @@ fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
         positions: s.positions,
         aggregation: s.aggregation,
         aligner_depth: s.aligner_depth,
-        device: spec.to_string(),
+        device: device_list.to_string(),
         train_samples: 0,
         eval_samples_held_out: 0,
     })

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod guard;
+pub mod parallel;
 pub mod plot;
 pub mod run_dir;
 pub mod trainer;

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use burn::{
     module::Module,
-    optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer},
+    optim::{GradientsAccumulator, GradientsParams},
     tensor::{Device, Tensor, TensorData},
 };
 use image::RgbImage;
@@ -150,7 +150,8 @@ pub fn sample_loss(
 }
 
 /// Gradients of a batch, accumulated sample by sample (each sample's graph is freed after its
-/// backward pass, so memory does not grow with the batch).
+/// backward pass, so memory does not grow with the batch). The optimiser step over them is
+/// [`DataParallel::step`](super::parallel::DataParallel::step), one device or several.
 pub struct BatchGradients {
     accumulator: GradientsAccumulator<Trainable>,
     samples: usize,
@@ -172,16 +173,8 @@ impl BatchGradients {
         self.samples += 1;
     }
 
-    /// The optimiser step with the accumulated gradients, at learning rate `lr`.
-    pub fn step(
-        mut self,
-        trainable: Trainable,
-        optimizer: &mut ModuleOptimizer,
-        lr: f64,
-    ) -> Trainable {
-        if self.samples == 0 {
-            return trainable;
-        }
-        optimizer.step(lr, trainable, self.accumulator.grads())
+    /// The accumulated gradients, `None` when no sample was added.
+    pub fn into_grads(mut self) -> Option<GradientsParams> {
+        (self.samples > 0).then(|| self.accumulator.grads())
     }
 }
