@@ -200,6 +200,18 @@ pub struct TrainSettingsArgs {
     pub aggregation: AggregationArg,
     #[arg(long, value_enum, default_value_t = DepthArg::Sim)]
     pub aligner_depth: DepthArg,
+    /// Float type of the weights and activations (bf16 on GPUs halves memory; softmax and norm
+    /// statistics are computed in f32 either way).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrecisionArg {
+    #[default]
+    F32,
+    Bf16,
 }
 
 /// Every resolved setting of a run: written to `config.toml`, read back by `--resume`.
@@ -229,6 +241,8 @@ pub struct TrainConfig {
     pub positions: PositionsArg,
     pub aggregation: AggregationArg,
     pub aligner_depth: DepthArg,
+    #[serde(default)]
+    pub precision: PrecisionArg,
     pub device: String,
     pub train_samples: usize,
     pub eval_samples_held_out: usize,
@@ -328,8 +342,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let devices = specs
         .iter()
         .map(|spec| {
-            Ok(spec
-                .open()
+            let opened = match config.precision {
+                PrecisionArg::F32 => spec.open(),
+                PrecisionArg::Bf16 => spec.open_with_float(burn::tensor::FloatDType::BF16),
+            };
+            Ok(opened
                 .with_context(|| format!("cannot open training device {spec}"))?
                 .autodiff())
         })
@@ -657,6 +674,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         positions: s.positions,
         aggregation: s.aggregation,
         aligner_depth: s.aligner_depth,
+        precision: s.precision,
         device: device_list.to_string(),
         train_samples: 0,
         eval_samples_held_out: 0,
