@@ -105,9 +105,13 @@ fn is_lm_head(path: &str) -> bool {
 /// calibration). `block`: values per scale; `None` picks the largest of 32, 16, 8, 4 that
 /// divides every weight's output width but the output projection's. The output projection
 /// (`lm_head`, the largest matrix of a Llama) is quantized too when its width divides, and
-/// otherwise kept dense and reported; any other weight that does not divide is an error
-/// naming it.
-pub fn quantize_q8<M: Module>(module: M, block: Option<u8>) -> Result<(M, QuantReport), String> {
+/// otherwise kept dense and reported (always, with `dense_lm_head`); any other weight that
+/// does not divide is an error naming it.
+pub fn quantize_q8<M: Module>(
+    module: M,
+    block: Option<u8>,
+    dense_lm_head: bool,
+) -> Result<(M, QuantReport), String> {
     let linears = linear_weight_shapes(&module);
     let body: Vec<&LinearWeightShape> = linears.iter().filter(|l| !is_lm_head(&l.path)).collect();
     let divides = |block: u8, l: &LinearWeightShape| l.shape[1].is_multiple_of(block as usize);
@@ -133,8 +137,9 @@ pub fn quantize_q8<M: Module>(module: M, block: Option<u8>) -> Result<(M, QuantR
                 )
             })?,
     };
-    let (quantized, dense): (Vec<&LinearWeightShape>, Vec<&LinearWeightShape>) =
-        linears.iter().partition(|l| divides(block, l));
+    let (quantized, dense): (Vec<&LinearWeightShape>, Vec<&LinearWeightShape>) = linears
+        .iter()
+        .partition(|l| divides(block, l) && !(dense_lm_head && is_lm_head(&l.path)));
     let report = QuantReport {
         scheme: "q8s-per-block".into(),
         block,
@@ -142,10 +147,14 @@ pub fn quantize_q8<M: Module>(module: M, block: Option<u8>) -> Result<(M, QuantR
         dense: dense
             .iter()
             .map(|l| {
-                format!(
-                    "{}: output width {} is not a multiple of {block}",
-                    l.path, l.shape[1]
-                )
+                if divides(block, l) {
+                    format!("{}: kept dense as asked", l.path)
+                } else {
+                    format!(
+                        "{}: output width {} is not a multiple of {block}",
+                        l.path, l.shape[1]
+                    )
+                }
             })
             .collect(),
     };

@@ -38,7 +38,8 @@ pub enum QuantArg {
 
 Linear weights are quantized (Q8 per block; --quant-block, else the largest of 32/16/8/4 that
 divides every weight); embeddings, norms, gates, biases and the patch convolution stay f32, and
-so does the lm_head when its width does not divide. manifest.json lists what was kept dense.")]
+so does the lm_head when its width does not divide (or with --dense-lm-head); manifest.json
+lists what was kept dense. The bundle is built in memory before it is written.")]
 pub struct ExportWebArgs {
     /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
     #[arg(long, value_name = "DIR")]
@@ -55,6 +56,10 @@ pub struct ExportWebArgs {
     /// Values per quantization scale (must divide every quantized weight's output width).
     #[arg(long, value_name = "N")]
     pub quant_block: Option<u8>,
+
+    /// Keep the output projection (lm_head) f32 even when its width divides the block.
+    #[arg(long)]
+    pub dense_lm_head: bool,
 
     /// Side of the attention maps the explorer draws, recorded in the manifest.
     #[arg(long, default_value_t = 32)]
@@ -76,8 +81,8 @@ pub struct ExportWebArgs {
 pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.map_size > 0, "--map-size must be positive");
     anyhow::ensure!(
-        args.quant == QuantArg::Q8 || args.quant_block.is_none(),
-        "--quant-block needs --quant q8"
+        args.quant == QuantArg::Q8 || (args.quant_block.is_none() && !args.dense_lm_head),
+        "--quant-block and --dense-lm-head need --quant q8"
     );
     check_out(&args.out, args.overwrite)?;
     let device = args.device.unwrap_or(DeviceSpec::Cpu).open()?;
@@ -86,6 +91,7 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
     let quant = match args.quant {
         QuantArg::Q8 => BundleQuant::Q8 {
             block: args.quant_block,
+            dense_lm_head: args.dense_lm_head,
         },
         QuantArg::None => BundleQuant::None,
     };
