@@ -338,6 +338,15 @@ impl Mllama {
     /// backends read them in the matmul kernel).
     pub fn from_bundle(mut files: BundleFiles, device: &Device) -> Result<Self, BundleError> {
         let manifest = files.manifest()?;
+        if manifest.model_type != "mllama" {
+            return Err(BundleError::Manifest {
+                path: files.path(MANIFEST_FILE),
+                reason: format!(
+                    "a `{}` bundle, not Llama-3.2-Vision (`mllama`)",
+                    manifest.model_type
+                ),
+            });
+        }
         files.check_sizes(&manifest)?;
         let weights_path = files.path(WEIGHTS_FILE);
         let weights = files
