@@ -32,7 +32,8 @@ pub enum QuantArg {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  lavender export-web --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora --out ./web-bundle
+  lavender export-web --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora \\
+      --out ./web-bundle
   lavender export-web --vlm ./model --quant none --out ./bundle-f32
   lavender generate --bundle ./web-bundle --image dog.jpg --prompt \"What is the dog doing?\"
 
