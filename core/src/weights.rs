@@ -13,9 +13,9 @@ use std::{
 };
 
 use burn::{
-    module::Param,
+    module::{Param, ParamId},
     nn::{Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d},
-    tensor::{Device, Distribution, Tensor, TensorData, bf16, f16},
+    tensor::{Device, Distribution, Shape, Tensor, TensorData, bf16, f16},
 };
 use safetensors::{Dtype, SafeTensors};
 
@@ -68,6 +68,8 @@ pub struct Weights {
     tensors: HashMap<String, TensorEntry>,
     /// Set by [`Weights::random`]: every request is answered with N(0, std) values.
     random_std: Option<f32>,
+    /// Set by [`Weights::shapes_only`]: parameters are lazy placeholders of the requested shape.
+    shapes_only: bool,
     /// Tensors replaced in memory (merged LoRA weights), by name: shape and f32 values.
     overrides: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -138,6 +140,7 @@ impl Weights {
             files,
             tensors,
             random_std: None,
+            shapes_only: false,
             overrides: HashMap::new(),
         })
     }
@@ -149,6 +152,22 @@ impl Weights {
             files: Vec::new(),
             tensors: HashMap::new(),
             random_std: Some(std),
+            shapes_only: false,
+            overrides: HashMap::new(),
+        }
+    }
+
+    /// Weights that answer every parameter request ([`Weights::param`] and the module builders)
+    /// with a lazily initialised placeholder of the requested shape: the module structure to be
+    /// filled by `load_from` (a burnpack), without allocating the values it replaces. Burn
+    /// initialises a lazy parameter only when it is read; loading replaces it unread. Plain
+    /// [`Weights::tensor`] requests (values read at build time) get zeros.
+    pub fn shapes_only() -> Self {
+        Self {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+            random_std: None,
+            shapes_only: true,
             overrides: HashMap::new(),
         }
     }
@@ -156,6 +175,7 @@ impl Weights {
     /// Whether a tensor of this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.random_std.is_some()
+            || self.shapes_only
             || self.overrides.contains_key(name)
             || self.tensors.contains_key(name)
     }
@@ -223,6 +243,9 @@ impl Weights {
                 device,
             ));
         }
+        if self.shapes_only {
+            return Ok(Tensor::zeros(shape, device));
+        }
         if let Some(std) = self.random_std {
             return Ok(Tensor::random(
                 shape,
@@ -265,6 +288,20 @@ impl Weights {
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
+    /// The tensor `name` as a parameter of exactly `shape`; with [`Weights::shapes_only`], a
+    /// lazy placeholder that allocates nothing unless it is read.
+    pub fn param<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Param<Tensor<D>>, LoadError> {
+        if self.shapes_only {
+            return Ok(lazy_param(shape, device));
+        }
+        Ok(Param::from_tensor(self.tensor(name, shape, device)?))
+    }
+
     /// `prefix.weight` `[out, in]` (and `prefix.bias` `[out]`) as a Burn [`Linear`].
     pub fn linear(
         &self,
@@ -274,20 +311,18 @@ impl Weights {
         bias: bool,
         device: &Device,
     ) -> Result<Linear, LoadError> {
-        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+        let weight = if self.shapes_only {
+            lazy_param([d_in, d_out], device)
+        } else {
+            let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+            Param::from_tensor(weight.transpose())
+        };
         let bias = if bias {
-            Some(Param::from_tensor(self.tensor(
-                &format!("{prefix}.bias"),
-                [d_out],
-                device,
-            )?))
+            Some(self.param(&format!("{prefix}.bias"), [d_out], device)?)
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
-            bias,
-        })
+        Ok(Linear { weight, bias })
     }
 
     /// A square-kernel [`Conv2d`] with symmetric padding, from `prefix.weight`
@@ -303,15 +338,15 @@ impl Weights {
         padding: usize,
         device: &Device,
     ) -> Result<Conv2d, LoadError> {
-        let weight = self.tensor(
+        let weight = self.param(
             &format!("{prefix}.weight"),
             [c_out, c_in, kernel, kernel],
             device,
         )?;
-        let bias = self.tensor(&format!("{prefix}.bias"), [c_out], device)?;
+        let bias = self.param(&format!("{prefix}.bias"), [c_out], device)?;
         Ok(Conv2d {
-            weight: Param::from_tensor(weight),
-            bias: Some(Param::from_tensor(bias)),
+            weight,
+            bias: Some(bias),
             stride: [stride, stride],
             kernel_size: [kernel, kernel],
             dilation: [1, 1],
@@ -336,16 +371,8 @@ impl Weights {
             });
         }
         Ok(GroupNorm {
-            gamma: Some(Param::from_tensor(self.tensor(
-                &format!("{prefix}.weight"),
-                [num_channels],
-                device,
-            )?)),
-            beta: Some(Param::from_tensor(self.tensor(
-                &format!("{prefix}.bias"),
-                [num_channels],
-                device,
-            )?)),
+            gamma: Some(self.param(&format!("{prefix}.weight"), [num_channels], device)?),
+            beta: Some(self.param(&format!("{prefix}.bias"), [num_channels], device)?),
             num_groups,
             num_channels,
             epsilon,
@@ -362,12 +389,8 @@ impl Weights {
         device: &Device,
     ) -> Result<LayerNorm, LoadError> {
         let mut norm = LayerNormConfig::new(dim).with_epsilon(epsilon).init(device);
-        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [dim], device)?);
-        norm.beta = Some(Param::from_tensor(self.tensor(
-            &format!("{prefix}.bias"),
-            [dim],
-            device,
-        )?));
+        norm.gamma = self.param(&format!("{prefix}.weight"), [dim], device)?;
+        norm.beta = Some(self.param(&format!("{prefix}.bias"), [dim], device)?);
         Ok(norm)
     }
 
@@ -380,13 +403,21 @@ impl Weights {
         device: &Device,
     ) -> Result<Embedding, LoadError> {
         Ok(Embedding {
-            weight: Param::from_tensor(self.tensor(
-                &format!("{prefix}.weight"),
-                [n, dim],
-                device,
-            )?),
+            weight: self.param(&format!("{prefix}.weight"), [n, dim], device)?,
         })
     }
+}
+
+/// A parameter of `shape` on `device` that is created (as zeros) only if it is ever read, as
+/// [`Param::from_tensor`] makes them (requiring gradients once trained).
+fn lazy_param<const D: usize>(shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, _| Tensor::zeros(shape, device),
+        device.clone(),
+        true,
+        Shape::from(shape),
+    )
 }
 
 /// The `*.safetensors` weights of a diffusers / transformers component folder: the
@@ -460,6 +491,73 @@ pub fn component_weight_files(folder: &Path) -> Result<Vec<PathBuf>, LoadError> 
             path: folder.to_path_buf(),
             reason: format!("several .safetensors files and no index: {singles:?}"),
         }),
+    }
+}
+
+/// Where a model's small files (configs, tokenizer, chat template) come from: a folder on disk,
+/// or their bytes in memory (a web bundle; the browser has no file system).
+#[derive(Debug, Clone, Copy)]
+pub enum FileSource<'a> {
+    Folder(&'a Path),
+    /// `label` stands for the folder in messages.
+    Memory {
+        label: &'a Path,
+        files: &'a std::collections::BTreeMap<String, Vec<u8>>,
+    },
+}
+
+impl FileSource<'_> {
+    /// The path that names file `name` in messages.
+    pub fn path(&self, name: &str) -> PathBuf {
+        match self {
+            Self::Folder(folder) => folder.join(name),
+            Self::Memory { label, .. } => label.join(name),
+        }
+    }
+
+    /// Whether file `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        match self {
+            Self::Folder(folder) => folder.join(name).is_file(),
+            Self::Memory { files, .. } => files.contains_key(name),
+        }
+    }
+
+    /// The bytes of file `name`; a missing file is an error naming it.
+    pub fn read(&self, name: &str) -> Result<std::borrow::Cow<'_, [u8]>, LoadError> {
+        match self {
+            Self::Folder(folder) => {
+                let path = folder.join(name);
+                std::fs::read(&path)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|source| LoadError::Io { path, source })
+            }
+            Self::Memory { files, .. } => files
+                .get(name)
+                .map(|bytes| std::borrow::Cow::Borrowed(bytes.as_slice()))
+                .ok_or_else(|| LoadError::Io {
+                    path: self.path(name),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the bundle"),
+                }),
+        }
+    }
+
+    /// File `name` parsed as JSON into `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, LoadError> {
+        let bytes = self.read(name)?;
+        serde_json::from_slice(&bytes).map_err(|error| LoadError::Config {
+            path: self.path(name),
+            reason: error.to_string(),
+        })
+    }
+
+    /// File `name` as UTF-8 text.
+    pub fn text(&self, name: &str) -> Result<String, LoadError> {
+        let bytes = self.read(name)?;
+        String::from_utf8(bytes.into_owned()).map_err(|error| LoadError::Config {
+            path: self.path(name),
+            reason: format!("not UTF-8: {error}"),
+        })
     }
 }
 

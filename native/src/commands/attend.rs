@@ -14,7 +14,8 @@ use crate::commands::{student_args::StudentArgs, tensor_values, write_png};
 #[command(after_help = "Examples:
   lavender attend --vlm ./Llama-3.2-11B-Vision-Instruct --image dog.jpg \\
       --prompt \"What is the dog doing?\" --answer \"The dog rides a skateboard.\" --png dog-student.png
-  lavender attend --vlm ./model --adapter ./lavender-lora --image dog.jpg --prompt \"...\" --answer \"...\" --png out.png")]
+  lavender attend --vlm ./model --adapter ./lavender-lora --image dog.jpg --prompt \"...\" --answer \"...\" --png out.png
+  lavender attend --bundle ./web-bundle --image dog.jpg --prompt \"...\" --answer \"...\" --png out.png")]
 pub struct AttendArgs {
     /// The user's question.
     #[arg(long)]

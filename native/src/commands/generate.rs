@@ -26,7 +26,8 @@ use crate::{
   lavender generate --vlm ./Llama-3.2-11B-Vision-Instruct --image dog.jpg --prompt \"What is the dog doing?\"
   lavender generate --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora --image dog.jpg \\
       --prompt \"Describe the image.\" --temperature 0.7 --top-p 0.9 --seed 1 --json
-  lavender generate --vlm ./model --image dog.jpg --prompt \"Where is the ball?\" --dump-attention attn.safetensors")]
+  lavender generate --vlm ./model --image dog.jpg --prompt \"Where is the ball?\" --dump-attention attn.safetensors
+  lavender generate --bundle ./web-bundle --image dog.jpg --prompt \"What is the dog doing?\"")]
 pub struct GenerateArgs {
     /// The user's message; the model's chat template wraps it.
     #[arg(long)]

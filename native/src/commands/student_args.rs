@@ -1,5 +1,5 @@
-//! The flags every student command shares (`generate`, `attend`): the model, its adapter, the
-//! image, where the attention lands, the device; and loading them.
+//! The flags every student command shares (`generate`, `attend`): the model and its adapter
+//! (or a web bundle), the image, where the attention lands, the device; and loading them.
 
 use std::path::PathBuf;
 
@@ -9,19 +9,24 @@ use image::RgbImage;
 use lavender_core::vlm::mllama::student::Mllama;
 
 use crate::{
-    commands::{GridArg, open_image},
+    commands::{GridArg, export_web::load_bundle, open_image},
     device::DeviceSpec,
 };
 
 #[derive(Debug, Args)]
 pub struct StudentArgs {
     /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
-    #[arg(long, value_name = "DIR")]
-    pub vlm: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "bundle")]
+    pub vlm: Option<PathBuf>,
 
     /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged in.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "vlm")]
     pub adapter: Option<PathBuf>,
+
+    /// A web bundle written by `lavender export-web` (instead of --vlm/--adapter); its files'
+    /// sizes and SHA-256 are checked against its manifest.json first.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["vlm", "adapter"])]
+    pub bundle: Option<PathBuf>,
 
     /// The image (PNG, JPEG).
     #[arg(long, value_name = "FILE")]
@@ -49,8 +54,13 @@ impl StudentArgs {
             .unwrap_or_else(DeviceSpec::best_available)
             .open()?;
         let image = open_image(&self.image)?;
-        let student = Mllama::load(&self.vlm, self.adapter.as_deref(), &device)
-            .with_context(|| format!("cannot load the model from {}", self.vlm.display()))?;
+        let student = match (&self.bundle, &self.vlm) {
+            (Some(bundle), _) => load_bundle(bundle, &device)
+                .with_context(|| format!("cannot load the bundle {}", bundle.display()))?,
+            (None, Some(vlm)) => Mllama::load(vlm, self.adapter.as_deref(), &device)
+                .with_context(|| format!("cannot load the model from {}", vlm.display()))?,
+            (None, None) => anyhow::bail!("give --vlm DIR or --bundle DIR"),
+        };
         Ok((student, image))
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::weights::{LoadError, read_json};
+use crate::weights::{FileSource, LoadError};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MllamaConfig {
@@ -22,11 +22,16 @@ pub struct MllamaConfig {
 impl MllamaConfig {
     /// Reads `folder/config.json` and checks the shapes are consistent.
     pub fn load(folder: &Path) -> Result<Self, LoadError> {
-        let path = folder.join("config.json");
-        let config: Self = read_json(&path)?;
-        config
-            .check()
-            .map_err(|reason| LoadError::Config { path, reason })?;
+        Self::from_source(&FileSource::Folder(folder))
+    }
+
+    /// Reads `config.json` from `source` and checks the shapes are consistent.
+    pub fn from_source(source: &FileSource<'_>) -> Result<Self, LoadError> {
+        let config: Self = source.json("config.json")?;
+        config.check().map_err(|reason| LoadError::Config {
+            path: source.path("config.json"),
+            reason,
+        })?;
         Ok(config)
     }
 

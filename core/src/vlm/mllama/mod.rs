@@ -3,6 +3,7 @@
 //! released checkpoints' key names (`vision_model.*`, `language_model.model.*`,
 //! `language_model.lm_head.*`, `multi_modal_projector.*`).
 
+pub mod bundle;
 pub mod config;
 pub mod labels;
 pub mod lora;

@@ -127,10 +127,10 @@ pub(crate) mod tests {
     };
 
     pub(crate) struct Inputs {
-        states: Tensor<3>,
-        input_ids: Tensor<2, Int>,
-        ids: Vec<u32>,
-        mask: Tensor<4>,
+        pub(crate) states: Tensor<3>,
+        pub(crate) input_ids: Tensor<2, Int>,
+        pub(crate) ids: Vec<u32>,
+        pub(crate) mask: Tensor<4>,
     }
 
     /// The golden prompt through `model`'s vision tower, on `model`'s device.

@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Deserializer};
 
-use crate::weights::{LoadError, read_json};
+use crate::weights::{FileSource, LoadError};
 
 /// `size` in `preprocessor_config.json`: one tile's side (height == width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,20 +134,28 @@ impl MllamaImageProcessor {
     /// Reads `folder/preprocessor_config.json`, else the `image_processor` entry of
     /// `folder/processor_config.json` (transformers 5's layout), and checks it.
     pub fn load(folder: &Path) -> Result<Self, LoadError> {
-        let path = folder.join("preprocessor_config.json");
-        let (processor, path) = if path.is_file() {
-            (read_json::<Self>(&path)?, path)
+        Self::from_source(&FileSource::Folder(folder))
+    }
+
+    /// [`load`](Self::load) from a folder or from files in memory.
+    pub fn from_source(source: &FileSource<'_>) -> Result<Self, LoadError> {
+        let (processor, name) = if source.has("preprocessor_config.json") {
+            (
+                source.json::<Self>("preprocessor_config.json")?,
+                "preprocessor_config.json",
+            )
         } else {
             #[derive(Deserialize)]
             struct ProcessorConfig {
                 image_processor: MllamaImageProcessor,
             }
-            let path = folder.join("processor_config.json");
-            (read_json::<ProcessorConfig>(&path)?.image_processor, path)
+            let name = "processor_config.json";
+            (source.json::<ProcessorConfig>(name)?.image_processor, name)
         };
-        processor
-            .check()
-            .map_err(|reason| LoadError::Config { path, reason })?;
+        processor.check().map_err(|reason| LoadError::Config {
+            path: source.path(name),
+            reason,
+        })?;
         Ok(processor)
     }
 

@@ -13,7 +13,7 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
-use crate::weights::{LoadError, read_json};
+use crate::weights::{FileSource, LoadError};
 
 /// The placeholder the template writes for each image.
 pub const IMAGE_TOKEN: &str = "<|image|>";
@@ -130,10 +130,17 @@ impl MllamaPrompt {
     /// `tokenizer_config.json`, else `chat_template.jinja`; special tokens from
     /// `tokenizer_config.json` when present.
     pub fn load(folder: &Path) -> Result<Self, LoadError> {
-        let path = folder.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|error| LoadError::Config {
-            path: path.clone(),
-            reason: error.to_string(),
+        Self::from_source(&FileSource::Folder(folder))
+    }
+
+    /// [`load`](Self::load) from a folder or from files in memory.
+    pub fn from_source(source: &FileSource<'_>) -> Result<Self, LoadError> {
+        let path = source.path("tokenizer.json");
+        let tokenizer = Tokenizer::from_bytes(source.read("tokenizer.json")?).map_err(|error| {
+            LoadError::Config {
+                path: path.clone(),
+                reason: error.to_string(),
+            }
         })?;
         let image_token_id =
             tokenizer
@@ -143,9 +150,8 @@ impl MllamaPrompt {
                     reason: format!("the vocabulary has no {IMAGE_TOKEN}"),
                 })?;
 
-        let config_path = folder.join("tokenizer_config.json");
-        let config: Option<serde_json::Value> = if config_path.is_file() {
-            Some(read_json(&config_path)?)
+        let config: Option<serde_json::Value> = if source.has("tokenizer_config.json") {
+            Some(source.json("tokenizer_config.json")?)
         } else {
             None
         };
@@ -164,7 +170,7 @@ impl MllamaPrompt {
             .find(|(key, _)| key == "bos_token")
             .map_or(DEFAULT_BOS.to_string(), |(_, token)| token.clone());
 
-        let (template, template_path) = find_chat_template(folder, config.as_ref())?;
+        let (template, template_path) = find_chat_template(source, config.as_ref())?;
         let env = template_environment(template).map_err(|error| LoadError::Config {
             path: template_path,
             reason: error.to_string(),
@@ -354,28 +360,24 @@ pub fn cross_attention_ranges(input_ids: &[u32], image_token_id: u32) -> Vec<(us
 
 /// The template source and the file it came from.
 fn find_chat_template(
-    folder: &Path,
+    source: &FileSource<'_>,
     tokenizer_config: Option<&serde_json::Value>,
 ) -> Result<(String, std::path::PathBuf), LoadError> {
-    let json = folder.join("chat_template.json");
-    if json.is_file() {
-        let value: serde_json::Value = read_json(&json)?;
+    let json = "chat_template.json";
+    if source.has(json) {
+        let value: serde_json::Value = source.json(json)?;
         if let Some(template) = value.get(TEMPLATE_NAME).and_then(pick_template) {
-            return Ok((template, json));
+            return Ok((template, source.path(json)));
         }
     }
     if let Some(template) = tokenizer_config
         .and_then(|config| config.get(TEMPLATE_NAME))
         .and_then(pick_template)
     {
-        return Ok((template, folder.join("tokenizer_config.json")));
+        return Ok((template, source.path("tokenizer_config.json")));
     }
-    let jinja = folder.join("chat_template.jinja");
-    let template = std::fs::read_to_string(&jinja).map_err(|source| LoadError::Io {
-        path: jinja.clone(),
-        source,
-    })?;
-    Ok((template, jinja))
+    let jinja = "chat_template.jinja";
+    Ok((source.text(jinja)?, source.path(jinja)))
 }
 
 /// A template string, or the `default` (else first) of a list of `{name, template}`.

@@ -23,7 +23,7 @@ use crate::{
     },
     sd::words::word_maps,
     vlm::{StudentVlm, TextToImageAttention},
-    weights::LoadError,
+    weights::{FileSource, LoadError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -79,23 +79,29 @@ impl Mllama {
             }
         }
         let model = MllamaModel::load(folder, adapter, device)?;
-        let prompt = MllamaPrompt::load(folder)?;
-        let processor = MllamaImageProcessor::load(folder)?;
+        Ok(Self::assemble(model, &FileSource::Folder(folder))?)
+    }
+
+    /// The student of `model` with the tokenizer, chat template and processor of `source`.
+    pub(crate) fn assemble(model: MllamaModel, source: &FileSource<'_>) -> Result<Self, LoadError> {
+        let prompt = MllamaPrompt::from_source(source)?;
+        let processor = MllamaImageProcessor::from_source(source)?;
         if prompt.image_token_id() != model.config.image_token_index {
-            return Err(StudentError::Load(LoadError::Config {
-                path: folder.to_path_buf(),
+            return Err(LoadError::Config {
+                path: source.path("tokenizer.json"),
                 reason: format!(
                     "the tokenizer's <|image|> is {}, the config's image_token_index {}",
                     prompt.image_token_id(),
                     model.config.image_token_index
                 ),
-            }));
+            });
         }
+        let device = model.devices()[0].clone();
         Ok(Self {
             model,
             prompt,
             processor,
-            device: device.clone(),
+            device,
         })
     }
 

@@ -217,11 +217,11 @@ impl CrossAttentionDecoderLayer {
                 config.rms_norm_eps,
                 device,
             )?,
-            cross_attn_attn_gate: Param::from_tensor(weights.tensor(
+            cross_attn_attn_gate: weights.param(
                 &format!("{prefix}.cross_attn_attn_gate"),
                 [1],
                 device,
-            )?),
+            )?,
             post_attention_layernorm: layer_rms_norm(
                 weights,
                 prefix,
@@ -230,11 +230,11 @@ impl CrossAttentionDecoderLayer {
                 device,
             )?,
             mlp: Mlp::load_layer(weights, prefix, config, device)?,
-            cross_attn_mlp_gate: Param::from_tensor(weights.tensor(
+            cross_attn_mlp_gate: weights.param(
                 &format!("{prefix}.cross_attn_mlp_gate"),
                 [1],
                 device,
-            )?),
+            )?,
         })
     }
 

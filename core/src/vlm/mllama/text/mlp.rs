@@ -2,7 +2,7 @@
 //! text layer uses.
 
 use burn::{
-    module::{Module, Param},
+    module::Module,
     nn::{Linear, RmsNorm},
     tensor::{Device, Tensor, activation::silu},
 };
@@ -85,7 +85,7 @@ pub fn rms_norm(
     device: &Device,
 ) -> Result<RmsNorm, LoadError> {
     Ok(RmsNorm {
-        gamma: Param::from_tensor(weights.tensor(name, [dim], device)?),
+        gamma: weights.param(name, [dim], device)?,
         epsilon,
     })
 }

@@ -33,12 +33,12 @@ impl PrecomputedAspectRatioEmbedding {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            embedding: Param::from_tensor(weights.tensor(
+            embedding: weights.param(
                 &format!("{prefix}.embedding.weight"),
                 [num_aspect_ratio_ids, max_num_tiles * hidden_size],
                 device,
-            )?),
-            gate: Param::from_tensor(weights.tensor(&format!("{prefix}.gate"), [1], device)?),
+            )?,
+            gate: weights.param(&format!("{prefix}.gate"), [1], device)?,
             max_num_tiles,
             hidden_size,
         })
@@ -86,20 +86,20 @@ impl PrecomputedPositionEmbedding {
         device: &Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            embedding: Param::from_tensor(weights.tensor(
+            embedding: weights.param(
                 &format!("{prefix}.embedding"),
                 [tokens_per_tile, hidden_size],
                 device,
-            )?),
-            tile_embedding: Param::from_tensor(weights.tensor(
+            )?,
+            tile_embedding: weights.param(
                 &format!("{prefix}.tile_embedding.weight"),
                 [
                     num_aspect_ratio_ids,
                     max_num_tiles * tokens_per_tile * hidden_size,
                 ],
                 device,
-            )?),
-            gate: Param::from_tensor(weights.tensor(&format!("{prefix}.gate"), [1], device)?),
+            )?,
+            gate: weights.param(&format!("{prefix}.gate"), [1], device)?,
             max_num_tiles,
             tokens_per_tile,
             hidden_size,

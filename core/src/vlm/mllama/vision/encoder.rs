@@ -177,11 +177,7 @@ impl VisionEncoderLayer {
         let hidden = shape.hidden_size;
         let gate = |name: &str| -> Result<_, LoadError> {
             Ok(if gated {
-                Some(Param::from_tensor(weights.tensor(
-                    &format!("{prefix}.{name}"),
-                    [1],
-                    device,
-                )?))
+                Some(weights.param(&format!("{prefix}.{name}"), [1], device)?)
             } else {
                 None
             })

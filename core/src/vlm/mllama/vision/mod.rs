@@ -110,14 +110,14 @@ impl MllamaVisionModel {
         };
         let name = |field: &str| format!("{prefix}.{field}");
 
-        let patch_weight = weights.tensor(
+        let patch_weight = weights.param(
             &name("patch_embedding.weight"),
             [hidden, config.num_channels, patch, patch],
             device,
         )?;
         Ok(Self {
             patch_embedding: Conv2d {
-                weight: Param::from_tensor(patch_weight),
+                weight: patch_weight,
                 bias: None,
                 stride: [patch, patch],
                 kernel_size: [patch, patch],
@@ -125,11 +125,7 @@ impl MllamaVisionModel {
                 groups: 1,
                 padding: PaddingConfig2d::Valid,
             },
-            class_embedding: Param::from_tensor(weights.tensor(
-                &name("class_embedding"),
-                [hidden],
-                device,
-            )?),
+            class_embedding: weights.param(&name("class_embedding"), [hidden], device)?,
             gated_positional_embedding: PrecomputedPositionEmbedding::load(
                 weights,
                 &name("gated_positional_embedding"),

@@ -1,0 +1,222 @@
+//! `lavender export-web`: the student (adapter merged, weights quantized) as a web bundle the
+//! browser explorer loads: `model.bpk`, the model's config / tokenizer / chat template /
+//! processor files, and `manifest.json` (sizes, SHA-256, quantization, image grid,
+//! cross-attention layout). Also reads bundles back for `generate --bundle` / `attend --bundle`.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use burn::tensor::Device;
+use clap::{Args, ValueEnum};
+use lavender_core::{
+    vlm::mllama::{
+        bundle::{BundleFiles, BundleQuant, MANIFEST_FILE, export_bundle},
+        student::Mllama,
+    },
+    weights::FileSource,
+};
+
+use crate::device::DeviceSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantArg {
+    /// 8-bit symmetric weights, one f32 scale per block of the output dimension.
+    Q8,
+    /// f32 weights as loaded.
+    None,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  lavender export-web --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora \\
+      --out ./web-bundle
+  lavender export-web --vlm ./model --quant none --out ./bundle-f32
+  lavender generate --bundle ./web-bundle --image dog.jpg --prompt \"What is the dog doing?\"
+
+Linear weights are quantized (Q8 per block; --quant-block, else the largest of 32/16/8/4 that
+divides every weight); embeddings, norms, gates, biases and the patch convolution stay f32, and
+so does the lm_head when its width does not divide (or with --dense-lm-head); manifest.json
+lists what was kept dense. The bundle is built in memory before it is written.")]
+pub struct ExportWebArgs {
+    /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
+    #[arg(long, value_name = "DIR")]
+    pub vlm: PathBuf,
+
+    /// A PEFT LoRA adapter folder, merged into the weights before quantizing.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+
+    /// How the weights are stored.
+    #[arg(long, value_enum, default_value_t = QuantArg::Q8)]
+    pub quant: QuantArg,
+
+    /// Values per quantization scale (must divide every quantized weight's output width).
+    #[arg(long, value_name = "N")]
+    pub quant_block: Option<u8>,
+
+    /// Keep the output projection (lm_head) f32 even when its width divides the block.
+    #[arg(long)]
+    pub dense_lm_head: bool,
+
+    /// Side of the attention maps the explorer draws, recorded in the manifest.
+    #[arg(long, default_value_t = 32)]
+    pub map_size: usize,
+
+    /// The bundle folder; it must not exist or be empty, unless --overwrite.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Replace an existing non-empty --out folder.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Where the model is loaded and quantized (default: the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.map_size > 0, "--map-size must be positive");
+    anyhow::ensure!(
+        args.quant == QuantArg::Q8 || (args.quant_block.is_none() && !args.dense_lm_head),
+        "--quant-block and --dense-lm-head need --quant q8"
+    );
+    check_out(&args.out, args.overwrite)?;
+    let device = args.device.unwrap_or(DeviceSpec::Cpu).open()?;
+    let student = Mllama::load(&args.vlm, args.adapter.as_deref(), &device)
+        .with_context(|| format!("cannot load the model from {}", args.vlm.display()))?;
+    let quant = match args.quant {
+        QuantArg::Q8 => BundleQuant::Q8 {
+            block: args.quant_block,
+            dense_lm_head: args.dense_lm_head,
+        },
+        QuantArg::None => BundleQuant::None,
+    };
+    // Burn panics on some quantization failures; report them as errors.
+    let source = args.vlm.clone();
+    let map_size = args.map_size;
+    let (files, manifest) = crate::panic_capture::catch_panic(move || {
+        export_bundle(student, &FileSource::Folder(&source), quant, map_size)
+    })
+    .map_err(|message| anyhow::anyhow!("cannot export the bundle: {message}"))?
+    .context("cannot export the bundle")?;
+    write_bundle(&files, &args.out, args.overwrite)?;
+
+    let mut stdout = std::io::stdout().lock();
+    for (name, bytes) in files.iter() {
+        writeln!(stdout, "{:>14} bytes  {name}", bytes.len())?;
+    }
+    let q = &manifest.quantization;
+    writeln!(
+        stdout,
+        "quantization: {} (block {}, {} linear weights quantized, {} dense)",
+        q.scheme,
+        q.block,
+        q.quantized,
+        q.dense.len()
+    )?;
+    for dense in &q.dense {
+        writeln!(stdout, "  dense: {dense}")?;
+    }
+    writeln!(stdout, "wrote {}", args.out.display())?;
+    Ok(())
+}
+
+/// Fails early, before the model loads, when `out` would be refused at the end.
+fn check_out(out: &Path, overwrite: bool) -> anyhow::Result<()> {
+    if out.exists() && !overwrite && !is_empty_dir(out)? {
+        bail!(
+            "{} exists and is not empty; pass --overwrite to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_empty_dir(path: &Path) -> anyhow::Result<bool> {
+    if !path.is_dir() {
+        bail!("{} exists and is not a folder", path.display());
+    }
+    Ok(fs::read_dir(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .next()
+        .is_none())
+}
+
+/// Writes every file into a temporary folder beside `out`, then renames it into place, so an
+/// interrupted export never leaves a half-written bundle under the real name. An existing
+/// `out` (empty, or any with `overwrite`) is replaced only once the new one is complete.
+fn write_bundle(files: &BundleFiles, out: &Path, overwrite: bool) -> anyhow::Result<()> {
+    check_out(out, overwrite)?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} has no folder name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let temporary = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&temporary);
+    let result = (|| -> anyhow::Result<()> {
+        fs::create_dir(&temporary)
+            .with_context(|| format!("cannot create {}", temporary.display()))?;
+        for (file, bytes) in files.iter() {
+            let path = temporary.join(file);
+            let mut handle = fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            handle
+                .write_all(bytes)
+                .and_then(|()| handle.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if out.exists() {
+            // Moved aside rather than deleted first: a failed rename leaves it recoverable.
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            fs::rename(out, &old)
+                .with_context(|| format!("cannot move the old {} aside", out.display()))?;
+            fs::rename(&temporary, out).with_context(|| {
+                format!("cannot rename {} to {}", temporary.display(), out.display())
+            })?;
+            fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove the old bundle {}", old.display()))?;
+        } else {
+            fs::rename(&temporary, out).with_context(|| {
+                format!("cannot rename {} to {}", temporary.display(), out.display())
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temporary);
+    }
+    result
+}
+
+/// Reads the bundle folder `dir` (the files its manifest lists), checks every file's size and
+/// SHA-256 against the manifest, and loads the student on `device`.
+pub fn load_bundle(dir: &Path, device: &Device) -> anyhow::Result<Mllama> {
+    let mut files = BundleFiles::new(dir);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = fs::read(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    files.insert(MANIFEST_FILE, manifest);
+    let manifest = files.manifest()?;
+    for name in manifest.files.keys() {
+        let path = dir.join(name);
+        // A missing file is left out here and reported by the check below, with its size.
+        if path.exists() {
+            let bytes =
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.insert(name.clone(), bytes);
+        }
+    }
+    files.verify()?;
+    Ok(Mllama::from_bundle(files, device)?)
+}
