@@ -257,9 +257,8 @@ impl TrainConfig {
     fn optimizer(&self) -> ModuleOptimizer {
         let mut config = AdamWConfig::new().with_weight_decay(0.0);
         if self.clip_norm > 0.0 {
-            config = config.with_grad_clipping(Some(GradientClippingConfig::Norm(
-                self.clip_norm as f32,
-            )));
+            config = config
+                .with_grad_clipping(Some(GradientClippingConfig::Norm(self.clip_norm as f32)));
         }
         config.init()
     }
@@ -372,7 +371,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     "the training data changed since {} was written: resuming would not continue the same run",
                     latest.display()
                 );
-                eprintln!("resuming {} from step {}", run_dir.path().display(), state.step);
+                eprintln!(
+                    "resuming {} from step {}",
+                    run_dir.path().display(),
+                    state.step
+                );
             }
             None => eprintln!(
                 "{} has no checkpoint yet: starting from step 0",
@@ -460,9 +463,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if !holdout.eval.is_empty()
             && (last || (config.eval_every > 0 && state.step % config.eval_every == 0))
         {
-            let eval = evaluate(&trainable, &holdout.eval, config.eval_samples, &mut |t, s| {
-                run_loss(t, s, &mut images)
-            })?;
+            let eval = evaluate(
+                &trainable,
+                &holdout.eval,
+                config.eval_samples,
+                &mut |t, s| run_loss(t, s, &mut images),
+            )?;
             state.last_eval_loss = Some(eval.total);
             if state.best_eval_loss.is_none_or(|best| eval.total < best) {
                 state.best_eval_loss = Some(eval.total);
@@ -519,7 +525,10 @@ fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
     anyhow::ensure!(s.lr > 0.0, "--lr must be positive");
     anyhow::ensure!(s.lambda >= 0.0, "--lambda cannot be negative");
     anyhow::ensure!(s.map_size > 0, "--map-size must be positive");
-    anyhow::ensure!(s.checkpoint_every > 0, "--checkpoint-every must be positive");
+    anyhow::ensure!(
+        s.checkpoint_every > 0,
+        "--checkpoint-every must be positive"
+    );
     anyhow::ensure!(
         (0.0..1.0).contains(&s.eval_fraction),
         "--eval-fraction must be in [0, 1)"
@@ -528,7 +537,11 @@ fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
     let vlm = args.vlm.clone().expect("clap requires --vlm");
     anyhow::ensure!(vlm.is_dir(), "--vlm {} is not a folder", vlm.display());
     if let Some(dir) = &args.teacher_maps {
-        anyhow::ensure!(dir.is_dir(), "--teacher-maps {} is not a folder", dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--teacher-maps {} is not a folder",
+            dir.display()
+        );
     }
     Ok(TrainConfig {
         vlm: absolute(&vlm),
@@ -602,7 +615,10 @@ fn evaluate(
     trainable: &Trainable,
     samples: &[Conversation],
     limit: usize,
-    run_loss: &mut dyn FnMut(&Trainable, &Conversation) -> anyhow::Result<(
+    run_loss: &mut dyn FnMut(
+        &Trainable,
+        &Conversation,
+    ) -> anyhow::Result<(
         lavender_core::align::loss::LavenderLoss,
         LossValues,
     )>,
@@ -679,8 +695,13 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
             fs::remove_dir_all(&target)
                 .with_context(|| format!("cannot replace {}", target.display()))?;
         }
-        fs::rename(&temporary, &target)
-            .with_context(|| format!("cannot rename {} to {}", temporary.display(), target.display()))?;
+        fs::rename(&temporary, &target).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                temporary.display(),
+                target.display()
+            )
+        })?;
     }
     let aligner = trainable
         .aligner
