@@ -296,6 +296,7 @@ fn read_checked(dir: &Path, record: &FileRecord) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads only a checkpoint's `state.json`.
+#[cfg(test)]
 pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
     Ok(read_state_file(dir)?.state)
 }
@@ -601,12 +602,52 @@ mod tests {
         let other = temp_dir("other");
         let wide = LinearConfig::new(3, 2).init(&device());
         let saved = Checkpoints::new(&other, 1)
-            .save(&wide, &optimizer(), &state(1))
+            .save(&wide, &optimizer(), &state(1), None)
             .unwrap();
         let error = message(load(&saved, fresh(), optimizer(), None));
         assert!(error.contains("model.bpk"), "{error}");
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_dir_all(&other).unwrap();
+    }
+
+    /// A filtered checkpoint (a LoRA run's: only some parameters) loads into a whole module:
+    /// the filtered parameters come from the file, the others keep the module's values; a
+    /// filtered parameter the file lacks is still refused.
+    #[test]
+    fn a_filtered_checkpoint_loads_only_its_parameters() {
+        if !in_child_with_flex_default(
+            "train::checkpoint::tests::a_filtered_checkpoint_loads_only_its_parameters",
+        ) {
+            return;
+        }
+        let dir = temp_dir("filtered");
+        let checkpoints = Checkpoints::new(&dir, 1);
+        let mut optim = optimizer();
+        let model = train_step_small(LinearConfig::new(2, 2).init(&device()), &mut optim);
+        let saved = checkpoints
+            .save(&model, &optim, &state(1), Some(r"^weight$"))
+            .unwrap();
+        let fresh = LinearConfig::new(2, 2).init(&device());
+        let fresh_bias = weights(&fresh)[4..].to_vec();
+        let loaded = load(&saved, fresh, optimizer(), Some(r"^weight$")).unwrap();
+        let bits = weights(&loaded.module);
+        assert_eq!(
+            bits[..4],
+            weights(&model)[..4],
+            "the weight is the checkpoint's"
+        );
+        assert_eq!(bits[4..], fresh_bias[..], "the bias is the module's own");
+
+        let error = load(
+            &saved,
+            LinearConfig::new(2, 2).init(&device()),
+            optimizer(),
+            Some("."),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{error:#}").contains("bias"), "{error:#}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn train_step_small(model: Linear, optimizer: &mut ModuleOptimizer) -> Linear {
