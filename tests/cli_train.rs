@@ -213,7 +213,19 @@ fn lavender_trains_and_writes_the_run_folder() {
     let dir = temp_dir("train-run");
     let teacher = extract_teacher(&dir);
     let run = dir.join("run");
-    let stdout = success(&train(&demo_data(), &teacher, &run, &["--max-steps", "3"]));
+    // --data relative to the working folder: config.toml records it absolute, for --resume.
+    let args = train_args(
+        "jsonl:captions.jsonl",
+        &teacher,
+        &run,
+        &["--max-steps", "3"],
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_lavender"))
+        .args(&args)
+        .current_dir(demo_dir())
+        .output()
+        .unwrap();
+    let stdout = success(&output);
     assert!(stdout.contains("trained 3 steps (Lavender)"), "{stdout}");
     assert!(stdout.contains("held-out loss"), "{stdout}");
 
@@ -251,6 +263,7 @@ fn lavender_trains_and_writes_the_run_folder() {
     assert_eq!(config["map_size"].as_integer(), Some(32));
     assert_eq!(config["device"].as_str(), Some("cpu"));
     assert_eq!(config["teacher_maps"].as_str(), Some(path(&teacher)));
+    assert_eq!(config["data"].as_str(), Some(demo_data().as_str()));
     assert_eq!(config["lora"]["r"].as_integer(), Some(8));
     assert_eq!(config["lora"]["alpha"].as_float(), Some(32.0));
 

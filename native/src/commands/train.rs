@@ -545,7 +545,7 @@ fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
     }
     Ok(TrainConfig {
         vlm: absolute(&vlm),
-        data: args.data.clone().expect("clap requires --data"),
+        data: absolute_data(args.data.as_deref().expect("clap requires --data")),
         teacher_maps: args.teacher_maps.as_deref().map(absolute),
         adapter: s.adapter.as_deref().map(absolute),
         lambda: s.lambda,
@@ -583,6 +583,16 @@ fn resolve(args: &TrainArgs, spec: DeviceSpec) -> anyhow::Result<TrainConfig> {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `KIND:PATH` with the path made absolute, so `--resume` reads the same data from any folder.
+fn absolute_data(spec: &str) -> String {
+    match spec.split_once(':') {
+        Some((kind, path)) if !path.is_empty() => {
+            format!("{kind}:{}", absolute(Path::new(path)).display())
+        }
+        _ => spec.to_string(),
+    }
 }
 
 /// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
