@@ -456,6 +456,19 @@ fn a_killed_run_resumes_to_the_same_weights() {
             "{file} differs after the resume"
         );
     }
+    // The lines themselves, but for the speed (the last field).
+    let lines = |run: &Path| -> Vec<String> {
+        fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| line.split(",\"samples_per_s\"").next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        lines(&whole),
+        lines(&killed),
+        "metrics differ after the resume"
+    );
     let (a, b) = (metrics(&whole), metrics(&killed));
     assert_eq!(split(&a, "train").len(), 8);
     assert_eq!(split(&a, "eval").len(), 2, "steps 4 and 8");
