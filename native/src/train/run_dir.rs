@@ -195,8 +195,8 @@ impl MetricsLog {
     }
 }
 
-/// Reads a metrics log. A missing file is empty; an unreadable last line is the one a killed
-/// run was writing and is dropped; an unreadable line before it is an error naming the line.
+/// The records of a metrics log (see [`read_metrics_lines`]).
+#[cfg(test)]
 pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsRecord>> {
     Ok(read_metrics_lines(path)?
         .into_iter()
@@ -204,7 +204,9 @@ pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsRecord>> {
         .collect())
 }
 
-/// [`read_metrics`], each record with its line.
+/// Reads a metrics log, each record with its line. A missing file is empty; an unreadable last
+/// line is the one a killed run was writing and is dropped; an unreadable line before it is an
+/// error naming the line.
 fn read_metrics_lines(path: &Path) -> anyhow::Result<Vec<(MetricsRecord, String)>> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
