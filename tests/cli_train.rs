@@ -441,6 +441,12 @@ fn a_killed_run_resumes_to_the_same_weights() {
         "{named}"
     );
 
+    // What a kill in the middle of writing a checkpoint leaves: a hidden temporary folder,
+    // which the resumed run neither loads nor keeps.
+    let torn = killed.join("checkpoints/.step-000004.partial-1");
+    fs::create_dir_all(&torn).unwrap();
+    fs::write(torn.join("model.bpk"), b"half a checkpoint").unwrap();
+
     let resumed = lavender(&["train", "--resume", path(&killed)]);
     success(&resumed);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
