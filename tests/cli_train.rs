@@ -389,12 +389,14 @@ fn a_killed_run_resumes_to_the_same_weights() {
     let dir = temp_dir("train-resume");
     let teacher = extract_teacher(&dir);
     // 8 steps over 5 training samples: the resumed part crosses an epoch (a new shuffle and a
-    // StepLR decay) and an evaluation.
+    // StepLR decay) and an evaluation (at 8; the one at 4 is kept from before the kill).
+    // Checkpoints at 5 (the end of the first epoch: a resume there must not change the
+    // epoch or the learning rate of step 6) and 8.
     let settings = [
         "--max-steps",
         "8",
         "--checkpoint-every",
-        "2",
+        "5",
         "--eval-every",
         "4",
         "--lr",
@@ -431,10 +433,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
 
     // Only complete checkpoints under their final names, `latest` naming one of them.
     let steps = complete_checkpoints(&killed.join("checkpoints"));
-    assert!(
-        !steps.is_empty() && steps.iter().all(|s| s % 2 == 0 && *s < 8),
-        "{steps:?}"
-    );
+    assert_eq!(steps, [5], "killed after the first checkpoint");
     let named = fs::read_to_string(&latest).unwrap();
     assert!(
         steps.iter().any(|s| named.trim() == format!("step-{s:06}")),
@@ -479,9 +478,17 @@ fn a_killed_run_resumes_to_the_same_weights() {
     assert_eq!(split(&a, "train").len(), 8);
     assert_eq!(split(&a, "eval").len(), 2, "steps 4 and 8");
     assert_eq!(a, b, "metrics differ after the resume");
-    assert!(a.iter().any(|m| m.epoch == 1 && m.lr < 1e-2), "{a:?}");
+    // StepLR: the sixth sample starts the second epoch, at 0.85 times the rate.
+    let train = split(&a, "train");
+    let epochs: Vec<u64> = train.iter().map(|m| m.epoch).collect();
+    assert_eq!(epochs, [0, 0, 0, 0, 0, 1, 1, 1]);
+    assert!(train[..5].iter().all(|m| m.lr == 1e-2), "{train:?}");
+    assert!(
+        train[5..].iter().all(|m| (m.lr - 0.85e-2).abs() < 1e-12),
+        "{train:?}"
+    );
 
-    assert_eq!(complete_checkpoints(&killed.join("checkpoints")), [4, 6, 8]);
+    assert_eq!(complete_checkpoints(&killed.join("checkpoints")), [5, 8]);
     assert!(partials(&killed).is_empty(), "{:?}", partials(&killed));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -417,7 +417,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     while state.step < config.max_steps {
         let started = Instant::now();
-        let epoch = order.position().epoch;
+        // The epoch of the batch's first sample (StepLR's), the same whether or not the run
+        // was resumed at an epoch's end.
+        let epoch = order.next_epoch();
         let lr = config.lr_at(epoch);
         let mut batch = BatchGradients::new();
         let mut sums = Sums::default();
