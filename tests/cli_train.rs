@@ -561,6 +561,17 @@ fn bad_inputs_are_clear_errors() {
         "{stderr}"
     );
 
+    // --out on an existing run, --resume on a folder that is not one.
+    let stderr = failure(&train(&demo_data(), &teacher, &run, &["--max-steps", "1"]));
+    assert_no_panic(&stderr);
+    assert!(stderr.contains("already holds a run"), "{stderr}");
+    let stderr = failure(&lavender(&["train", "--resume", path(&teacher)]));
+    assert_no_panic(&stderr);
+    assert!(
+        stderr.contains(&format!("{} is not a run folder", teacher.display())),
+        "{stderr}"
+    );
+
     // A truncated teacher store.
     let damaged = dir.join("damaged-teacher");
     fs::create_dir_all(&damaged).unwrap();
