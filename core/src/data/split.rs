@@ -195,6 +195,16 @@ impl EpochShuffler {
         self.position
     }
 
+    /// The epoch of the next sample to be taken: at the end of an epoch (`index == len`) that
+    /// is the next one, as after [`EpochShuffler::resume`] from there.
+    pub fn next_epoch(&self) -> usize {
+        if self.position.index == self.len && self.len > 0 {
+            self.position.epoch + 1
+        } else {
+            self.position.epoch
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -297,6 +307,11 @@ mod tests {
                 index: 10
             }
         );
+        // The next sample is the next epoch's, as for a shuffler resumed here.
+        assert_eq!(shuffler.next_epoch(), 1);
+        let resumed = EpochShuffler::resume(10, 42, shuffler.position()).unwrap();
+        assert_eq!(resumed.next_epoch(), 1);
+        assert_eq!(EpochShuffler::new(10, 42).next_epoch(), 0);
         let second: Vec<usize> = shuffler.by_ref().take(10).collect();
         assert_ne!(first, second, "each epoch has its own order");
         assert_eq!(

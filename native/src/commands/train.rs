@@ -495,9 +495,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         sample_loss(trainable, sample, &image, &teacher_maps, &loss_config)
     };
 
+    let (mut seen, mut without_maps) = (0usize, 0usize);
     while state.step < config.max_steps {
         let started = Instant::now();
-        let epoch = order.position().epoch;
+        // The epoch of the batch's first sample (StepLR's), the same whether or not the run
+        // was resumed at an epoch's end.
+        let epoch = order.next_epoch();
         let lr = config.lr_at(epoch);
         let mut inputs = Vec::with_capacity(config.batch);
         for _ in 0..config.batch {
@@ -528,6 +531,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         };
         let mut sums = Sums::default();
         for values in parallel.step(inputs, &settings, &mut optimizer, lr)? {
+            seen += 1;
+            without_maps += usize::from(!values.has_maps);
             sums.add(values);
         }
         state.step += 1;
@@ -555,7 +560,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
         let last = state.step == config.max_steps;
         if !holdout.eval.is_empty()
-            && (last || (config.eval_every > 0 && state.step % config.eval_every == 0))
+            && (last || (config.eval_every > 0 && state.step.is_multiple_of(config.eval_every)))
         {
             let eval = evaluate(
                 parallel.main(),
@@ -579,7 +584,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 samples_per_s: 0.0,
             })?;
         }
-        if last || state.step % config.checkpoint_every == 0 {
+        if last || state.step.is_multiple_of(config.checkpoint_every) {
             checkpoints.save(
                 parallel.main(),
                 &optimizer,
@@ -607,6 +612,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(loss) = state.last_eval_loss {
         println!("  held-out loss {loss:.4}");
+    }
+    if without_maps > 0 {
+        println!(
+            "  {without_maps} of the {seen} samples trained in this session had no teacher maps \
+             (cross-entropy only)"
+        );
     }
     println!(
         "  metrics {}, plot {}",
@@ -644,7 +655,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     }
     Ok(TrainConfig {
         vlm: absolute(&vlm),
-        data: args.data.clone().expect("clap requires --data"),
+        data: absolute_data(args.data.as_deref().expect("clap requires --data")),
         teacher_maps: args.teacher_maps.as_deref().map(absolute),
         adapter: s.adapter.as_deref().map(absolute),
         lambda: s.lambda,
@@ -685,6 +696,16 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// `KIND:PATH` with the path made absolute, so `--resume` reads the same data from any folder.
+fn absolute_data(spec: &str) -> String {
+    match spec.split_once(':') {
+        Some((kind, path)) if !path.is_empty() => {
+            format!("{kind}:{}", absolute(Path::new(path)).display())
+        }
+        _ => spec.to_string(),
+    }
+}
+
 /// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
 fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
     let mut student = Mllama::load(&config.vlm, None, device)
@@ -710,18 +731,15 @@ fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trai
     Ok(Trainable { student, aligner })
 }
 
+/// A sample's loss graph and its values.
+type SampleLoss = (lavender_core::align::loss::LavenderLoss, LossValues);
+
 /// Mean losses over (at most `limit`) held-out samples; no backward pass.
 fn evaluate(
     trainable: &Trainable,
     samples: &[Conversation],
     limit: usize,
-    run_loss: &mut dyn FnMut(
-        &Trainable,
-        &Conversation,
-    ) -> anyhow::Result<(
-        lavender_core::align::loss::LavenderLoss,
-        LossValues,
-    )>,
+    run_loss: &mut dyn FnMut(&Trainable, &Conversation) -> anyhow::Result<SampleLoss>,
 ) -> anyhow::Result<Mean> {
     let mut sums = Sums::default();
     for sample in samples.iter().take(limit.max(1)) {
@@ -777,6 +795,7 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
             Some(&config.vlm.display().to_string()),
         )?;
         let target = run_dir.path().join("adapter");
+        remove_stale_partials(run_dir.path(), ".adapter.partial-");
         let temporary = run_dir
             .path()
             .join(format!(".adapter.partial-{}", std::process::id()));
@@ -816,4 +835,15 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
         );
     }
     Ok(())
+}
+
+/// Temporary folders an export killed part-way left behind.
+fn remove_stale_partials(dir: &Path, prefix: &str) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }

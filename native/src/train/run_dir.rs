@@ -145,13 +145,15 @@ impl MetricsLog {
         let records = match resume_step {
             None => Vec::new(),
             Some(step) => {
-                let kept: Vec<MetricsRecord> = read_metrics(path)?
+                // The kept lines are written back as they were: serde_json's parser is not
+                // exact for every float, so re-serialising could change their last digit.
+                let (kept, lines): (Vec<MetricsRecord>, Vec<String>) = read_metrics_lines(path)?
                     .into_iter()
-                    .filter(|record| record.step <= step)
-                    .collect();
+                    .filter(|(record, _)| record.step <= step)
+                    .unzip();
                 let mut text = String::new();
-                for record in &kept {
-                    text.push_str(&serde_json::to_string(record)?);
+                for line in &lines {
+                    text.push_str(line);
                     text.push('\n');
                 }
                 write_atomically(path, text.as_bytes())?;
@@ -193,9 +195,18 @@ impl MetricsLog {
     }
 }
 
-/// Reads a metrics log. A missing file is empty; an unreadable last line is the one a killed
-/// run was writing and is dropped; an unreadable line before it is an error naming the line.
+/// The records of a metrics log (see [`read_metrics_lines`]).
 pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsRecord>> {
+    Ok(read_metrics_lines(path)?
+        .into_iter()
+        .map(|(record, _)| record)
+        .collect())
+}
+
+/// Reads a metrics log, each record with its line. A missing file is empty; an unreadable last
+/// line is the one a killed run was writing and is dropped; an unreadable line before it is an
+/// error naming the line.
+fn read_metrics_lines(path: &Path) -> anyhow::Result<Vec<(MetricsRecord, String)>> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -209,7 +220,7 @@ pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsRecord>> {
     let mut records = Vec::with_capacity(lines.len());
     for (position, (number, line)) in lines.iter().enumerate() {
         match serde_json::from_str(line) {
-            Ok(record) => records.push(record),
+            Ok(record) => records.push((record, line.to_string())),
             Err(_) if position + 1 == lines.len() && !text.ends_with('\n') => {}
             Err(error) => bail!("{}:{}: {error}", path.display(), number + 1),
         }
@@ -309,7 +320,10 @@ mod tests {
         let run = RunDir::create(&dir).unwrap();
         let mut log = run.metrics(None).unwrap();
         for step in 1..=6 {
-            log.append(record(step, Split::Train)).unwrap();
+            let mut train = record(step, Split::Train);
+            // A value serde_json's parser reads back 1 ulp off.
+            train.align = 0.111_468_769_609_928_13;
+            log.append(train).unwrap();
             if step % 3 == 0 {
                 log.append(record(step, Split::Eval)).unwrap();
             }
@@ -342,6 +356,12 @@ mod tests {
             .write_all(b"{\"step\": 7, \"epo")
             .unwrap();
         let mut log = run.metrics(Some(4)).unwrap();
+        // The kept lines are the very lines written.
+        let kept: Vec<&str> = text.lines().take(5).collect();
+        assert_eq!(
+            fs::read_to_string(run.metrics_path()).unwrap(),
+            format!("{}\n", kept.join("\n"))
+        );
         let steps: Vec<(u64, Split)> = log.records().iter().map(|r| (r.step, r.split)).collect();
         assert_eq!(
             steps,

@@ -866,6 +866,122 @@ mod tests {
         assert!(error.to_string().contains("no LoRA"), "{error}");
     }
 
+    /// The committed export (`tests/fixtures/lavender-tiny/exported-adapter/`): what
+    /// [`exported_adapter_model`] exports, and PEFT's logits with it (`peft_logits`, written by
+    /// `tests/fixtures/check_peft_export.py --golden`).
+    fn exported_adapter_dir() -> PathBuf {
+        mllama_tiny_dir().join("../lavender-tiny/exported-adapter")
+    }
+
+    /// Settings other than the fixture adapter's (r 8, alpha 32, q and v), so the export's
+    /// r, scale and targets are checked against PEFT too.
+    fn exported_adapter_settings() -> LoraSettings {
+        LoraSettings {
+            r: 4,
+            alpha: 8.0,
+            target_modules: vec!["v_proj".into()],
+        }
+    }
+
+    /// The base model with [`exported_adapter_settings`] and factors from a fixed formula
+    /// (exact in f32, so the same bits on every machine): values `k / 500` for `k` in
+    /// `-100..=100`, in a fixed scramble.
+    fn exported_adapter_model(device: &Device) -> MllamaModel {
+        let model = apply_lora(base_model(device), &exported_adapter_settings()).unwrap();
+        let mut values = HashMap::new();
+        let mut counter: u64 = 0;
+        for factors in lora_factors(&model) {
+            for (suffix, shape) in [("a", factors.a_shape), ("b", factors.b_shape)] {
+                let data: Vec<f32> = (0..shape[0] * shape[1])
+                    .map(|_| {
+                        counter += 1;
+                        ((counter * 7919) % 201) as f32 / 500.0 - 0.2
+                    })
+                    .collect();
+                let tensor = Tensor::from_data(burn::tensor::TensorData::new(data, shape), device);
+                values.insert(format!("{}.lora.{suffix}", factors.path), tensor);
+            }
+        }
+        let mut setter = SetFactors {
+            path: Vec::new(),
+            values,
+        };
+        let model = model.map(&mut setter);
+        assert!(setter.values.is_empty(), "every factor found its parameter");
+        model
+    }
+
+    /// Writes [`exported_adapter_dir`]'s adapter; then run
+    /// `/tmp/fixtures-venv/bin/python tests/fixtures/check_peft_export.py --golden`.
+    #[test]
+    #[ignore = "rewrites the committed exported-adapter fixture"]
+    fn write_exported_adapter_fixture() {
+        let export = export_peft(
+            &exported_adapter_model(&device()),
+            &exported_adapter_settings(),
+            Some("mllama-tiny"),
+        )
+        .unwrap();
+        let out = exported_adapter_dir();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("adapter_config.json"), &export.adapter_config_json).unwrap();
+        std::fs::write(
+            out.join("adapter_model.safetensors"),
+            &export.adapter_model_safetensors,
+        )
+        .unwrap();
+        eprintln!("wrote {}", out.display());
+    }
+
+    /// The export of fixed factors is the committed one (factor bytes equal, the same
+    /// config), and that export, loaded back, gives PEFT's logits with it.
+    #[test]
+    fn peft_export_matches_the_committed_fixture_and_peft() {
+        let d = device();
+        let dir = exported_adapter_dir();
+        let export = export_peft(
+            &exported_adapter_model(&d),
+            &exported_adapter_settings(),
+            Some("mllama-tiny"),
+        )
+        .unwrap();
+        let committed = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        assert!(
+            export.adapter_model_safetensors == committed,
+            "the export differs from the committed adapter_model.safetensors"
+        );
+        let config = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+        let committed_config = std::fs::read_to_string(dir.join("adapter_config.json")).unwrap();
+        assert_eq!(
+            config(&export.adapter_config_json),
+            config(&committed_config)
+        );
+
+        let model = apply_lora(base_model(&d), &exported_adapter_settings()).unwrap();
+        let model = load_peft_factors(model, &dir).unwrap();
+        assert_eq!(
+            lora_factors(&model).len(),
+            10,
+            "v of 5 vision and 5 text layers"
+        );
+        let logits = full_pass_logits(&model, &inputs(&model));
+        let peft = Weights::from_files(&[dir.join("peft_logits.safetensors")])
+            .unwrap()
+            .tensor("logits", [1, 29, 374], &d)
+            .unwrap();
+        // Not vacuous: the factors move PEFT's logits well away from the base model's.
+        let base = Weights::from_files(&[mllama_golden_path()])
+            .unwrap()
+            .tensor("logits", [1, 29, 374], &d)
+            .unwrap();
+        let moved = crate::testing::relative_error(base, peft.clone());
+        assert!(
+            moved > 1e-2,
+            "the adapter barely changes the logits: {moved:e}"
+        );
+        assert_close("exported adapter logits against PEFT's", logits, peft, 1e-4);
+    }
+
     /// Writes an exported adapter (the fixture's factors after one AdamW step, so not the
     /// fixture) and this crate's logits with it to `$LAVENDER_PEFT_EXPORT` (default
     /// `/tmp/lavender-peft-export`) for `tests/fixtures/check_peft_export.py`.
