@@ -540,6 +540,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         state.data_position = order.position();
         state.lr = lr;
         let mean = sums.mean();
+        let samples_per_s = config.batch as f64 / started.elapsed().as_secs_f64();
         state.last_train_loss = Some(mean.total);
         metrics.append(MetricsRecord {
             step: state.step,
@@ -550,10 +551,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             total: mean.total,
             matched_words: mean.matched,
             lr,
-            samples_per_s: config.batch as f64 / started.elapsed().as_secs_f64(),
+            samples_per_s,
         })?;
         progress.set_message(format!(
-            "ce {:.4} align {:.4} words {:.1}",
+            "ce {:.4} align {:.4} words {:.1} | {samples_per_s:.2} samples/s",
             mean.ce, mean.align, mean.matched
         ));
         progress.inc(1);
