@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use burn::{
     module::Module,
     nn::{Embedding, Linear, RmsNorm},
-    tensor::{Device, Int, Tensor, TensorData},
+    tensor::{Device, Int, Tensor},
 };
 
 pub use cache::KvCache;
