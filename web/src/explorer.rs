@@ -144,7 +144,9 @@ async fn load_model(
     ui.words.set(Vec::new());
     ui.selected.set(None);
     let started = now_ms();
-    let chosen = match engine.borrow().chosen.clone() {
+    // Bound first: a borrow in the match would be held across the await below.
+    let known = engine.borrow().chosen.clone();
+    let chosen = match known {
         Some(chosen) => chosen,
         None => {
             ui.model_status.set("Starting the backend…".into());
@@ -501,6 +503,29 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
     if let Some(url) = options.image.clone() {
         spawn_local(load_image_url(engine.clone(), ui, url));
     }
+
+    // A panic (a wasm trap) stops whatever was running: say so here, not only in the console.
+    let panic_listener = window_event_listener_untyped(js::PANIC_EVENT, move |event| {
+        let detail = event
+            .dyn_ref::<web_sys::CustomEvent>()
+            .and_then(|event| event.detail().as_string())
+            .unwrap_or_default();
+        let backend = ui.backend.get_untracked().map(|(backend, _)| backend);
+        let hint = if backend == Some(Backend::WebGpu) {
+            " This WebGPU adapter may be unable to compile one of the kernels; try the CPU \
+             backend (?backend=cpu)."
+        } else {
+            ""
+        };
+        ui.fail("panic", format!("The computation stopped: {detail}.{hint}"));
+        if ui.run_state.get_untracked() == "running" {
+            ui.run_state.set("error");
+        }
+        if ui.model_state.get_untracked() == "loading" {
+            ui.model_state.set("error");
+        }
+    });
+    on_cleanup(move || panic_listener.remove());
 
     // The canvas follows the image, the maps, the selection, the opacity and the colormap.
     {

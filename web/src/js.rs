@@ -100,3 +100,15 @@ pub fn download_url(name: &str, url: &str) -> Result<(), String> {
     link.click();
     Ok(())
 }
+
+/// The window event a panic raises, so each explorer shows it in the page: a panic traps the
+/// WebAssembly call that hit it, and the work it was doing never finishes.
+pub const PANIC_EVENT: &str = "lavender-panic";
+
+pub fn announce_panic(message: &str) {
+    let init = web_sys::CustomEventInit::new();
+    init.set_detail(&JsValue::from_str(message));
+    if let Ok(event) = web_sys::CustomEvent::new_with_event_init_dict(PANIC_EVENT, &init) {
+        let _ = window().dispatch_event(&event);
+    }
+}

@@ -24,7 +24,10 @@ use wasm_bindgen::prelude::*;
 /// call [`mount_explorer`] instead.
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        js::announce_panic(&info.to_string());
+    }));
     let host = web_sys::window()
         .and_then(|window| window.document())
         .and_then(|document| document.get_element_by_id("app"))
