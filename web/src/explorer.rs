@@ -278,7 +278,11 @@ async fn run(engine: Shared, ui: Ui, prompt: String, max_new_tokens: usize) {
         engine.generation += 1;
         engine.run = None;
         engine.maps = None;
-        (engine.student.clone(), engine.image.clone(), engine.generation)
+        (
+            engine.student.clone(),
+            engine.image.clone(),
+            engine.generation,
+        )
     };
     let (Some(student), Some(image)) = (student, image) else {
         return ui.fail("run", "load a model and an image first");
@@ -290,7 +294,16 @@ async fn run(engine: Shared, ui: Ui, prompt: String, max_new_tokens: usize) {
     ui.words.set(Vec::new());
     ui.selected.set(None);
     ui.maps_version.update(|v| *v += 1);
-    let result = generate(&engine, ui, &student, &image, &prompt, max_new_tokens, generation).await;
+    let result = generate(
+        &engine,
+        ui,
+        &student,
+        &image,
+        &prompt,
+        max_new_tokens,
+        generation,
+    )
+    .await;
     if engine.borrow().generation != generation || ui.run_state.is_disposed() {
         return;
     }
@@ -341,7 +354,11 @@ async fn generate(
         tokens.push(next);
         first_token_at.get_or_insert_with(now_ms);
         ui.token_ids.set(tokens.clone());
-        let answer: Vec<u32> = tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
+        let answer: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| !stops.contains(t))
+            .collect();
         if let Ok(shown) = student.prompt.decode(&answer, true) {
             ui.answer.set(shown);
         }
@@ -400,14 +417,8 @@ async fn compute_maps(engine: Shared, ui: Ui) -> Result<(), String> {
         return Ok(());
     };
     let (layer, head) = (ui.layer.get_untracked(), ui.head.get_untracked());
-    let maps = student.sequence_word_maps(
-        &run.prepared,
-        &run.attention,
-        &run.words,
-        layer,
-        head,
-        size,
-    );
+    let maps =
+        student.sequence_word_maps(&run.prepared, &run.attention, &run.words, layer, head, size);
     let values: Vec<f32> = maps
         .into_data_async()
         .await
@@ -485,7 +496,12 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
     let canvas = NodeRef::<html::Canvas>::new();
     let model_url = RwSignal::new(options.model.clone().unwrap_or_else(|| "example/".into()));
     let image_url = RwSignal::new(options.image.clone().unwrap_or_default());
-    let prompt = RwSignal::new(options.prompt.clone().unwrap_or_else(|| DEFAULT_PROMPT.into()));
+    let prompt = RwSignal::new(
+        options
+            .prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROMPT.into()),
+    );
     let force_cpu = options.force_cpu;
     let max_new_tokens = if options.max_new_tokens == 0 {
         DEFAULT_MAX_NEW_TOKENS
@@ -558,7 +574,8 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         move |event: web_sys::Event| {
             let input: web_sys::HtmlInputElement = event_target(&event);
             let Some(list) = input.files() else { return };
-            let picked: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+            let picked: Vec<web_sys::File> =
+                (0..list.length()).filter_map(|i| list.get(i)).collect();
             if !picked.is_empty() {
                 spawn_local(load_model(engine.clone(), ui, force_cpu, None, picked));
             }
@@ -611,7 +628,12 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         let engine = engine.clone();
         move |event: web_sys::SubmitEvent| {
             event.prevent_default();
-            spawn_local(run(engine.clone(), ui, prompt.get_untracked(), max_new_tokens));
+            spawn_local(run(
+                engine.clone(),
+                ui,
+                prompt.get_untracked(),
+                max_new_tokens,
+            ));
         }
     };
     let rechoose = {
@@ -637,7 +659,9 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         rechoose();
     };
     let export_png = move |_| {
-        let Some(canvas) = canvas.get_untracked() else { return };
+        let Some(canvas) = canvas.get_untracked() else {
+            return;
+        };
         match canvas.to_data_url_with_type("image/png") {
             Ok(url) => {
                 if let Err(error) = js::download_url("lavender-overlay.png", &url) {
@@ -651,7 +675,9 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         let engine = engine.clone();
         move |_| match maps_json(&engine, ui) {
             Some(json) => {
-                if let Err(error) = js::download("lavender-maps.json", "application/json", json.as_bytes()) {
+                if let Err(error) =
+                    js::download("lavender-maps.json", "application/json", json.as_bytes())
+                {
                     ui.fail("export", error);
                 }
             }

@@ -44,7 +44,10 @@ pub fn start() {
                 .unwrap_or(0),
         };
         // The page lives as long as the app: the handle is never unmounted.
-        std::mem::forget(leptos::mount::mount_to(host, move || view! { <App options /> }));
+        std::mem::forget(leptos::mount::mount_to(
+            host,
+            move || view! { <App options /> },
+        ));
     }
 }
 

@@ -364,6 +364,7 @@ mod tests {
         },
         vlm::mllama::config::MllamaConfig,
     };
+    use burn::tensor::TensorData;
 
     fn golden() -> Weights {
         Weights::from_files(&[mllama_golden_path()]).unwrap()
