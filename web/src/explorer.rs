@@ -24,6 +24,7 @@ use wasm_bindgen::JsCast;
 
 use crate::{
     bundle_source::{Fetched, Progress, bundle_from_files, fetch_bundle, fetch_bytes},
+    dequantize::dequantize_weights,
     device::{Backend, choose_device},
     engine::{Engine, Run},
     js::{self, now_ms},
@@ -193,16 +194,25 @@ async fn load_model(
         }
         ui.model_status.set("Building the model…".into());
         js::sleep_ms(0).await;
-        let student =
-            Mllama::from_bundle(files, &chosen.device).map_err(|error| error.to_string())?;
-        Ok::<_, String>((student, manifest.grid.map_size, cached))
+        let (student, dequantized) = if chosen.backend == Backend::WebGpu {
+            // Loaded and dequantized on the CPU, then copied: see `dequantize`.
+            let student = Mllama::from_bundle(files, &burn::tensor::Device::flex())
+                .map_err(|error| error.to_string())?;
+            let (student, count) = dequantize_weights(student);
+            (student.into_device(&chosen.device), count)
+        } else {
+            let student =
+                Mllama::from_bundle(files, &chosen.device).map_err(|error| error.to_string())?;
+            (student, 0)
+        };
+        Ok::<_, String>((student, manifest.grid.map_size, cached, dequantized))
     }
     .await;
     if engine.borrow().model_generation != generation || ui.model_state.is_disposed() {
         return;
     }
     match result {
-        Ok((student, map_size, cached)) => {
+        Ok((student, map_size, cached, dequantized)) => {
             let took = now_ms() - started;
             {
                 let mut engine = engine.borrow_mut();
@@ -216,9 +226,13 @@ async fn load_model(
             } else {
                 String::new()
             };
+            let dequantized_note = if dequantized > 0 {
+                format!(" {dequantized} Q8 weights were expanded to f32 for WebGPU.")
+            } else {
+                String::new()
+            };
             ui.model_status.set(format!(
-                "Model loaded from {source} in {:.0} ms{cache_note}.",
-                took
+                "Model loaded from {source} in {took:.0} ms{cache_note}.{dequantized_note}"
             ));
             ui.model_state.set("ready");
         }

@@ -8,6 +8,7 @@
 
 mod backend_check;
 mod bundle_source;
+mod dequantize;
 mod device;
 mod engine;
 mod explorer;
