@@ -25,7 +25,16 @@ mkdir -p "$staging/pkg"
 wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
     --out-dir "$staging/pkg" \
     "$target_dir/wasm32-unknown-unknown/release/lavender_web.wasm"
-cp www/index.html www/style.css "$staging/"
+cp www/*.html www/*.css www/*.js "$staging/"
+# The example the explorer opens by default: the tiny test student (random weights) with its
+# test adapter merged, exported by the native CLI exactly as a user would export a real model,
+# and bundled images to ask about. The debug binary is the one `cargo test` builds anyway.
+cargo build -p lavender
+"$target_dir/debug/lavender" export-web --vlm tests/fixtures/mllama-tiny \
+    --adapter tests/fixtures/mllama-tiny/adapter --quant q8 --out "$staging/example" >/dev/null
+mkdir -p "$staging/images"
+cp native/demo/dog-ball.png native/demo/house.png "$staging/images/"
+cp tests/fixtures/mllama-tiny/image.png "$staging/images/fixture.png"
 rm -rf "$out"
 mv "$staging" "$out"
 echo "build-web: $(du -sh "$out" | cut -f1) in $out ($(du -h "$out/pkg/lavender_web_bg.wasm" | cut -f1) wasm)"

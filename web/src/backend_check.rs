@@ -2,31 +2,13 @@
 //! probe, read it back asynchronously (a browser cannot block) and compare with the expected
 //! values. The outcome is also written to `data-*` attributes for the end-to-end test.
 
-use burn::tensor::Device;
 use lavender_core::probe::{PROBE_EXPECTED, attention_probe, check_attention_probe};
 use leptos::{prelude::*, task::spawn_local};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    WebGpu,
-    Cpu,
-}
-
-impl Backend {
-    fn id(self) -> &'static str {
-        match self {
-            Self::WebGpu => "webgpu",
-            Self::Cpu => "cpu",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::WebGpu => "WebGPU",
-            Self::Cpu => "CPU (Burn Flex, WebAssembly)",
-        }
-    }
-}
+use crate::{
+    device::{Backend, Chosen, choose_device},
+    js::now_ms,
+};
 
 #[derive(Clone, Debug)]
 struct CheckOutcome {
@@ -40,41 +22,12 @@ struct CheckOutcome {
     elapsed_ms: f64,
 }
 
-/// Picks the backend: the CPU when `?backend=cpu` asks for it, WebGPU when the browser has
-/// an adapter, the CPU otherwise.
-async fn choose_device() -> (Backend, Device, Option<String>) {
-    if requested_backend().as_deref() == Some("cpu") {
-        return (
-            Backend::Cpu,
-            Device::flex(),
-            Some("CPU requested with ?backend=cpu".to_string()),
-        );
-    }
-    match Device::wgpu_options().init_async().await {
-        Ok(device) => (Backend::WebGpu, device, None),
-        Err(error) => (
-            Backend::Cpu,
-            Device::flex(),
-            Some(format!("WebGPU is unavailable in this browser ({error})")),
-        ),
-    }
-}
-
-fn requested_backend() -> Option<String> {
-    let search = web_sys::window()?.location().search().ok()?;
-    web_sys::UrlSearchParams::new_with_str(&search)
-        .ok()?
-        .get("backend")
-}
-
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|window| window.performance())
-        .map_or(0.0, |performance| performance.now())
-}
-
 async fn run_check() -> CheckOutcome {
-    let (backend, device, fallback_reason) = choose_device().await;
+    let Chosen {
+        backend,
+        device,
+        fallback_reason,
+    } = choose_device(false).await;
     let started = now_ms();
     let values = match attention_probe(&device).into_data_async().await {
         Ok(data) => data

@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod explore;
 pub mod labels;
 pub mod lora;
 pub mod model;

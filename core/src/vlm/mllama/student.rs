@@ -306,6 +306,22 @@ impl Mllama {
         })
     }
 
+    /// The same student on `device` (weights copied there, possibly to another backend).
+    pub fn into_device(self, device: &Device) -> Self {
+        let Self {
+            model,
+            prompt,
+            processor,
+            ..
+        } = self;
+        Self {
+            model: model.to_device(device),
+            prompt,
+            processor,
+            device: device.clone(),
+        }
+    }
+
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod cross_attention;
+pub mod decode;
 pub mod generate;
 pub mod mlp;
 pub mod rope;
@@ -18,15 +19,16 @@ use std::path::PathBuf;
 use burn::{
     module::Module,
     nn::{Embedding, Linear, RmsNorm},
-    tensor::{Device, Int, Tensor, TensorData},
+    tensor::{Device, Int, Tensor},
 };
 
 pub use cache::KvCache;
 pub use cross_attention::{CrossAttentionDecoderLayer, CrossAttentionMask};
+pub use decode::{DecodeSession, logits_to_f32};
 pub use generate::Sampler;
 pub use self_attention::SelfAttentionDecoderLayer;
 
-use self::{generate::SplitMix64, mlp::rms_norm, rope::RotaryEmbedding};
+use self::{mlp::rms_norm, rope::RotaryEmbedding};
 use crate::{
     vlm::mllama::config::MllamaTextConfig,
     weights::{LoadError, Weights},
@@ -330,44 +332,23 @@ impl MllamaTextModel {
         mut on_token: impl FnMut(u32),
     ) -> Vec<u32> {
         assert!(!prompt_ids.is_empty(), "generate needs a prompt");
-        let device = self.lm_head.weight.device();
-        let ids = |ids: &[u32]| {
-            let data: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
-            Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device)
-        };
-        let last_mask_row = cross_attention_mask.as_ref().map(|mask| {
-            let rows = mask.dims()[1];
-            mask.clone().narrow(1, rows - 1, 1)
-        });
-        let mut rng = SplitMix64::new(sampler.seed);
-        let mut cache = KvCache::new();
-        let mut generated = Vec::with_capacity(max_new_tokens);
-        let (mut hidden, _) = self.hidden_states(
-            ids(prompt_ids),
+        let mut session = DecodeSession::start(
+            self,
+            prompt_ids,
             cross_attention_states,
             cross_attention_mask,
-            &mut cache,
-            false,
+            *sampler,
         );
+        let mut generated = Vec::with_capacity(max_new_tokens);
         while generated.len() < max_new_tokens {
-            let seq = hidden.dims()[1];
-            let logits: Vec<f32> = self
-                .lm_head
-                .forward(hidden.narrow(1, seq - 1, 1))
-                .into_data()
-                // bf16 / f16 models give half-precision logits; sampling reads f32.
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 logits");
-            let next = sampler.pick(&logits, &mut rng);
+            let logits = logits_to_f32(session.next_logits().into_data());
+            let next = session.choose(&logits);
             generated.push(next);
             on_token(next);
             if stop_tokens.contains(&next) || generated.len() == max_new_tokens {
                 break;
             }
-            hidden = self
-                .hidden_states(ids(&[next]), None, last_mask_row.clone(), &mut cache, false)
-                .0;
+            session.push(next);
         }
         generated
     }
@@ -383,6 +364,7 @@ mod tests {
         },
         vlm::mllama::config::MllamaConfig,
     };
+    use burn::tensor::TensorData;
 
     fn golden() -> Weights {
         Weights::from_files(&[mllama_golden_path()]).unwrap()

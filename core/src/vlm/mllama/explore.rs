@@ -1,0 +1,304 @@
+//! What the browser explorer shows: every word of the prompt and of a generated answer, and
+//! each word's map on the image grid for a chosen cross-attention layer and head (or their
+//! mean). As in training (`align::loss`, decision D6), a token's map is read at the position
+//! that predicts it (the one before it); a word's map is the mean of its tokens' maps,
+//! min-max normalised. Unlike [`Mllama::answer_word_maps`], repeated words stay separate: each
+//! occurrence is its own button.
+//!
+//! Nothing here reads a tensor back: the caller reads the maps (asynchronously in a browser).
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::student::{Mllama, Prepared};
+use crate::{
+    align::grid::attention_to_grid, sd::words::min_max_normalise, vlm::mllama::text::KvCache,
+};
+
+/// Which part of the conversation a word comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordSource {
+    Prompt,
+    Answer,
+}
+
+/// One word occurrence: its text as shown and its token positions in the whole sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceWord {
+    pub text: String,
+    pub source: WordSource,
+    pub positions: Vec<usize>,
+}
+
+/// A layer or head choice: the mean over all of them, or one by its index in the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pick {
+    #[default]
+    Mean,
+    One(usize),
+}
+
+/// The cross-attention of the prompt followed by an answer, captured in one pass.
+#[derive(Debug, Clone)]
+pub struct SequenceAttention {
+    /// `(decoder layer index, [heads, seq, max_tiles * tokens_per_tile])`.
+    pub layers: Vec<(usize, Tensor<3>)>,
+    pub seq_len: usize,
+}
+
+impl SequenceAttention {
+    pub fn heads(&self) -> usize {
+        self.layers.first().map_or(0, |(_, probs)| probs.dims()[0])
+    }
+}
+
+impl Mllama {
+    /// One capturing pass over the prepared prompt followed by `answer` (generated tokens, the
+    /// stop token left out). The answer's tokens see the image as the prompt's last token did,
+    /// as during generation.
+    pub fn sequence_attention(&self, prepared: &Prepared, answer: &[u32]) -> SequenceAttention {
+        let device = self.device();
+        let ids: Vec<i64> = prepared
+            .inputs
+            .input_ids
+            .iter()
+            .chain(answer)
+            .map(|&id| i64::from(id))
+            .collect();
+        let seq_len = ids.len();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, seq_len]), device);
+        let mask = if answer.is_empty() {
+            prepared.mask.clone()
+        } else {
+            let rows = prepared.mask.dims()[1];
+            let last = prepared.mask.clone().narrow(1, rows - 1, 1);
+            Tensor::cat(
+                vec![prepared.mask.clone(), last.repeat_dim(1, answer.len())],
+                1,
+            )
+        };
+        let output = self.model.text.forward(
+            ids,
+            Some(prepared.states.clone()),
+            Some(mask),
+            &mut KvCache::new(),
+            true,
+        );
+        let layers = output
+            .cross_attention
+            .into_iter()
+            .map(|(layer, probs)| {
+                let [_, heads, seq, keys] = probs.dims();
+                (layer, probs.reshape([heads, seq, keys]))
+            })
+            .collect();
+        SequenceAttention { layers, seq_len }
+    }
+
+    /// The words of the user's `prompt_text` (found in the prepared prompt's tokens) and of
+    /// `answer` (the tokens after the prompt), in order.
+    pub fn sequence_words(
+        &self,
+        prepared: &Prepared,
+        prompt_text: &str,
+        answer: &[u32],
+    ) -> Vec<SequenceWord> {
+        let decode = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&id| self.prompt.decode(&[id], false).unwrap_or_default())
+                .collect()
+        };
+        let ids = &prepared.inputs.input_ids;
+        let texts = decode(ids);
+        let mut words = Vec::new();
+        if let Some(range) = find_text_tokens(&texts, prompt_text) {
+            // Position 0 has no predecessor to read a map from.
+            let start = range.start.max(1);
+            words.extend(group_occurrences(
+                &texts[start..range.end],
+                start,
+                WordSource::Prompt,
+            ));
+        }
+        words.extend(group_occurrences(
+            &decode(answer),
+            ids.len(),
+            WordSource::Answer,
+        ));
+        words
+    }
+
+    /// Maps `[words, size, size]` (each min-max normalised) of `words` for the chosen layer
+    /// and head of `attention`.
+    pub fn sequence_word_maps(
+        &self,
+        prepared: &Prepared,
+        attention: &SequenceAttention,
+        words: &[SequenceWord],
+        layer: Pick,
+        head: Pick,
+        size: usize,
+    ) -> Tensor<3> {
+        let device = self.device();
+        let pick_head = |probs: &Tensor<3>| -> Tensor<2> {
+            let [heads, seq, keys] = probs.dims();
+            match head {
+                Pick::Mean => probs.clone().mean_dim(0).reshape([seq, keys]),
+                Pick::One(h) => probs
+                    .clone()
+                    .narrow(0, h.min(heads - 1), 1)
+                    .reshape([seq, keys]),
+            }
+        };
+        let per_token = match layer {
+            Pick::One(l) => pick_head(&attention.layers[l.min(attention.layers.len() - 1)].1),
+            Pick::Mean => {
+                let count = attention.layers.len().max(1) as f32;
+                attention
+                    .layers
+                    .iter()
+                    .map(|(_, probs)| pick_head(probs))
+                    .reduce(|a, b| a + b)
+                    .expect("Mllama has cross-attention layers")
+                    .div_scalar(count)
+            }
+        };
+        let grid = attention_to_grid(per_token, &self.geometry(prepared), size);
+        if words.is_empty() {
+            return Tensor::zeros([0, size, size], device);
+        }
+        let maps = words
+            .iter()
+            .map(|word| {
+                let predecessors: Vec<i64> = word.positions.iter().map(|&p| p as i64 - 1).collect();
+                let count = predecessors.len();
+                let indices =
+                    Tensor::<1, Int>::from_data(TensorData::new(predecessors, [count]), device);
+                min_max_normalise(grid.clone().select(0, indices).mean_dim(0))
+            })
+            .collect();
+        Tensor::cat(maps, 0)
+    }
+}
+
+/// The token range whose decoded texts cover the last occurrence of `text` in their
+/// concatenation.
+fn find_text_tokens(texts: &[String], text: &str) -> Option<std::ops::Range<usize>> {
+    let needle = text.trim();
+    if needle.is_empty() {
+        return None;
+    }
+    let mut starts = Vec::with_capacity(texts.len());
+    let mut joined = String::new();
+    for piece in texts {
+        starts.push(joined.len());
+        joined.push_str(piece);
+    }
+    let begin = joined.rfind(needle)?;
+    let end = begin + needle.len();
+    let first = starts.iter().rposition(|&s| s <= begin)?;
+    let last = starts.iter().rposition(|&s| s < end)?;
+    Some(first..last + 1)
+}
+
+/// Words of consecutive token `texts` (the first at sequence position `offset`): a token whose
+/// text starts with whitespace opens a word, as Llama-3's byte-level BPE marks word starts;
+/// tokens without visible text belong to none.
+fn group_occurrences(texts: &[String], offset: usize, source: WordSource) -> Vec<SequenceWord> {
+    let mut words: Vec<SequenceWord> = Vec::new();
+    let mut open = false;
+    for (index, text) in texts.iter().enumerate() {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            open = false;
+            continue;
+        }
+        let position = offset + index;
+        match words.last_mut() {
+            Some(word) if open && !text.starts_with(char::is_whitespace) => {
+                word.text.push_str(trimmed);
+                word.positions.push(position);
+            }
+            _ => words.push(SequenceWord {
+                text: trimmed.to_string(),
+                source,
+                positions: vec![position],
+            }),
+        }
+        open = true;
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        testing::{device, mllama_tiny_dir},
+        vlm::mllama::{prompt::Message, text::Sampler},
+    };
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn prompt_text_is_found_across_tokens() {
+        let texts = strings(&[
+            "<|start|>",
+            "user",
+            "\n\n",
+            "What",
+            " is",
+            " it",
+            "?",
+            "<|eot|>",
+        ]);
+        assert_eq!(find_text_tokens(&texts, "What is it?"), Some(3..7));
+        assert_eq!(find_text_tokens(&texts, "missing"), None);
+    }
+
+    #[test]
+    fn occurrences_keep_repeats_and_merge_pieces() {
+        let texts = strings(&[" a", " zeb", "ra", " and", " a", "\n", "dog", "."]);
+        let words = group_occurrences(&texts, 10, WordSource::Answer);
+        let shown: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(shown, ["a", "zebra", "and", "a", "dog."]);
+        assert_eq!(words[1].positions, vec![11, 12]);
+        assert_eq!(words[4].positions, vec![16, 17]);
+    }
+
+    /// The fixture prompt and its greedy answer give word buttons with maps in [0, 1].
+    #[test]
+    fn words_and_maps_of_a_generated_answer() {
+        let dir = mllama_tiny_dir();
+        let student = Mllama::load(&dir, None, &device()).unwrap();
+        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let question = "What is in the picture?";
+        let prepared = student
+            .prepare(&image, &[Message::user_with_image(question)], true)
+            .unwrap();
+        let stops = student.model.config.text_config.stop_tokens();
+        let answer: Vec<u32> = student
+            .generate(&prepared, 8, &Sampler::greedy(), |_| {})
+            .unwrap()
+            .into_iter()
+            .filter(|t| !stops.contains(t))
+            .collect();
+        let words = student.sequence_words(&prepared, question, &answer);
+        let prompt_words: Vec<&str> = words
+            .iter()
+            .filter(|w| w.source == WordSource::Prompt)
+            .map(|w| w.text.as_str())
+            .collect();
+        assert_eq!(prompt_words, ["What", "is", "in", "the", "picture?"]);
+        let attention = student.sequence_attention(&prepared, &answer);
+        assert_eq!(attention.seq_len, prepared.inputs.len() + answer.len());
+        assert_eq!(attention.heads(), 4);
+        for (layer, head) in [(Pick::Mean, Pick::Mean), (Pick::One(1), Pick::One(3))] {
+            let maps = student.sequence_word_maps(&prepared, &attention, &words, layer, head, 8);
+            assert_eq!(maps.dims(), [words.len(), 8, 8]);
+            let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
+            assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+    }
+}

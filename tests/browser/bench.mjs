@@ -1,0 +1,59 @@
+// Times the explorer in headless Chromium: bundle load, time to the first token and decoding
+// rate as the page measures them, on WebGPU (SwiftShader here) and on the CPU backend.
+//
+//   node bench.mjs [cpu|webgpu ...]     (after scripts/build-web.sh; prints one JSON line each)
+import { chromium } from "playwright-core";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { serveStatic } from "./serve.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const server = await serveStatic(join(here, "..", "..", "www", "dist"));
+const backends = process.argv.slice(2).length ? process.argv.slice(2) : ["cpu", "webgpu"];
+try {
+  for (const backend of backends) {
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+      headless: true,
+      args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking"],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(server.url + (backend === "cpu" ? "?backend=cpu" : ""));
+      const state = (name) => document.querySelector(".lavender-explorer-ui")?.dataset[name];
+      await page.waitForFunction(
+        (s) => ["ready", "error"].includes(document.querySelector(".lavender-explorer-ui")?.dataset.modelState),
+        null,
+        { timeout: 300_000 },
+      );
+      await page.locator(".lx-run:not([disabled])").waitFor({ timeout: 60_000 }).catch(() => {});
+      if (await page.locator(".lx-run:not([disabled])").count()) {
+        await page.click(".lx-run");
+        await page.waitForFunction(
+          () => ["done", "error"].includes(document.querySelector(".lavender-explorer-ui")?.dataset.runState),
+          null,
+          { timeout: 300_000 },
+        );
+      }
+      const result = await page.evaluate(() => {
+        const explorer = document.querySelector(".lavender-explorer-ui");
+        const text = (selector) => explorer.querySelector(selector)?.textContent ?? null;
+        return {
+          backend: explorer.dataset.backend,
+          model: explorer.dataset.modelState,
+          run: explorer.dataset.runState,
+          tokens: explorer.dataset.tokenIds.split(",").filter(Boolean).length,
+          load: text(".lx-load-ms"),
+          firstToken: text(".lx-ttft-ms"),
+          decoding: text(".lx-tokens-per-s"),
+          error: text(".lx-error"),
+        };
+      });
+      console.log(JSON.stringify(result));
+    } finally {
+      await browser.close();
+    }
+  }
+} finally {
+  await server.close();
+}

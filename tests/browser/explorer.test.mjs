@@ -1,0 +1,279 @@
+// The explorer end to end in headless Chromium: the example bundle loads, a question about the
+// bundled image is answered token by token exactly as the native CLI answers it from the same
+// bundle, a clicked word changes the overlay, the overlay and maps export, the embed page
+// mounts two explorers and unmounts one, and broken inputs are reported in the page.
+//
+// Needs `scripts/build-web.sh` first (it builds the native `lavender` too, which computes the
+// reference answer here). CHROMIUM overrides the browser path, CARGO_TARGET_DIR the binary's.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serveStatic } from "./serve.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const dist = join(root, "www", "dist");
+const artifacts = process.env.ARTIFACTS_DIR ?? join(here, "artifacts");
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const lavender = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug", "lavender");
+
+// What the page asks by default (web/src/lib.rs, web/src/explorer.rs).
+const IMAGE = "images/dog-ball.png";
+const PROMPT = "What is in the picture?";
+const MAX_NEW_TOKENS = 48;
+
+const QUIET_FLAGS = [
+  "--no-sandbox",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+let server;
+let native;
+before(async () => {
+  assert.ok(existsSync(join(dist, "example", "manifest.json")), `${dist}/example is missing: run scripts/build-web.sh`);
+  assert.ok(existsSync(lavender), `${lavender} is missing: run scripts/build-web.sh`);
+  mkdirSync(artifacts, { recursive: true });
+  server = await serveStatic(dist);
+  const output = execFileSync(lavender, [
+    "generate", "--bundle", join(dist, "example"), "--image", join(dist, IMAGE),
+    "--prompt", PROMPT, "--max-new-tokens", String(MAX_NEW_TOKENS), "--json",
+  ], { encoding: "utf8" });
+  native = JSON.parse(output.trim().split("\n").pop());
+});
+after(async () => server?.close());
+
+async function withPage({ webgpu = true, viewport } = {}, body) {
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: webgpu ? [...QUIET_FLAGS, "--enable-unsafe-webgpu"] : QUIET_FLAGS,
+  });
+  const problems = [];
+  try {
+    const context = await browser.newContext({ acceptDownloads: true, viewport });
+    const page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+    page.on("console", (message) => {
+      if (message.type() === "error") problems.push(`console: ${message.text()}`);
+    });
+    return await body(page, problems);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Waits until the explorer `nth` has loaded its model (or failed) and returns its state. */
+async function modelState(page, nth = 0) {
+  await page.waitForFunction(
+    (nth) => {
+      const state = document.querySelectorAll(".lavender-explorer-ui")[nth]?.dataset.modelState;
+      return state === "ready" || state === "error";
+    },
+    nth,
+    { timeout: 240_000 },
+  );
+  return page.evaluate((nth) => {
+    const explorer = document.querySelectorAll(".lavender-explorer-ui")[nth];
+    return {
+      state: explorer.dataset.modelState,
+      backend: explorer.dataset.backend,
+      status: explorer.querySelector(".lx-status")?.textContent,
+      error: explorer.querySelector(".lx-error")?.textContent ?? null,
+    };
+  }, nth);
+}
+
+/** Asks the default question in explorer `nth` and returns the streamed answer. */
+async function ask(page, nth = 0) {
+  const explorer = page.locator(".lavender-explorer-ui").nth(nth);
+  await explorer.locator(".lx-run:not([disabled])").waitFor({ timeout: 60_000 });
+  // Every token as it reaches the page, to check the answer streams in.
+  await page.evaluate((nth) => {
+    const node = document.querySelectorAll(".lavender-explorer-ui")[nth];
+    window.seenTokenIds = [];
+    new MutationObserver(() => window.seenTokenIds.push(node.dataset.tokenIds)).observe(node, {
+      attributes: true,
+      attributeFilter: ["data-token-ids"],
+    });
+  }, nth);
+  await explorer.locator(".lx-run").click();
+  await page.waitForFunction(
+    (nth) => {
+      const state = document.querySelectorAll(".lavender-explorer-ui")[nth]?.dataset.runState;
+      return state === "done" || state === "error";
+    },
+    nth,
+    { timeout: 240_000 },
+  );
+  return page.evaluate((nth) => {
+    const explorer = document.querySelectorAll(".lavender-explorer-ui")[nth];
+    return {
+      state: explorer.dataset.runState,
+      tokenIds: explorer.dataset.tokenIds.split(",").filter(Boolean).map(Number),
+      text: explorer.querySelector(".lx-answer").textContent,
+      words: [...explorer.querySelectorAll(".lx-word")].map((button) => button.textContent),
+      error: explorer.querySelector(".lx-error")?.textContent ?? null,
+      seen: window.seenTokenIds.filter(Boolean),
+      timings: explorer.querySelector(".lx-timings").textContent,
+    };
+  }, nth);
+}
+
+function assertNativeAnswer(answer, problems) {
+  assert.equal(answer.state, "done", `${answer.error}\n${problems.join("\n")}`);
+  assert.deepEqual(answer.tokenIds, native.token_ids);
+  assert.equal(answer.text, native.text);
+  // Streamed: the token list grew one token at a time.
+  assert.ok(answer.seen.length >= native.token_ids.length, `seen ${answer.seen}`);
+  assert.equal(answer.seen[0], String(native.token_ids[0]));
+}
+
+const canvasPixels = (page) => page.evaluate(() => document.querySelector(".lx-canvas").toDataURL());
+
+test("CPU: the example answers as the native CLI; words, layers and exports work", { timeout: 600_000 }, async () => {
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url + "?backend=cpu");
+    const loaded = await modelState(page);
+    assert.equal(loaded.state, "ready", `${loaded.error}\n${problems.join("\n")}`);
+    assert.equal(loaded.backend, "cpu");
+    const answer = await ask(page);
+    console.log(`CPU answer ${JSON.stringify(answer.text)} ${answer.tokenIds}; ${answer.timings}`);
+    assertNativeAnswer(answer, problems);
+    assert.deepEqual(answer.words.slice(0, 5), ["What", "is", "in", "the", "picture?"]);
+
+    const before = await canvasPixels(page);
+    await page.locator(".lx-word").first().click();
+    await page.waitForFunction(() => document.querySelector(".lavender-explorer-ui").dataset.selected === "0");
+    const withMap = await canvasPixels(page);
+    assert.notEqual(withMap, before, "the overlay did not change the canvas");
+
+    // Another layer and head give other maps, drawn again.
+    const version = await page.evaluate(() => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion));
+    await page.selectOption(".lx-layer", { index: 1 });
+    await page.waitForFunction((v) => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion) > v, version);
+    await page.selectOption(".lx-head", { index: 2 });
+    await page.waitForFunction((v) => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion) > v + 1, version);
+    assert.notEqual(await canvasPixels(page), withMap, "layer 1 / head 1 drew the same picture");
+
+    // Keyboard: a word button takes focus and Enter selects it.
+    await page.locator(".lx-word").nth(1).focus();
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.querySelector(".lavender-explorer-ui").dataset.selected === "1");
+    await page.screenshot({ path: join(artifacts, "explorer-cpu.png"), fullPage: true });
+
+    const [png] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-png")]);
+    assert.equal(png.suggestedFilename(), "lavender-overlay.png");
+    const pngPath = join(artifacts, "explorer-overlay.png");
+    await png.saveAs(pngPath);
+    assert.deepEqual([...readFileSync(pngPath).subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+    const [json] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-json")]);
+    const jsonPath = join(artifacts, "explorer-maps.json");
+    await json.saveAs(jsonPath);
+    const maps = JSON.parse(readFileSync(jsonPath, "utf8"));
+    assert.equal(maps.words.length, answer.words.length);
+    assert.equal(maps.words[0].map.length, maps.size);
+
+    // A second visit takes the checked files from the Cache API.
+    await page.reload();
+    const again = await modelState(page);
+    assert.equal(again.state, "ready");
+    assert.match(again.status, /files from the cache/);
+  });
+});
+
+test("narrow screen: the explorer fits a phone's width", { timeout: 300_000 }, async () => {
+  await withPage({ viewport: { width: 360, height: 800 } }, async (page) => {
+    await page.goto(server.url + "?backend=cpu");
+    assert.equal((await modelState(page)).state, "ready");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await page.screenshot({ path: join(artifacts, "explorer-narrow.png"), fullPage: true });
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+  });
+});
+
+// The Q8 weights run dequantized on WebGPU (web/src/dequantize.rs says why).
+test("WebGPU: the example answers as the native CLI", { timeout: 600_000 }, async () => {
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url);
+    const loaded = await modelState(page);
+    assert.equal(loaded.state, "ready", `${loaded.error}\n${problems.join("\n")}`);
+    assert.equal(loaded.backend, "webgpu");
+    assert.match(loaded.status, /Q8 weights were expanded to f32 for WebGPU/);
+    const answer = await ask(page);
+    await page.screenshot({ path: join(artifacts, "explorer-webgpu.png"), fullPage: true });
+    console.log(`WebGPU answer ${JSON.stringify(answer.text)} ${answer.tokenIds}; ${answer.timings}`);
+    assertNativeAnswer(answer, problems);
+  });
+});
+
+test("WebGPU: a model beyond the adapter's buffer limit is refused in the page", { timeout: 300_000 }, async () => {
+  await withPage({}, async (page) => {
+    await page.goto(server.url + "?max-buffer=1000");
+    const loaded = await modelState(page);
+    assert.equal(loaded.backend, "webgpu");
+    assert.equal(loaded.state, "error");
+    assert.match(loaded.error, /too large for the WebGPU adapter/);
+  });
+});
+
+test("an undecodable image is reported in the page", { timeout: 300_000 }, async () => {
+  await withPage({}, async (page) => {
+    await page.goto(server.url + "?backend=cpu");
+    await modelState(page);
+    await page.fill(".lx-image-url", "style.css");
+    await page.click(".lx-load-image");
+    const error = page.locator(".lx-error[data-kind=image]");
+    await error.waitFor();
+    assert.match(await error.textContent(), /cannot decode the image style\.css/);
+  });
+});
+
+test("a tampered bundle shows the hash error in the page", { timeout: 300_000 }, async () => {
+  const copy = mkdtempSync(join(tmpdir(), "lavender-tampered-"));
+  cpSync(dist, copy, { recursive: true });
+  const weights = join(copy, "example", "model.bpk");
+  const bytes = readFileSync(weights);
+  bytes[bytes.length >> 1] ^= 0xff;
+  writeFileSync(weights, bytes);
+  const tampered = await serveStatic(copy);
+  try {
+    await withPage({}, async (page) => {
+      await page.goto(tampered.url + "?backend=cpu");
+      const loaded = await modelState(page);
+      await page.screenshot({ path: join(artifacts, "explorer-tampered.png"), fullPage: true });
+      assert.equal(loaded.state, "error");
+      assert.match(loaded.error, /example\/model\.bpk is damaged or changed: its SHA-256 is [0-9a-f]{64}/);
+    });
+  } finally {
+    await tampered.close();
+    rmSync(copy, { recursive: true, force: true });
+  }
+});
+
+test("the embed page mounts two explorers and unmounts one cleanly", { timeout: 600_000 }, async () => {
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url + "embed.html?backend=cpu");
+    assert.equal((await modelState(page, 0)).state, "ready");
+    assert.equal((await modelState(page, 1)).state, "ready");
+    await page.screenshot({ path: join(artifacts, "embed-two.png"), fullPage: true });
+    await page.evaluate(async () => (await window.secondExplorer).unmount());
+    assert.equal(await page.locator(".lavender-explorer-ui").count(), 1);
+    assert.equal(await page.locator("#second").innerHTML(), "");
+    // The remaining one still works.
+    const answer = await ask(page, 0);
+    assertNativeAnswer(answer, problems);
+    // Removing the custom element unmounts it too.
+    await page.evaluate(() => document.getElementById("first").remove());
+    assert.equal(await page.locator(".lavender-explorer-ui").count(), 0);
+    assert.deepEqual(problems.filter((p) => p.startsWith("pageerror")), []);
+  });
+});

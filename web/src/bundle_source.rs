@@ -1,0 +1,202 @@
+//! Getting a model bundle's bytes into the page: fetched from a URL (with progress, and kept
+//! in the Cache API so a second visit downloads nothing) or read from files the user picked.
+//! Every file is checked against `manifest.json` (size and SHA-256) before anything loads it;
+//! only checked files are cached, keyed by their digest, so a changed bundle is fetched anew.
+
+use js_sys::{Reflect, Uint8Array};
+use lavender_core::vlm::mllama::bundle::{BundleError, BundleFiles, MANIFEST_FILE, Manifest};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::js::{self, describe};
+
+const CACHE_NAME: &str = "lavender-bundles-v1";
+
+/// Download progress over the whole bundle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    /// Files served from the cache.
+    pub cached: usize,
+    pub file: String,
+}
+
+/// A verified bundle and how it was obtained.
+pub struct Fetched {
+    pub files: BundleFiles,
+    pub manifest: Manifest,
+    pub cached: usize,
+}
+
+/// Fetches the bundle at `base` (a folder URL), every file checked against the manifest.
+pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<Fetched, String> {
+    let base = if base.ends_with('/') {
+        base.to_string()
+    } else {
+        format!("{base}/")
+    };
+    let mut files = BundleFiles::new(&base);
+    let manifest_url = js::resolve_url(MANIFEST_FILE, &base)?;
+    // The manifest is always fetched fresh: it is what says whether cached files are current.
+    let manifest_bytes = fetch_bytes(&manifest_url, &mut |_| {}).await?;
+    files.insert(MANIFEST_FILE, manifest_bytes);
+    let manifest = files.manifest().map_err(|error| error.to_string())?;
+    let cache = open_cache().await;
+    let mut progress = Progress {
+        total: manifest.files.values().map(|entry| entry.size).sum(),
+        ..Progress::default()
+    };
+    let mut fresh = Vec::new();
+    for (name, entry) in &manifest.files {
+        let url = js::resolve_url(name, &base)?;
+        let key = cache_key(&url, &entry.sha256);
+        progress.file = name.clone();
+        on_progress(progress.clone());
+        let cached = match &cache {
+            Some(cache) => cache_get(cache, &key).await,
+            None => None,
+        };
+        let bytes = match cached {
+            Some(bytes) => {
+                progress.cached += 1;
+                progress.done += entry.size;
+                bytes
+            }
+            None => {
+                let before = progress.done;
+                let bytes = fetch_bytes(&url, &mut |received| {
+                    progress.done = before + received;
+                    on_progress(progress.clone());
+                })
+                .await?;
+                fresh.push(key);
+                bytes
+            }
+        };
+        files.insert(name.clone(), bytes);
+    }
+    progress.done = progress.total;
+    on_progress(progress.clone());
+    if let Err(error) = files.verify() {
+        // A damaged file that came from the cache must not be served again.
+        if let (Some(cache), BundleError::Digest { .. } | BundleError::Size { .. }) =
+            (&cache, &error)
+        {
+            for (name, entry) in &manifest.files {
+                if let Ok(url) = js::resolve_url(name, &base) {
+                    let _ = JsFuture::from(cache.delete_with_str(&cache_key(&url, &entry.sha256)))
+                        .await;
+                }
+            }
+        }
+        return Err(error.to_string());
+    }
+    if let Some(cache) = &cache {
+        for (name, entry) in &manifest.files {
+            let Ok(url) = js::resolve_url(name, &base) else {
+                continue;
+            };
+            let key = cache_key(&url, &entry.sha256);
+            if fresh.contains(&key)
+                && let Some(bytes) = files.get(name)
+            {
+                cache_put(cache, &key, bytes).await;
+            }
+        }
+    }
+    Ok(Fetched {
+        files,
+        manifest,
+        cached: progress.cached,
+    })
+}
+
+/// A bundle from files the user picked (all of a bundle folder's files, by name).
+pub async fn bundle_from_files(picked: Vec<web_sys::File>) -> Result<Fetched, String> {
+    let mut files = BundleFiles::new("local files/");
+    for file in &picked {
+        files.insert(file.name(), js::file_bytes(file).await?);
+    }
+    if files.get(MANIFEST_FILE).is_none() {
+        return Err(format!(
+            "no {MANIFEST_FILE} among the {} picked files: pick every file of a bundle folder \
+             (made by `lavender export-web`)",
+            picked.len()
+        ));
+    }
+    let manifest = files.verify().map_err(|error| error.to_string())?;
+    Ok(Fetched {
+        files,
+        manifest,
+        cached: 0,
+    })
+}
+
+/// Fetches `url` into memory, reporting the bytes received so far as they come.
+pub async fn fetch_bytes(url: &str, on_received: &mut dyn FnMut(u64)) -> Result<Vec<u8>, String> {
+    let init = web_sys::RequestInit::new();
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let response = JsFuture::from(js::window().fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(|error| format!("cannot fetch {url}: {}", describe(&error)))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(format!(
+            "cannot fetch {url}: HTTP {} {}",
+            response.status(),
+            response.status_text()
+        ));
+    }
+    let Some(body) = response.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|error| format!("download of {url} failed: {}", describe(&error)))?;
+        let done = Reflect::get(&chunk, &JsValue::from_str("done"))
+            .ok()
+            .and_then(|done| done.as_bool())
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        if let Ok(value) = Reflect::get(&chunk, &JsValue::from_str("value")) {
+            bytes.extend(value.unchecked_into::<Uint8Array>().to_vec());
+        }
+        on_received(bytes.len() as u64);
+    }
+    Ok(bytes)
+}
+
+fn cache_key(url: &str, sha256: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}lavender-sha256={sha256}")
+}
+
+/// The page's bundle cache; `None` where the Cache API is unavailable (then nothing is cached).
+async fn open_cache() -> Option<web_sys::Cache> {
+    let storage = js::window().caches().ok()?;
+    JsFuture::from(storage.open(CACHE_NAME))
+        .await
+        .ok()
+        .map(JsCast::unchecked_into)
+}
+
+async fn cache_get(cache: &web_sys::Cache, key: &str) -> Option<Vec<u8>> {
+    let found = JsFuture::from(cache.match_with_str(key)).await.ok()?;
+    let response: web_sys::Response = found.dyn_into().ok()?;
+    let buffer = JsFuture::from(response.array_buffer().ok()?).await.ok()?;
+    Some(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Best effort: a full or refused cache only means the next visit downloads again.
+async fn cache_put(cache: &web_sys::Cache, key: &str, bytes: &[u8]) {
+    let mut copy = bytes.to_vec();
+    if let Ok(response) = web_sys::Response::new_with_opt_u8_array(Some(&mut copy)) {
+        let _ = JsFuture::from(cache.put_with_str(key, &response)).await;
+    }
+}
