@@ -9,6 +9,73 @@ use std::{
 
 use anyhow::Context;
 
+/// Writes the folder `out` with `files` (name, bytes) atomically: every file is written and
+/// synced into a temporary folder beside `out`, which is then renamed into place, so an
+/// interrupted write never leaves a half-written folder under the real name. An existing `out`
+/// is replaced only once the new one is complete (moved aside first, so a failed rename leaves
+/// it recoverable). Temporary folders an earlier, killed write left are removed.
+pub fn write_folder_atomically<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> anyhow::Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} has no folder name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let partial_prefix = format!(".{name}.partial-");
+    if let Ok(entries) = fs::read_dir(&parent) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&partial_prefix)
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let temporary = parent.join(format!("{partial_prefix}{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        fs::create_dir(&temporary)
+            .with_context(|| format!("cannot create {}", temporary.display()))?;
+        for (file, bytes) in files {
+            let path = temporary.join(file);
+            let mut handle = fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            handle
+                .write_all(bytes)
+                .and_then(|()| handle.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let rename = || {
+            fs::rename(&temporary, out).with_context(|| {
+                format!("cannot rename {} to {}", temporary.display(), out.display())
+            })
+        };
+        if out.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            fs::rename(out, &old)
+                .with_context(|| format!("cannot move the old {} aside", out.display()))?;
+            rename()?;
+            fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove the old {}", old.display()))?;
+        } else {
+            rename()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temporary);
+    }
+    result
+}
+
 /// Writes `bytes` to `path` atomically (same-folder temporary file, then rename).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let temporary = temporary_path(path);

@@ -20,7 +20,7 @@ use lavender_core::{
     weights::FileSource,
 };
 
-use crate::device::DeviceSpec;
+use crate::{device::DeviceSpec, output::write_folder_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantArg {
@@ -147,56 +147,11 @@ fn is_empty_dir(path: &Path) -> anyhow::Result<bool> {
         .is_none())
 }
 
-/// Writes every file into a temporary folder beside `out`, then renames it into place, so an
-/// interrupted export never leaves a half-written bundle under the real name. An existing
-/// `out` (empty, or any with `overwrite`) is replaced only once the new one is complete.
+/// The bundle folder, written atomically ([`write_folder_atomically`]): an existing `out`
+/// (empty, or any with `overwrite`) is replaced only once the new one is complete.
 fn write_bundle(files: &BundleFiles, out: &Path, overwrite: bool) -> anyhow::Result<()> {
     check_out(out, overwrite)?;
-    let name = out
-        .file_name()
-        .with_context(|| format!("{} has no folder name", out.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let temporary = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&temporary);
-    let result = (|| -> anyhow::Result<()> {
-        fs::create_dir(&temporary)
-            .with_context(|| format!("cannot create {}", temporary.display()))?;
-        for (file, bytes) in files.iter() {
-            let path = temporary.join(file);
-            let mut handle = fs::File::create(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            handle
-                .write_all(bytes)
-                .and_then(|()| handle.sync_all())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        if out.exists() {
-            // Moved aside rather than deleted first: a failed rename leaves it recoverable.
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            fs::rename(out, &old)
-                .with_context(|| format!("cannot move the old {} aside", out.display()))?;
-            fs::rename(&temporary, out).with_context(|| {
-                format!("cannot rename {} to {}", temporary.display(), out.display())
-            })?;
-            fs::remove_dir_all(&old)
-                .with_context(|| format!("cannot remove the old bundle {}", old.display()))?;
-        } else {
-            fs::rename(&temporary, out).with_context(|| {
-                format!("cannot rename {} to {}", temporary.display(), out.display())
-            })?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&temporary);
-    }
-    result
+    write_folder_atomically(out, files.iter())
 }
 
 /// Reads the bundle folder `dir` (the files its manifest lists), checks every file's size and

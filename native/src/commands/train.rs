@@ -8,7 +8,6 @@
 //! stopped (data order, optimiser state, learning rate).
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -43,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     commands::GridArg,
     device::DeviceSpec,
-    output::write_atomically,
+    output::{write_atomically, write_folder_atomically},
     train::{
         checkpoint::{self, Checkpoints, TrainState},
         guard::check_finite,
@@ -795,33 +794,16 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
             &config.lora,
             Some(&config.vlm.display().to_string()),
         )?;
-        let target = run_dir.path().join("adapter");
-        remove_stale_partials(run_dir.path(), ".adapter.partial-");
-        let temporary = run_dir
-            .path()
-            .join(format!(".adapter.partial-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&temporary);
-        fs::create_dir_all(&temporary)
-            .with_context(|| format!("cannot create {}", temporary.display()))?;
-        write_atomically(
-            &temporary.join("adapter_config.json"),
-            peft.adapter_config_json.as_bytes(),
+        write_folder_atomically(
+            &run_dir.path().join("adapter"),
+            [
+                ("adapter_config.json", peft.adapter_config_json.as_bytes()),
+                (
+                    "adapter_model.safetensors",
+                    &peft.adapter_model_safetensors[..],
+                ),
+            ],
         )?;
-        write_atomically(
-            &temporary.join("adapter_model.safetensors"),
-            &peft.adapter_model_safetensors,
-        )?;
-        if target.exists() {
-            fs::remove_dir_all(&target)
-                .with_context(|| format!("cannot replace {}", target.display()))?;
-        }
-        fs::rename(&temporary, &target).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                temporary.display(),
-                target.display()
-            )
-        })?;
     }
     let aligner = trainable
         .aligner
@@ -836,15 +818,4 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
         );
     }
     Ok(())
-}
-
-/// Temporary folders an export killed part-way left behind.
-fn remove_stale_partials(dir: &Path, prefix: &str) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.filter_map(Result::ok) {
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
 }
