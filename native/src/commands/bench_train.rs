@@ -13,7 +13,7 @@ use burn::{
     module::Module,
     optim::{AdamWConfig, GradientsParams},
     tensor::{
-        Device, Distribution, FloatDType, Int, Tensor, TensorData,
+        Device, Distribution, Int, Tensor, TensorData,
         quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype},
     },
 };
@@ -141,11 +141,7 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.lora_r > 0, "--lora-r must be positive");
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
-    let dtype = match args.precision {
-        Precision::F32 => FloatDType::F32,
-        Precision::Bf16 => FloatDType::BF16,
-        Precision::F16 => FloatDType::F16,
-    };
+    let dtype = args.precision.float_dtype();
     let device = spec.open_with_float(dtype)?;
     let device = device.autodiff();
 

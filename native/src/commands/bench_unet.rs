@@ -35,6 +35,16 @@ pub enum Precision {
     F16,
 }
 
+impl Precision {
+    pub fn float_dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::Bf16 => FloatDType::BF16,
+            Self::F16 => FloatDType::F16,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   lavender bench-unet --device cuda --batch 1,8 --precision bf16
@@ -78,11 +88,7 @@ pub fn run(args: BenchUnetArgs) -> anyhow::Result<()> {
         None => serde_json::from_str(SD_V1_4_UNET).context("the built-in SD v1.4 config")?,
     };
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
-    let dtype = match args.precision {
-        Precision::F32 => FloatDType::F32,
-        Precision::Bf16 => FloatDType::BF16,
-        Precision::F16 => FloatDType::F16,
-    };
+    let dtype = args.precision.float_dtype();
     let device = spec.open_with_float(dtype)?;
     let started = Instant::now();
     let unet = UNet2DConditionModel::from_weights(&config, &Weights::random(0.02), &device)?;
