@@ -347,7 +347,15 @@ mod tests {
     fn fixture_pass(device: &Device) -> (Mllama, Vec<i64>, Tensor<3>, TextToImageAttention) {
         let dir = mllama_tiny_dir();
         let student = Mllama::load(&dir, Some(&dir.join("adapter")), device).unwrap();
-        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let (labels, logits, attention) = fixture_forward(&student);
+        (student, labels, logits, attention)
+    }
+
+    /// The fixture image, question and answer through `student`: labels, logits, attention.
+    fn fixture_forward(student: &Mllama) -> (Vec<i64>, Tensor<3>, TextToImageAttention) {
+        let image = image::open(mllama_tiny_dir().join("image.png"))
+            .unwrap()
+            .to_rgb8();
         let messages = [
             Message::user_with_image("What is in the picture?"),
             Message::text(
@@ -357,7 +365,7 @@ mod tests {
         ];
         let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
         let (logits, attention) = student.forward_with_attention(&prepared);
-        (student, labels, logits, attention)
+        (labels, logits, attention)
     }
 
     fn scalar(name: &str, device: &Device) -> Tensor<1> {
@@ -472,16 +480,7 @@ mod tests {
                 load_peft_factors(model, &dir.join("adapter"))
             })
             .unwrap();
-        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
-        let messages = [
-            Message::user_with_image("What is in the picture?"),
-            Message::text(
-                "assistant",
-                "A brown dog rides a red skateboard near the water.",
-            ),
-        ];
-        let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
-        let (logits, attention) = student.forward_with_attention(&prepared);
+        let (labels, logits, attention) = fixture_forward(&student);
         let aligner = fixture_aligner(&device);
         let loss = lavender_loss(
             logits,
