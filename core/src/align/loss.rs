@@ -221,6 +221,17 @@ fn check_rows(token_maps: &Tensor<3>, seq: usize) -> Result<(), LossError> {
     Ok(())
 }
 
+/// The row of the teacher's map for the student's `word`: the teacher word equal to it, or
+/// `None` when there is none or when `word` is empty or punctuation (the reference never
+/// matches those). The one matching rule of `L_att` and of the explorer's teacher-student
+/// comparison (`vlm::mllama::bundle_examples::teacher_word_row`), so the two cannot drift.
+pub fn teacher_row(teacher_words: &[String], word: &str) -> Option<usize> {
+    if word.is_empty() || PUNCTUATION.contains(&word) {
+        return None;
+    }
+    teacher_words.iter().position(|t| t == word)
+}
+
 /// `L_att` `[1]` and the words it used: the mean over words in both `student` and `teacher`
 /// (not empty, not punctuation, student map mean not 0) of the per-pixel squared error.
 /// Teacher maps are `[words, s, s]` in `[0, 1]`, the student's the same size.
@@ -254,10 +265,10 @@ pub fn alignment_loss(
     let mut teacher_rows = Vec::new();
     let mut matched = Vec::new();
     for (row, word) in student.words.iter().enumerate() {
-        if word.is_empty() || PUNCTUATION.contains(&word.as_str()) || means[row] == 0.0 {
+        if means[row] == 0.0 {
             continue;
         }
-        if let Some(teacher_row) = teacher.words.iter().position(|t| t == word) {
+        if let Some(teacher_row) = teacher_row(&teacher.words, word) {
             student_rows.push(row as i64);
             teacher_rows.push(teacher_row as i64);
             matched.push(word.clone());

@@ -32,9 +32,7 @@ pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
         }
     }
     for (word, members) in spans {
-        let word: String = word
-            .trim_matches(|c: char| !c.is_alphanumeric())
-            .to_lowercase();
+        let word = normalise_word(&word);
         if word.is_empty() {
             continue;
         }
@@ -47,6 +45,13 @@ pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
         }
     }
     groups
+}
+
+/// A word as the student's answer words are keyed: lower-cased, with the punctuation (and
+/// whitespace) around it removed (`"Dog."` -> `"dog"`); empty when nothing alphanumeric is left.
+pub fn normalise_word(text: &str) -> String {
+    text.trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
 }
 
 #[cfg(test)]

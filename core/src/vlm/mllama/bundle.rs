@@ -5,8 +5,9 @@
 //! tensors), the model folder's `config.json`, `tokenizer.json`, chat template and processor
 //! files as they were, and `manifest.json`: format and version, each file's size and SHA-256,
 //! the quantization, and the image grid and cross-attention layout the explorer needs before
-//! it runs the model. Everything here works on bytes in memory; reading and writing folders
-//! is the caller's (the CLI's; the browser fetches).
+//! it runs the model. A bundle may also carry example images with the Stable Diffusion
+//! teacher's word maps ([`super::bundle_examples`]). Everything here works on bytes in memory;
+//! reading and writing folders is the caller's (the CLI's; the browser fetches).
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +22,12 @@ use burn::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{config::MllamaConfig, model::MllamaModel, student::Mllama};
+pub use super::bundle_examples::{
+    BundleExample, ExampleInput, map_mse, teacher_word_row,
+};
+use super::{
+    bundle_examples::example_files, config::MllamaConfig, model::MllamaModel, student::Mllama,
+};
 use crate::{
     adapters::quant::{QuantReport, quantize_q8},
     weights::{FileSource, LoadError, Weights},
@@ -66,6 +72,9 @@ pub enum BundleError {
     },
     #[error("{path}: {reason}")]
     Weights { path: PathBuf, reason: String },
+    /// An example's maps file that does not fit its manifest entry.
+    #[error("{path}: {reason}")]
+    Example { path: PathBuf, reason: String },
     #[error("cannot export the bundle: {0}")]
     Export(String),
     #[error(transparent)]
@@ -86,6 +95,10 @@ pub struct Manifest {
     pub quantization: QuantReport,
     pub grid: GridInfo,
     pub cross_attention: CrossAttentionInfo,
+    /// Example images with the teacher's word maps; their files are in `files` too. Absent
+    /// from the manifests of bundles without examples (and of bundles written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<BundleExample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +265,20 @@ pub fn export_bundle(
     quant: BundleQuant,
     map_size: usize,
 ) -> Result<(BundleFiles, Manifest), BundleError> {
+    export_bundle_with_examples(student, source, quant, map_size, &[])
+}
+
+/// [`export_bundle`] with `examples`: each one's image (as PNG) and teacher maps become bundle
+/// files, listed in the manifest's `files` and described in its `examples`. The examples are
+/// checked before the weights are touched, so a bad one fails the export early.
+pub fn export_bundle_with_examples(
+    student: Mllama,
+    source: &FileSource<'_>,
+    quant: BundleQuant,
+    map_size: usize,
+    examples: &[ExampleInput],
+) -> Result<(BundleFiles, Manifest), BundleError> {
+    let (examples, example_files) = example_files(examples)?;
     if student.model.lora_settings().is_some() {
         return Err(BundleError::Export(
             "the model carries LoRA factors; merge them first (merge_lora)".into(),
@@ -288,6 +315,14 @@ pub fn export_bundle(
             }));
         }
     }
+    for (name, bytes) in example_files {
+        if files.get(&name).is_some() || name == MANIFEST_FILE {
+            return Err(BundleError::Export(format!(
+                "example file {name} would replace a model file"
+            )));
+        }
+        files.insert(name, bytes);
+    }
     let text = &config.text_config;
     let manifest = Manifest {
         format: BUNDLE_FORMAT.into(),
@@ -311,6 +346,7 @@ pub fn export_bundle(
             kv_heads: text.num_key_value_heads,
             head_dim: text.head_dim(),
         },
+        examples,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     files.insert(MANIFEST_FILE, json);
@@ -406,6 +442,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        data::TeacherMaps,
         testing::{device, mllama_golden_ids, mllama_tiny_dir, relative_error},
         vlm::mllama::{
             model::tests::{full_pass_logits, inputs},
@@ -528,6 +565,77 @@ mod tests {
 
         let error = BundleFiles::new("empty").verify().unwrap_err().to_string();
         assert!(error.contains("empty/manifest.json: missing"), "{error}");
+    }
+
+    /// Examples become listed, checked files; the model still loads from such a bundle.
+    #[test]
+    fn examples_are_listed_checked_files() {
+        let dir = mllama_tiny_dir();
+        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let maps = TeacherMaps {
+            words: vec!["red".into(), "dog".into()],
+            side: 2,
+            maps: vec![0.0, 0.25, 0.5, 1.0, 1.0, 0.5, 0.25, 0.0],
+        };
+        let example = ExampleInput {
+            id: "fixture".into(),
+            image: image.clone(),
+            caption: "a red dog".into(),
+            maps: maps.clone(),
+        };
+        let (files, manifest) = export_bundle_with_examples(
+            merged(),
+            &FileSource::Folder(&dir),
+            BundleQuant::None,
+            32,
+            &[example],
+        )
+        .unwrap();
+        assert_eq!(files.verify().unwrap(), manifest);
+        let [entry] = manifest.examples.as_slice() else {
+            panic!("{:?}", manifest.examples)
+        };
+        assert_eq!(entry.caption, "a red dog");
+        assert_eq!((entry.words.clone(), entry.side), (maps.words.clone(), 2));
+        for name in [&entry.image, &entry.maps] {
+            assert!(manifest.files.contains_key(name), "{name} is not listed");
+        }
+        assert_eq!(files.example_maps(entry).unwrap(), maps);
+        let png = image::load_from_memory(files.get(&entry.image).unwrap()).unwrap();
+        assert_eq!(png.to_rgb8(), image);
+
+        let mut damaged = files.clone();
+        let mut bytes = damaged.get(&entry.maps).unwrap().to_vec();
+        *bytes.last_mut().unwrap() ^= 1;
+        damaged.insert(entry.maps.clone(), bytes);
+        let error = damaged.verify().unwrap_err().to_string();
+        assert!(error.contains("maps.safetensors is damaged"), "{error}");
+        Mllama::from_bundle(files, &device()).unwrap();
+    }
+
+    /// Bundles written before examples existed have no `examples` key and still load; a bundle
+    /// without examples writes none.
+    #[test]
+    fn a_manifest_without_examples_parses() {
+        let (files, manifest) = export(BundleQuant::None);
+        assert!(manifest.examples.is_empty());
+        let json: serde_json::Value =
+            serde_json::from_slice(files.get(MANIFEST_FILE).unwrap()).unwrap();
+        assert!(json.get("examples").is_none(), "{json}");
+        let old = serde_json::json!({
+            "format": BUNDLE_FORMAT,
+            "version": 1,
+            "model_type": "mllama",
+            "files": { "model.bpk": { "size": 3, "sha256": "ab" } },
+            "quantization": json["quantization"],
+            "grid": json["grid"],
+            "cross_attention": json["cross_attention"],
+        });
+        let mut old_files = BundleFiles::new("old");
+        old_files.insert(MANIFEST_FILE, serde_json::to_vec(&old).unwrap());
+        let parsed = old_files.manifest().unwrap();
+        assert!(parsed.examples.is_empty());
+        assert_eq!(parsed.files["model.bpk"].size, 3);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the browser explorer shows: every word of the prompt and of a generated answer, and
 //! each word's map on the image grid for a chosen cross-attention layer and head (or their
-//! mean). As in training (`align::loss`, decision D6), a token's map is read at the position
+//! mean, or their maximum). As in training (`align::loss`, decision D6), a token's map is read at the position
 //! that predicts it (the one before it); a word's map is the mean of its tokens' maps,
 //! min-max normalised. Unlike [`Mllama::answer_word_maps`], repeated words stay separate: each
 //! occurrence is its own button.
@@ -29,11 +29,15 @@ pub struct SequenceWord {
     pub positions: Vec<usize>,
 }
 
-/// A layer or head choice: the mean over all of them, or one by its index in the list.
+/// A layer or head choice: the mean over all of them, their element-wise maximum, or one by
+/// its index in the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pick {
     #[default]
     Mean,
+    /// The largest probability any of them gives each (token, image token) pair: shows where
+    /// some head or layer looks, which the mean dilutes when the others look elsewhere.
+    Max,
     One(usize),
 }
 
@@ -143,6 +147,7 @@ impl Mllama {
             let [heads, seq, keys] = probs.dims();
             match head {
                 Pick::Mean => probs.clone().mean_dim(0).reshape([seq, keys]),
+                Pick::Max => probs.clone().max_dim(0).reshape([seq, keys]),
                 Pick::One(h) => probs
                     .clone()
                     .narrow(0, h.min(heads - 1), 1)
@@ -161,6 +166,12 @@ impl Mllama {
                     .expect("Mllama has cross-attention layers")
                     .div_scalar(count)
             }
+            Pick::Max => attention
+                .layers
+                .iter()
+                .map(|(_, probs)| pick_head(probs))
+                .reduce(Tensor::max_pair)
+                .expect("Mllama has cross-attention layers"),
         };
         let grid = attention_to_grid(per_token, &self.geometry(prepared), size);
         if words.is_empty() {
@@ -267,9 +278,9 @@ mod tests {
         assert_eq!(words[4].positions, vec![16, 17]);
     }
 
-    /// The fixture prompt and its greedy answer give word buttons with maps in [0, 1].
-    #[test]
-    fn words_and_maps_of_a_generated_answer() {
+    /// The fixture model, its prompt and greedy answer: the prepared prompt, the question and
+    /// the answer tokens (stop tokens left out).
+    fn fixture_answer() -> (Mllama, Prepared, &'static str, Vec<u32>) {
         let dir = mllama_tiny_dir();
         let student = Mllama::load(&dir, None, &device()).unwrap();
         let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
@@ -284,6 +295,13 @@ mod tests {
             .into_iter()
             .filter(|t| !stops.contains(t))
             .collect();
+        (student, prepared, question, answer)
+    }
+
+    /// The fixture prompt and its greedy answer give word buttons with maps in [0, 1].
+    #[test]
+    fn words_and_maps_of_a_generated_answer() {
+        let (student, prepared, question, answer) = fixture_answer();
         let words = student.sequence_words(&prepared, question, &answer);
         let prompt_words: Vec<&str> = words
             .iter()
@@ -294,11 +312,88 @@ mod tests {
         let attention = student.sequence_attention(&prepared, &answer);
         assert_eq!(attention.seq_len, prepared.inputs.len() + answer.len());
         assert_eq!(attention.heads(), 4);
-        for (layer, head) in [(Pick::Mean, Pick::Mean), (Pick::One(1), Pick::One(3))] {
+        for (layer, head) in [
+            (Pick::Mean, Pick::Mean),
+            (Pick::One(1), Pick::One(3)),
+            (Pick::Max, Pick::Max),
+        ] {
             let maps = student.sequence_word_maps(&prepared, &attention, &words, layer, head, 8);
             assert_eq!(maps.dims(), [words.len(), 8, 8]);
             let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
             assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
         }
+    }
+
+    /// `Pick::Max` is the element-wise maximum of the captured probabilities: its maps equal
+    /// those of a one-layer, one-head attention holding that maximum, computed here by hand.
+    #[test]
+    fn max_picks_the_largest_probability_over_heads_and_layers() {
+        let (student, prepared, question, answer) = fixture_answer();
+        let words = student.sequence_words(&prepared, question, &answer);
+        let attention = student.sequence_attention(&prepared, &answer);
+        let [heads, seq, keys] = attention.layers[0].1.dims();
+        let values: Vec<Vec<f32>> = attention
+            .layers
+            .iter()
+            .map(|(_, probs)| probs.clone().into_data().try_to_vec().unwrap())
+            .collect();
+        let plane = seq * keys;
+        let max_over_heads = |layer: &[f32]| -> Vec<f32> {
+            (0..plane)
+                .map(|i| {
+                    (0..heads)
+                        .map(|h| layer[h * plane + i])
+                        .fold(f32::MIN, f32::max)
+                })
+                .collect()
+        };
+        let head_of = |layer: &[f32], h: usize| layer[h * plane..(h + 1) * plane].to_vec();
+        let max_over_layers = |per_layer: Vec<Vec<f32>>| -> Vec<f32> {
+            (0..plane)
+                .map(|i| per_layer.iter().map(|l| l[i]).fold(f32::MIN, f32::max))
+                .collect()
+        };
+        let maps = |layer: Pick, head: Pick, attention: &SequenceAttention| -> Vec<f32> {
+            student
+                .sequence_word_maps(&prepared, attention, &words, layer, head, 8)
+                .into_data()
+                .try_to_vec()
+                .unwrap()
+        };
+        let single = |probs: Vec<f32>| SequenceAttention {
+            layers: vec![(
+                attention.layers[0].0,
+                Tensor::from_data(TensorData::new(probs, [1, seq, keys]), student.device()),
+            )],
+            seq_len: seq,
+        };
+        let cases = [
+            (
+                Pick::Max,
+                Pick::Max,
+                max_over_layers(values.iter().map(|l| max_over_heads(l)).collect()),
+            ),
+            (Pick::One(1), Pick::Max, max_over_heads(&values[1])),
+            (
+                Pick::Max,
+                Pick::One(2),
+                max_over_layers(values.iter().map(|l| head_of(l, 2)).collect()),
+            ),
+        ];
+        for (layer, head, expected) in cases {
+            let actual = maps(layer, head, &attention);
+            let expected = maps(Pick::One(0), Pick::One(0), &single(expected));
+            assert_eq!(actual.len(), words.len() * 64);
+            let error = actual
+                .iter()
+                .zip(&expected)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(error < 1e-6, "{layer:?} {head:?}: maps differ by {error}");
+        }
+        // The maximum is not the mean: the choice matters.
+        assert_ne!(
+            maps(Pick::Max, Pick::Max, &attention),
+            maps(Pick::Mean, Pick::Mean, &attention)
+        );
     }
 }
