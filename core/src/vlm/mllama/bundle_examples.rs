@@ -53,11 +53,14 @@ pub struct ExampleInput {
     pub maps: TeacherMaps,
 }
 
-/// The manifest entries of `examples` and their files (name, bytes), in order. Refuses
-/// duplicate ids, empty images and maps whose size or values do not fit their words and side.
-pub fn example_files(
+/// Bundle files as (name, bytes), in order.
+type NamedFiles = Vec<(String, Vec<u8>)>;
+
+/// The manifest entries of `examples` and their files, in order. Refuses duplicate ids, empty
+/// images and maps whose size or values do not fit their words and side.
+pub(super) fn example_files(
     examples: &[ExampleInput],
-) -> Result<(Vec<BundleExample>, Vec<(String, Vec<u8>)>), BundleError> {
+) -> Result<(Vec<BundleExample>, NamedFiles), BundleError> {
     let mut entries = Vec::with_capacity(examples.len());
     let mut files = Vec::with_capacity(2 * examples.len());
     let mut ids = HashSet::new();
@@ -347,7 +350,7 @@ mod tests {
         }
     }
 
-    fn bundle(files: Vec<(String, Vec<u8>)>) -> BundleFiles {
+    fn bundle(files: NamedFiles) -> BundleFiles {
         let mut bundle = BundleFiles::new("bundle");
         for (name, bytes) in files {
             bundle.insert(name, bytes);
@@ -357,7 +360,10 @@ mod tests {
 
     #[test]
     fn example_files_round_trip_and_keep_the_image() {
-        let examples = [input("a/1.jpg", &["red", "ball"], 3), input("a_1.jpg", &["sky"], 2)];
+        let examples = [
+            input("a/1.jpg", &["red", "ball"], 3),
+            input("a_1.jpg", &["sky"], 2),
+        ];
         let (entries, files) = example_files(&examples).unwrap();
         assert_eq!(entries[0].image, "example-a_1.jpg.png");
         assert_eq!(entries[0].maps, "example-a_1.jpg.maps.safetensors");
@@ -376,8 +382,7 @@ mod tests {
         let mut example = input("big", &["sky"], 2);
         example.image = RgbImage::new(1024, 300);
         let (entries, files) = example_files(&[example]).unwrap();
-        let png = image::load_from_memory(&bundle(files).get(&entries[0].image).unwrap().to_vec())
-            .unwrap();
+        let png = image::load_from_memory(bundle(files).get(&entries[0].image).unwrap()).unwrap();
         assert_eq!((png.width(), png.height()), (512, 150));
     }
 
@@ -386,7 +391,10 @@ mod tests {
         let mut short = input("short", &["sky"], 2);
         short.maps.maps.pop();
         let error = example_files(&[short]).unwrap_err().to_string();
-        assert!(error.contains("`short`") && error.contains("expected 4"), "{error}");
+        assert!(
+            error.contains("`short`") && error.contains("expected 4"),
+            "{error}"
+        );
         let error = example_files(&[input("x", &["a"], 1), input("x", &["b"], 1)])
             .unwrap_err()
             .to_string();
@@ -407,6 +415,9 @@ mod tests {
         );
         entries[0].maps = "nothing.safetensors".into();
         let error = files.example_maps(&entries[0]).unwrap_err().to_string();
-        assert!(error.contains("bundle/nothing.safetensors: missing"), "{error}");
+        assert!(
+            error.contains("bundle/nothing.safetensors: missing"),
+            "{error}"
+        );
     }
 }
