@@ -1,13 +1,22 @@
 //! End-to-end checks of `lavender export-web` and of `generate` / `attend --bundle` on the tiny
 //! Mllama fixture with its adapter: an f32 bundle answers exactly as `--vlm --adapter`, a Q8
-//! bundle closely, and a damaged or incomplete bundle is refused naming the file.
+//! bundle closely, and a damaged or incomplete bundle is refused naming the file. Bundles with
+//! example images carry the teacher's maps exactly as `lavender extract` stored them.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::{fs, path::Path, process::Output};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Output,
+};
 
 use common::{f32s, failure, lavender, success, temp_dir};
+use lavender_core::{
+    data::TeacherMapsIndex,
+    vlm::mllama::bundle::{BundleFiles, MANIFEST_FILE, sha256_hex},
+};
 use safetensors::SafeTensors;
 
 fn fixture() -> String {
@@ -262,4 +271,174 @@ fn export_overwriting(out: &Path) {
         out.to_str().unwrap(),
         "--overwrite",
     ]));
+}
+
+/// The bundled demo images and captions (`{"id", "image", "text"}` per line).
+fn demo_captions() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../native/demo/captions.jsonl")
+}
+
+/// `lavender extract` of the demo captions' odd samples (`--shard 1/2`: square-grass, sun-sea,
+/// dog-ball) with the tiny Stable Diffusion at 32 x 32 on the CPU, into `out`.
+fn extract_odd_demo_samples(out: &Path) {
+    success(&lavender(&[
+        "extract",
+        "--sd",
+        common::fixture_dir("sd-tiny").to_str().unwrap(),
+        "--data",
+        &format!("jsonl:{}", demo_captions().display()),
+        "--out",
+        out.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--shard",
+        "1/2",
+    ]));
+}
+
+/// The files of the bundle folder `dir` that its manifest lists, and the manifest.
+fn read_bundle(dir: &Path) -> BundleFiles {
+    let mut files = BundleFiles::new(dir);
+    files.insert(MANIFEST_FILE, fs::read(dir.join(MANIFEST_FILE)).unwrap());
+    for name in files.manifest().unwrap().files.keys() {
+        files.insert(name.clone(), fs::read(dir.join(name)).unwrap());
+    }
+    files
+}
+
+/// `--teacher-maps` / `--examples`: the first samples with maps (circle-sky has none: it is not
+/// in the odd shard) become examples whose files are listed with their SHA-256, whose maps are
+/// what the teacher store holds for the id, and the bundle still loads for `generate`.
+#[test]
+fn bundles_ship_examples_with_the_teachers_maps() {
+    let dir = temp_dir("export-web-examples");
+    let maps = dir.join("maps");
+    extract_odd_demo_samples(&maps);
+    let bundle = dir.join("bundle");
+    let examples = format!("jsonl:{}", demo_captions().display());
+    let report = success(&lavender(&[
+        "export-web",
+        "--vlm",
+        &fixture(),
+        "--adapter",
+        &adapter(),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--teacher-maps",
+        maps.to_str().unwrap(),
+        "--examples",
+        &examples,
+        "--example-limit",
+        "2",
+    ]));
+    assert!(
+        report.contains("example square-grass: 7 teacher words, 32x32 maps"),
+        "{report}"
+    );
+
+    let files = read_bundle(&bundle);
+    let manifest = files.manifest().unwrap();
+    let ids: Vec<&str> = manifest.examples.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["square-grass", "sun-sea"]);
+    let index = TeacherMapsIndex::open(&maps).unwrap();
+    let demo = demo_captions().parent().unwrap().to_path_buf();
+    for example in &manifest.examples {
+        for name in [&example.image, &example.maps] {
+            let entry = &manifest.files[name];
+            let bytes = fs::read(bundle.join(name)).unwrap();
+            assert_eq!(
+                (bytes.len() as u64, sha256_hex(&bytes)),
+                (entry.size, entry.sha256.clone())
+            );
+        }
+        let teacher = index.get(&example.id).unwrap().unwrap();
+        let shipped = files.example_maps(example).unwrap();
+        assert_eq!(shipped.maps.len(), teacher.words.len() * 32 * 32);
+        assert_eq!(shipped, teacher);
+        let png = image::open(bundle.join(&example.image)).unwrap().to_rgb8();
+        let original = image::open(demo.join(format!("{}.png", example.id)))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(
+            png, original,
+            "{} (small images are kept as they are)",
+            example.id
+        );
+    }
+    assert_eq!(manifest.examples[1].caption, "the sun above the sea");
+    assert_eq!(files.verify().unwrap(), manifest);
+
+    let dump = dir.join("dump.safetensors");
+    let answer = success(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
+    assert!(!tokens(&answer).is_empty());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--teacher-maps` and `--examples` go together; a store with none of the samples' maps and an
+/// unreadable image are refused, naming what is wrong, before the model loads.
+#[test]
+fn example_flags_go_together_and_bad_examples_are_named() {
+    let dir = temp_dir("export-web-examples-errors");
+    let out = dir.join("bundle");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export-web",
+            "--vlm",
+            "/nonexistent",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        lavender(&args)
+    };
+    let maps = dir.join("maps");
+    let examples = format!("jsonl:{}", demo_captions().display());
+    for (extra, missing) in [
+        (vec!["--teacher-maps", maps.to_str().unwrap()], "--examples"),
+        (vec!["--examples", examples.as_str()], "--teacher-maps"),
+        (vec!["--example-limit", "2"], "--examples"),
+    ] {
+        let output = export(&extra);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            error.contains("required arguments were not provided") && error.contains(missing),
+            "{extra:?}: {error}"
+        );
+    }
+
+    let empty = dir.join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let error = failure(&export(&[
+        "--teacher-maps",
+        empty.to_str().unwrap(),
+        "--examples",
+        &examples,
+    ]));
+    assert!(
+        error.contains("none of the 6 samples") && error.contains("has teacher maps"),
+        "{error}"
+    );
+
+    extract_odd_demo_samples(&maps);
+    let broken = dir.join("broken.jsonl");
+    fs::write(
+        &broken,
+        "{\"id\": \"square-grass\", \"image\": \"nowhere.png\", \"text\": \"a box\"}\n",
+    )
+    .unwrap();
+    let error = failure(&export(&[
+        "--teacher-maps",
+        maps.to_str().unwrap(),
+        "--examples",
+        &format!("jsonl:{}", broken.display()),
+    ]));
+    assert!(
+        error.contains("example `square-grass`: cannot read its image")
+            && error.contains("nowhere.png"),
+        "{error}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
 }

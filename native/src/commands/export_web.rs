@@ -1,7 +1,9 @@
 //! `lavender export-web`: the student (adapter merged, weights quantized) as a web bundle the
 //! browser explorer loads: `model.bpk`, the model's config / tokenizer / chat template /
 //! processor files, and `manifest.json` (sizes, SHA-256, quantization, image grid,
-//! cross-attention layout). Also reads bundles back for `generate --bundle` / `attend --bundle`.
+//! cross-attention layout), and optionally example images with the Stable Diffusion teacher's
+//! word maps (`--teacher-maps` / `--examples`). Also reads bundles back for
+//! `generate --bundle` / `attend --bundle`.
 
 use std::{
     fs,
@@ -13,8 +15,11 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use lavender_core::{
+    data::{DataSpec, ImageLoader, TeacherMapsIndex},
     vlm::mllama::{
-        bundle::{BundleFiles, BundleQuant, MANIFEST_FILE, export_bundle},
+        bundle::{
+            BundleFiles, BundleQuant, ExampleInput, MANIFEST_FILE, export_bundle_with_examples,
+        },
         student::Mllama,
     },
     weights::FileSource,
@@ -35,12 +40,19 @@ pub enum QuantArg {
   lavender export-web --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora \\
       --out ./web-bundle
   lavender export-web --vlm ./model --quant none --out ./bundle-f32
+  lavender extract --sd ./stable-diffusion-v1-4 --data jsonl:examples.jsonl --out ./teacher-maps
+  lavender export-web --vlm ./model --adapter ./lavender-lora --out ./web-bundle \\
+      --teacher-maps ./teacher-maps --examples jsonl:examples.jsonl --example-limit 6
   lavender generate --bundle ./web-bundle --image dog.jpg --prompt \"What is the dog doing?\"
 
 Linear weights are quantized (Q8 per block; --quant-block, else the largest of 32/16/8/4 that
 divides every weight); embeddings, norms, gates, biases and the patch convolution stay f32, and
 so does the lm_head when its width does not divide (or with --dense-lm-head); manifest.json
-lists what was kept dense. The bundle is built in memory before it is written.")]
+lists what was kept dense. The bundle is built in memory before it is written.
+
+With --teacher-maps and --examples, the first --example-limit samples of the dataset that have
+teacher maps are shipped as examples: each image (PNG, at most 512 px on its longer side) and its
+teacher word maps, so the explorer shows the teacher's map of a word beside the student's.")]
 pub struct ExportWebArgs {
     /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
     #[arg(long, value_name = "DIR")]
@@ -74,6 +86,26 @@ pub struct ExportWebArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// A `lavender extract` output (or a reference-layout root) holding the teacher's maps of
+    /// the --examples samples.
+    #[arg(long, value_name = "DIR", requires = "examples")]
+    pub teacher_maps: Option<PathBuf>,
+
+    /// The examples' images and captions, as `extract --data` takes them (jsonl:PATH, ...);
+    /// samples without teacher maps are passed over.
+    #[arg(long, value_name = "SPEC", requires = "teacher_maps")]
+    pub examples: Option<DataSpec>,
+
+    /// How many examples to ship (the first samples with teacher maps).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        requires = "examples",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub example_limit: u64,
+
     /// Where the model is loaded and quantized (default: the CPU).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<DeviceSpec>,
@@ -86,6 +118,11 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
         "--quant-block and --dense-lm-head need --quant q8"
     );
     check_out(&args.out, args.overwrite)?;
+    // Read before the model loads: a bad example fails the export in seconds.
+    let examples = match (&args.teacher_maps, &args.examples) {
+        (Some(maps), Some(data)) => read_examples(maps, data, args.example_limit as usize)?,
+        _ => Vec::new(),
+    };
     let device = args.device.unwrap_or(DeviceSpec::Cpu).open()?;
     let student = Mllama::load(&args.vlm, args.adapter.as_deref(), &device)
         .with_context(|| format!("cannot load the model from {}", args.vlm.display()))?;
@@ -100,7 +137,13 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
     let source = args.vlm.clone();
     let map_size = args.map_size;
     let (files, manifest) = crate::panic_capture::catch_panic(move || {
-        export_bundle(student, &FileSource::Folder(&source), quant, map_size)
+        export_bundle_with_examples(
+            student,
+            &FileSource::Folder(&source),
+            quant,
+            map_size,
+            &examples,
+        )
     })
     .map_err(|message| anyhow::anyhow!("cannot export the bundle: {message}"))?
     .context("cannot export the bundle")?;
@@ -122,8 +165,73 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
     for dense in &q.dense {
         writeln!(stdout, "  dense: {dense}")?;
     }
+    for example in &manifest.examples {
+        writeln!(
+            stdout,
+            "example {}: {} teacher words, {}x{} maps ({})",
+            example.id,
+            example.words.len(),
+            example.side,
+            example.side,
+            example.image
+        )?;
+    }
     writeln!(stdout, "wrote {}", args.out.display())?;
     Ok(())
+}
+
+/// The first `limit` samples of `data` that have maps in the teacher store `maps`, with their
+/// images decoded. Samples without maps (or with no word) are passed over; an image that cannot
+/// be read is an error naming it, as is a dataset none of whose samples has maps.
+fn read_examples(maps: &Path, data: &DataSpec, limit: usize) -> anyhow::Result<Vec<ExampleInput>> {
+    if !maps.is_dir() {
+        bail!(
+            "--teacher-maps {} is not a folder (expected a `lavender extract` output)",
+            maps.display()
+        );
+    }
+    let index = TeacherMapsIndex::open(maps)
+        .with_context(|| format!("cannot open the teacher maps {}", maps.display()))?;
+    let samples = data
+        .read()
+        .with_context(|| format!("cannot read the examples' dataset {data}"))?;
+    let mut loader = ImageLoader::default();
+    let mut examples = Vec::new();
+    for sample in &samples {
+        if examples.len() == limit {
+            break;
+        }
+        let teacher = index.get(&sample.id).with_context(|| {
+            format!(
+                "cannot read the teacher maps of `{}` in {}",
+                sample.id,
+                maps.display()
+            )
+        })?;
+        let Some(teacher) = teacher.filter(|t| !t.words.is_empty()) else {
+            continue;
+        };
+        // The loader's error names the image file.
+        let image = loader
+            .load(&sample.image)
+            .with_context(|| format!("example `{}`: cannot read its image", sample.id))?;
+        examples.push(ExampleInput {
+            id: sample.id.clone(),
+            image: image.to_rgb8(),
+            caption: sample.text.clone(),
+            maps: teacher,
+        });
+    }
+    if examples.is_empty() {
+        bail!(
+            "none of the {} samples of {data} has teacher maps in {}; extract them first \
+             (`lavender extract --data {data} --out {}`)",
+            samples.len(),
+            maps.display(),
+            maps.display()
+        );
+    }
+    Ok(examples)
 }
 
 /// Fails early, before the model loads, when `out` would be refused at the end.
