@@ -22,9 +22,7 @@ use burn::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use super::bundle_examples::{
-    BundleExample, ExampleInput, map_mse, teacher_word_row,
-};
+pub use super::bundle_examples::{BundleExample, ExampleInput, map_mse, teacher_word_row};
 use super::{
     bundle_examples::example_files, config::MllamaConfig, model::MllamaModel, student::Mllama,
 };
