@@ -29,18 +29,18 @@ cp www/*.html www/*.css www/*.js "$staging/"
 # The example the explorer opens by default: the tiny test student (random weights) with its
 # test adapter merged, exported by the native CLI exactly as a user would export a real model,
 # and bundled images to ask about. The debug binary is the one `cargo test` builds anyway.
-# The bundle ships three demo images with the tiny Stable Diffusion teacher's word maps
+# The bundle ships the six demo images with the tiny Stable Diffusion teacher's word maps
 # (extracted at 32 px, as `lavender demo` does: seconds), so the explorer can show the
 # teacher's map of a word beside the student's; the maps folder is not part of the site.
 cargo build -p lavender
 teacher_maps="$staging/teacher-maps.tmp"
 "$target_dir/debug/lavender" extract --sd tests/fixtures/sd-tiny \
     --data jsonl:native/demo/captions.jsonl --out "$teacher_maps" \
-    --image-size 32 --device cpu --limit 3 >/dev/null
+    --image-size 32 --device cpu >/dev/null
 "$target_dir/debug/lavender" export-web --vlm tests/fixtures/mllama-tiny \
     --adapter tests/fixtures/mllama-tiny/adapter --quant q8 --out "$staging/example" \
     --teacher-maps "$teacher_maps" --examples jsonl:native/demo/captions.jsonl \
-    --example-limit 3 >/dev/null
+    --example-limit 6 >/dev/null
 rm -rf "$teacher_maps"
 mkdir -p "$staging/images"
 cp native/demo/dog-ball.png native/demo/house.png "$staging/images/"

@@ -137,7 +137,7 @@ pub async fn bundle_from_files(picked: Vec<web_sys::File>) -> Result<Fetched, St
 pub async fn fetch_bytes(url: &str, on_received: &mut dyn FnMut(u64)) -> Result<Vec<u8>, String> {
     let init = web_sys::RequestInit::new();
     init.set_cache(web_sys::RequestCache::NoStore);
-    let response = JsFuture::from(js::window().fetch_with_str_and_init(url, &init))
+    let response = JsFuture::from(js::fetch(url, &init))
         .await
         .map_err(|error| format!("cannot fetch {url}: {}", describe(&error)))?;
     let response: web_sys::Response = response.unchecked_into();
@@ -179,7 +179,7 @@ fn cache_key(url: &str, sha256: &str) -> String {
 
 /// The page's bundle cache; `None` where the Cache API is unavailable (then nothing is cached).
 async fn open_cache() -> Option<web_sys::Cache> {
-    let storage = js::window().caches().ok()?;
+    let storage = js::caches()?;
     JsFuture::from(storage.open(CACHE_NAME))
         .await
         .ok()

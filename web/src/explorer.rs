@@ -2,34 +2,27 @@
 //! question, watch the greedy answer stream in, then click any word of the prompt or answer
 //! to see where the student looked for it, per cross-attention layer and head.
 //!
-//! Inference runs on the main thread and returns to the event loop between tokens (and
-//! awaits every read-back), so the page stays responsive for small models; see README.md for
-//! why there is no Web Worker yet. Every failure is shown in the explorer (`.lx-error`).
+//! The model runs in the page's inference worker (`crate::worker`): this side only sends
+//! requests, draws what comes back and keeps the page responsive. Every failure is shown in
+//! the explorer (`.lx-error`).
 
 use std::{cell::RefCell, rc::Rc};
 
-use lavender_core::{
-    vlm::mllama::{
-        bundle::WEIGHTS_FILE,
-        config::MllamaConfig,
-        explore::{Pick, WordSource},
-        prompt::Message,
-        student::Mllama,
-        text::{DecodeSession, Sampler, logits_to_f32},
-    },
-    weights::FileSource,
-};
+use image::RgbImage;
 use leptos::{html, prelude::*, task::spawn_local};
 use wasm_bindgen::JsCast;
 
+use lavender_core::vlm::mllama::bundle::{map_mse, teacher_word_row};
+
 use crate::{
-    bundle_source::{Fetched, Progress, bundle_from_files, fetch_bundle, fetch_bytes},
-    dequantize::dequantize_weights,
-    device::{Backend, choose_device},
-    engine::{Engine, Run},
-    js::{self, now_ms},
-    limits::{adapter_buffer_limit, check_fits},
+    bundle_source::{Progress, fetch_bytes},
+    device::Backend,
+    js,
     overlay::{Colormap, blend, display_image, paint},
+    worker::{
+        client::Link,
+        protocol::{Envelope, ExampleInfo, Reply, Request, WordInfo},
+    },
 };
 
 /// What the page or the embedding script asks for.
@@ -49,7 +42,42 @@ pub struct ExplorerOptions {
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 48;
 const DEFAULT_PROMPT: &str = "What is in the picture?";
 
-type Shared = Rc<RefCell<Engine>>;
+/// What this side keeps of the model's work: the picture, the last run's words and maps.
+#[derive(Default)]
+struct View {
+    image: Option<RgbImage>,
+    /// The image as drawn in the canvas.
+    display: Option<RgbImage>,
+    /// Side of the maps, from the bundle's manifest.
+    map_size: usize,
+    /// The run whose replies count; older ones are ignored.
+    run: u64,
+    words: Vec<WordInfo>,
+    /// `[words, size, size]` for the current layer and head choice, row-major.
+    maps: Option<Vec<f32>>,
+    /// The bundle's example images with their SD teacher maps.
+    examples: Vec<Example>,
+    /// The example the current image is (same pixels), if any.
+    example: Option<usize>,
+}
+
+struct Example {
+    info: ExampleInfo,
+    image: RgbImage,
+    /// `[words, side, side]`, in [0, 1].
+    maps: Vec<f32>,
+}
+
+/// The selected word against the teacher's map for it, on an example image.
+#[derive(Clone, Debug, PartialEq)]
+enum Comparison {
+    /// Mean squared error between the student's map and the teacher's.
+    Matched { word: String, mse: f32 },
+    /// The teacher has no map for this word.
+    NoTeacherMap { word: String, teacher_words: String },
+}
+
+type Shared = Rc<RefCell<View>>;
 
 /// The signals the UI shows; `Copy`, so every handler can hold them.
 #[derive(Clone, Copy)]
@@ -63,16 +91,23 @@ struct Ui {
     run_state: RwSignal<&'static str>,
     answer: RwSignal<String>,
     token_ids: RwSignal<Vec<u32>>,
-    words: RwSignal<Vec<(String, WordSource)>>,
+    /// Each word's text and whether it is from the answer.
+    words: RwSignal<Vec<(String, bool)>>,
     selected: RwSignal<Option<usize>>,
     layers: RwSignal<Vec<usize>>,
     heads: RwSignal<usize>,
-    layer: RwSignal<Pick>,
-    head: RwSignal<Pick>,
+    /// `mean`, `max` or an index.
+    layer: RwSignal<String>,
+    head: RwSignal<String>,
     opacity: RwSignal<f32>,
     colormap: RwSignal<Colormap>,
     maps_version: RwSignal<u64>,
     timings: RwSignal<Timings>,
+    /// Each example's id and caption.
+    examples: RwSignal<Vec<(String, String)>>,
+    /// The example the image is, if any.
+    example: RwSignal<Option<usize>>,
+    comparison: RwSignal<Option<Comparison>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -98,175 +133,253 @@ impl Ui {
             selected: RwSignal::new(None),
             layers: RwSignal::new(Vec::new()),
             heads: RwSignal::new(0),
-            layer: RwSignal::new(Pick::Mean),
-            head: RwSignal::new(Pick::Mean),
+            layer: RwSignal::new("mean".into()),
+            head: RwSignal::new("mean".into()),
             opacity: RwSignal::new(0.6),
             colormap: RwSignal::new(Colormap::Inferno),
             maps_version: RwSignal::new(0),
             timings: RwSignal::new(Timings::default()),
+            examples: RwSignal::new(Vec::new()),
+            example: RwSignal::new(None),
+            comparison: RwSignal::new(None),
         }
     }
 
     fn fail(&self, kind: &'static str, message: impl Into<String>) {
         self.error.set(Some((kind, message.into())));
     }
-}
 
-fn pick_id(pick: Pick) -> String {
-    match pick {
-        Pick::Mean => "mean".into(),
-        Pick::One(index) => index.to_string(),
+    fn clear_run(&self) {
+        self.answer.set(String::new());
+        self.token_ids.set(Vec::new());
+        self.words.set(Vec::new());
+        self.selected.set(None);
     }
 }
 
-fn pick_from_id(id: &str) -> Pick {
-    id.parse().map(Pick::One).unwrap_or(Pick::Mean)
+/// Applies a reply of the worker to the view and the signals.
+fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
+    if ui.model_state.is_disposed() {
+        return;
+    }
+    let current = |run: u64| view.borrow().run == run;
+    match message.body {
+        Reply::Ready => {}
+        Reply::Backend { backend, reason } => {
+            let backend = if backend == Backend::WebGpu.id() {
+                Backend::WebGpu
+            } else {
+                Backend::Cpu
+            };
+            ui.backend.set(Some((backend, reason)));
+        }
+        Reply::Status { message } => ui.model_status.set(message),
+        Reply::Progress { done, total, file } => ui.progress.set(Some(Progress {
+            done,
+            total,
+            cached: 0,
+            file,
+        })),
+        Reply::Loaded {
+            message: status,
+            took_ms,
+            map_size,
+            examples,
+        } => {
+            view.borrow_mut().map_size = map_size;
+            set_examples(view, ui, examples, message.bytes, message.floats);
+            ui.timings.update(|t| t.load_ms = Some(took_ms));
+            ui.model_status.set(status);
+            ui.model_state.set("ready");
+        }
+        Reply::LoadFailed { message } => {
+            ui.model_state.set("error");
+            ui.model_status.set("The model could not be loaded.".into());
+            ui.fail("model", message);
+        }
+        Reply::Token {
+            run,
+            token_ids,
+            answer,
+        } if current(run) => {
+            ui.token_ids.set(token_ids);
+            ui.answer.set(answer);
+        }
+        Reply::Answered {
+            run,
+            first_token_ms,
+            tokens_per_s,
+            layers,
+            heads,
+            words,
+        } if current(run) => {
+            ui.timings.update(|t| {
+                t.first_token_ms = first_token_ms;
+                t.tokens_per_s = tokens_per_s;
+            });
+            ui.layers.set(layers);
+            ui.heads.set(heads);
+            ui.words
+                .set(words.iter().map(|w| (w.text.clone(), w.answer)).collect());
+            view.borrow_mut().words = words;
+        }
+        Reply::Maps {
+            run,
+            size,
+            layer,
+            head,
+        } if current(run) => {
+            // Only the maps of the choice shown now (a newer choice's maps are on their way).
+            if layer == ui.layer.get_untracked() && head == ui.head.get_untracked() {
+                let mut view = view.borrow_mut();
+                view.map_size = size;
+                view.maps = message.floats.into_iter().next();
+                drop(view);
+                ui.maps_version.update(|v| *v += 1);
+                if ui.run_state.get_untracked() == "running" {
+                    ui.run_state.set("done");
+                }
+            }
+        }
+        Reply::RunFailed { run, message } if current(run) => {
+            ui.run_state.set("error");
+            ui.fail("run", message);
+        }
+        Reply::Token { .. }
+        | Reply::Answered { .. }
+        | Reply::Maps { .. }
+        | Reply::RunFailed { .. } => {}
+        Reply::Panic { message } => {
+            let hint = if ui.backend.get_untracked().map(|(backend, _)| backend)
+                == Some(Backend::WebGpu)
+            {
+                " This WebGPU adapter may be unable to compile one of the kernels; try the CPU \
+                 backend (?backend=cpu)."
+            } else {
+                ""
+            };
+            ui.fail(
+                "panic",
+                format!("The computation stopped: {message}.{hint}"),
+            );
+            if ui.run_state.get_untracked() == "running" {
+                ui.run_state.set("error");
+            }
+            // The worker and the model in it are gone.
+            if ui.model_state.get_untracked() != "idle" {
+                ui.model_state.set("error");
+                ui.model_status
+                    .set("The model was lost with the worker; load it again.".into());
+            }
+        }
+    }
 }
 
-/// Loads a bundle (from `url`, or from picked files) onto the chosen backend.
-async fn load_model(
-    engine: Shared,
+/// Asks the worker for a bundle (from `url`, or from picked files).
+fn load_model(
+    link: &Link,
+    view: &Shared,
     ui: Ui,
     force_cpu: bool,
     url: Option<String>,
     picked: Vec<web_sys::File>,
 ) {
-    let generation = {
-        let mut engine = engine.borrow_mut();
-        engine.generation += 1;
-        engine.model_generation += 1;
-        engine.student = None;
-        engine.run = None;
-        engine.maps = None;
-        engine.model_generation
+    let url = match url.map(|url| js::resolve_url(&url, ".")).transpose() {
+        Ok(url) => url,
+        Err(error) => return ui.fail("model", error),
     };
+    {
+        let mut view = view.borrow_mut();
+        view.run += 1;
+        view.words.clear();
+        view.maps = None;
+    }
     ui.error.set(None);
     ui.model_state.set("loading");
-    ui.words.set(Vec::new());
-    ui.selected.set(None);
-    let started = now_ms();
-    // Bound first: a borrow in the match would be held across the await below.
-    let known = engine.borrow().chosen.clone();
-    let chosen = match known {
-        Some(chosen) => chosen,
-        None => {
-            ui.model_status.set("Starting the backend…".into());
-            choose_device(force_cpu).await
-        }
-    };
-    ui.backend
-        .set(Some((chosen.backend, chosen.fallback_reason.clone())));
-    engine.borrow_mut().chosen = Some(chosen.clone());
-
-    let fetched = match &url {
-        Some(url) => {
-            ui.model_status.set(format!("Downloading {url}…"));
-            fetch_bundle(url, &|progress| ui.progress.set(Some(progress))).await
-        }
-        None => {
-            ui.model_status.set("Reading the picked files…".into());
-            bundle_from_files(picked).await
-        }
-    };
-    let result = async {
-        let Fetched {
-            files,
-            manifest,
-            cached,
-        } = fetched?;
-        let config = {
-            let mut small = std::collections::BTreeMap::new();
-            for (name, bytes) in files.iter().filter(|(name, _)| *name != WEIGHTS_FILE) {
-                small.insert(name.to_string(), bytes.to_vec());
-            }
-            MllamaConfig::from_source(&FileSource::Memory {
-                label: files.label(),
-                files: &small,
-            })
-            .map_err(|error| error.to_string())?
-        };
-        if chosen.backend == Backend::WebGpu {
+    ui.progress.set(None);
+    ui.clear_run();
+    ui.run_state.set("idle");
+    ui.model_status.set(match &url {
+        Some(url) => format!("Loading {url}…"),
+        None => "Reading the picked files…".into(),
+    });
+    let mut message = Envelope::new(
+        link.id(),
+        Request::Load {
+            url,
+            force_cpu: force_cpu || js::query_param("backend").as_deref() == Some("cpu"),
             // `?max-buffer=BYTES` imitates a smaller adapter (to see this check at work).
-            let simulated = js::query_param("max-buffer").and_then(|v| v.parse::<u64>().ok());
-            if let Some(limit) = simulated.or(adapter_buffer_limit().await) {
-                check_fits(&config, limit)?;
-            }
+            max_buffer: js::query_param("max-buffer").and_then(|v| v.parse::<u64>().ok()),
+        },
+    );
+    message.files = picked;
+    link.send(message);
+}
+
+/// Keeps the bundle's examples (`images`: PNG, `maps`: teacher maps, one of each per
+/// example); with no picture yet, the first example becomes the picture.
+fn set_examples(
+    view: &Shared,
+    ui: Ui,
+    infos: Vec<ExampleInfo>,
+    images: Vec<Vec<u8>>,
+    maps: Vec<Vec<f32>>,
+) {
+    let mut examples = Vec::new();
+    for ((info, png), maps) in infos.into_iter().zip(images).zip(maps) {
+        match image::load_from_memory(&png) {
+            Ok(decoded) => examples.push(Example {
+                info,
+                image: decoded.to_rgb8(),
+                maps,
+            }),
+            Err(error) => ui.fail(
+                "model",
+                format!(
+                    "the bundle's example {} cannot be decoded: {error}",
+                    info.id
+                ),
+            ),
         }
-        ui.model_status.set("Building the model…".into());
-        js::sleep_ms(0).await;
-        let (student, dequantized) = if chosen.backend == Backend::WebGpu {
-            // Loaded and dequantized on the CPU, then copied: see `dequantize`.
-            let student = Mllama::from_bundle(files, &burn::tensor::Device::flex())
-                .map_err(|error| error.to_string())?;
-            let (student, count) = dequantize_weights(student);
-            (student.into_device(&chosen.device), count)
-        } else {
-            let student =
-                Mllama::from_bundle(files, &chosen.device).map_err(|error| error.to_string())?;
-            (student, 0)
-        };
-        Ok::<_, String>((student, manifest.grid.map_size, cached, dequantized))
     }
-    .await;
-    if engine.borrow().model_generation != generation || ui.model_state.is_disposed() {
-        return;
+    ui.examples.set(
+        examples
+            .iter()
+            .map(|e| (e.info.id.clone(), e.info.caption.clone()))
+            .collect(),
+    );
+    let (current, show_first) = {
+        let mut view = view.borrow_mut();
+        view.examples = examples;
+        let current = view
+            .image
+            .as_ref()
+            .and_then(|image| view.examples.iter().position(|e| &e.image == image));
+        view.example = current;
+        (current, view.image.is_none() && !view.examples.is_empty())
+    };
+    ui.example.set(current);
+    if show_first {
+        show_example(view, ui, 0);
     }
-    match result {
-        Ok((student, map_size, cached, dequantized)) => {
-            let took = now_ms() - started;
-            {
-                let mut engine = engine.borrow_mut();
-                engine.student = Some(Rc::new(student));
-                engine.map_size = map_size;
-            }
-            ui.timings.update(|t| t.load_ms = Some(took));
-            let source = url.unwrap_or_else(|| "local files".into());
-            let cache_note = if cached > 0 {
-                format!(", {cached} files from the cache")
-            } else {
-                String::new()
-            };
-            let dequantized_note = if dequantized > 0 {
-                format!(" {dequantized} Q8 weights were expanded to f32 for WebGPU.")
-            } else {
-                String::new()
-            };
-            ui.model_status.set(format!(
-                "Model loaded from {source} in {took:.0} ms{cache_note}.{dequantized_note}"
-            ));
-            ui.model_state.set("ready");
-        }
-        Err(message) => {
-            ui.model_state.set("error");
-            ui.model_status.set("The model could not be loaded.".into());
-            ui.fail("model", message);
-        }
+}
+
+/// Makes example `index` of the bundle the picture.
+fn show_example(view: &Shared, ui: Ui, index: usize) {
+    let picked = view
+        .borrow()
+        .examples
+        .get(index)
+        .map(|e| (e.info.id.clone(), e.image.clone()));
+    if let Some((id, image)) = picked {
+        set_picture(view, ui, format!("example {id}"), image);
     }
 }
 
 /// Decodes image bytes and shows the picture.
-fn set_image(engine: &Shared, ui: Ui, name: String, bytes: &[u8]) {
+fn set_image(view: &Shared, ui: Ui, name: String, bytes: &[u8]) {
     match image::load_from_memory(bytes) {
-        Ok(decoded) => {
-            let image = decoded.to_rgb8();
-            let display = display_image(&image);
-            {
-                let mut engine = engine.borrow_mut();
-                engine.generation += 1;
-                engine.image = Some(image);
-                engine.display = Some(display);
-                engine.run = None;
-                engine.maps = None;
-            }
-            ui.error.set(None);
-            ui.words.set(Vec::new());
-            ui.selected.set(None);
-            ui.answer.set(String::new());
-            ui.token_ids.set(Vec::new());
-            ui.run_state.set("idle");
-            ui.image_name.set(Some(name));
-            ui.maps_version.update(|v| *v += 1);
-        }
+        Ok(decoded) => set_picture(view, ui, name, decoded.to_rgb8()),
         Err(error) => ui.fail(
             "image",
             format!("cannot decode the image {name}: {error} (PNG or JPEG expected)"),
@@ -274,217 +387,142 @@ fn set_image(engine: &Shared, ui: Ui, name: String, bytes: &[u8]) {
     }
 }
 
-async fn load_image_url(engine: Shared, ui: Ui, url: String) {
+/// Shows `image` (named `name`) as the picture to ask about.
+fn set_picture(view: &Shared, ui: Ui, name: String, image: RgbImage) {
+    let display = display_image(&image);
+    let example = {
+        let mut view = view.borrow_mut();
+        view.example = view.examples.iter().position(|e| e.image == image);
+        view.run += 1;
+        view.image = Some(image);
+        view.display = Some(display);
+        view.words.clear();
+        view.maps = None;
+        view.example
+    };
+    ui.example.set(example);
+    ui.error.set(None);
+    ui.clear_run();
+    ui.run_state.set("idle");
+    ui.image_name.set(Some(name));
+    ui.maps_version.update(|v| *v += 1);
+}
+
+async fn load_image_url(view: Shared, ui: Ui, url: String) {
     let resolved = match js::resolve_url(&url, ".") {
         Ok(resolved) => resolved,
         Err(error) => return ui.fail("image", error),
     };
     match fetch_bytes(&resolved, &mut |_| {}).await {
-        Ok(bytes) => set_image(&engine, ui, url, &bytes),
+        Ok(bytes) => {
+            if !ui.model_state.is_disposed() {
+                set_image(&view, ui, url, &bytes)
+            }
+        }
         Err(error) => ui.fail("image", error),
     }
 }
 
-/// Generates the answer greedily, streaming it, then captures the attention for the maps.
-async fn run(engine: Shared, ui: Ui, prompt: String, max_new_tokens: usize) {
-    let (student, image, generation) = {
-        let mut engine = engine.borrow_mut();
-        engine.generation += 1;
-        engine.run = None;
-        engine.maps = None;
-        (
-            engine.student.clone(),
-            engine.image.clone(),
-            engine.generation,
-        )
+/// Sends the question and the image; the answer streams back as replies.
+fn run(link: &Link, view: &Shared, ui: Ui, prompt: String, max_new_tokens: usize) {
+    let (run, image) = {
+        let mut view = view.borrow_mut();
+        view.run += 1;
+        view.words.clear();
+        view.maps = None;
+        (view.run, view.image.clone())
     };
-    let (Some(student), Some(image)) = (student, image) else {
-        return ui.fail("run", "load a model and an image first");
+    let Some(image) = image else {
+        return ui.fail("run", "load an image first");
     };
     ui.error.set(None);
     ui.run_state.set("running");
-    ui.answer.set(String::new());
-    ui.token_ids.set(Vec::new());
-    ui.words.set(Vec::new());
-    ui.selected.set(None);
+    ui.clear_run();
     ui.maps_version.update(|v| *v += 1);
-    let result = generate(
-        &engine,
-        ui,
-        &student,
-        &image,
-        &prompt,
-        max_new_tokens,
-        generation,
-    )
-    .await;
-    if engine.borrow().generation != generation || ui.run_state.is_disposed() {
-        return;
-    }
-    match result {
-        Ok(()) => ui.run_state.set("done"),
-        Err(message) => {
-            ui.run_state.set("error");
-            ui.fail("run", message);
-        }
-    }
+    let (width, height) = image.dimensions();
+    let mut message = Envelope::new(
+        link.id(),
+        Request::Run {
+            run,
+            prompt,
+            max_new_tokens,
+            width,
+            height,
+            layer: ui.layer.get_untracked(),
+            head: ui.head.get_untracked(),
+        },
+    );
+    message.bytes.push(image.into_raw());
+    link.send(message);
 }
 
-async fn generate(
-    engine: &Shared,
+/// Draws the image with the selected word's map (or the image alone) into `canvas`, and on
+/// an example image the teacher's map of that word into `teacher_canvas`, with their MSE.
+fn repaint(
+    view: &Shared,
     ui: Ui,
-    student: &Mllama,
-    image: &image::RgbImage,
-    prompt: &str,
-    max_new_tokens: usize,
-    generation: u64,
-) -> Result<(), String> {
-    let started = now_ms();
-    let prepared = student
-        .prepare(image, &[Message::user_with_image(prompt)], true)
-        .map_err(|error| error.to_string())?;
-    let text = &student.model.config.text_config;
-    let room = text
-        .max_position_embeddings
-        .saturating_sub(prepared.inputs.input_ids.len());
-    let max_new_tokens = max_new_tokens.min(room);
-    let stops = text.stop_tokens();
-    let mut session = DecodeSession::start(
-        &student.model.text,
-        &prepared.inputs.input_ids,
-        Some(prepared.states.clone()),
-        Some(prepared.mask.clone()),
-        Sampler::greedy(),
-    );
-    let mut tokens: Vec<u32> = Vec::new();
-    let mut first_token_at = None;
-    while tokens.len() < max_new_tokens {
-        let data = session
-            .next_logits()
-            .into_data_async()
-            .await
-            .map_err(|error| format!("reading the logits failed: {error:?}"))?;
-        let next = session.choose(&logits_to_f32(data));
-        tokens.push(next);
-        first_token_at.get_or_insert_with(now_ms);
-        ui.token_ids.set(tokens.clone());
-        let answer: Vec<u32> = tokens
-            .iter()
-            .copied()
-            .filter(|t| !stops.contains(t))
-            .collect();
-        if let Ok(shown) = student.prompt.decode(&answer, true) {
-            ui.answer.set(shown);
-        }
-        if stops.contains(&next) || tokens.len() == max_new_tokens {
-            break;
-        }
-        // Back to the event loop: the page repaints the new text and handles input.
-        js::sleep_ms(0).await;
-        // A newer run, image or model, or the explorer was unmounted.
-        if engine.borrow().generation != generation || ui.run_state.is_disposed() {
-            return Ok(());
-        }
-        session.push(next);
-    }
-    let finished = now_ms();
-    if let Some(first) = first_token_at {
-        let rest = tokens.len().saturating_sub(1);
-        ui.timings.update(|t| {
-            t.first_token_ms = Some(first - started);
-            t.tokens_per_s = (rest > 0).then(|| rest as f64 / ((finished - first) / 1000.0));
-        });
-    }
-    drop(session);
-    let answer: Vec<u32> = tokens.into_iter().filter(|t| !stops.contains(t)).collect();
-    let words = student.sequence_words(&prepared, prompt, &answer);
-    let attention = student.sequence_attention(&prepared, &answer);
-    ui.layers
-        .set(attention.layers.iter().map(|(layer, _)| *layer).collect());
-    ui.heads.set(attention.heads());
-    ui.words.set(
-        words
-            .iter()
-            .map(|word| (word.text.clone(), word.source))
-            .collect(),
-    );
-    engine.borrow_mut().run = Some(Rc::new(Run {
-        prepared,
-        attention,
-        words,
-    }));
-    compute_maps(engine.clone(), ui).await
-}
-
-/// The word maps for the current layer and head choice, read back and drawn.
-async fn compute_maps(engine: Shared, ui: Ui) -> Result<(), String> {
-    let (student, run, size, generation) = {
-        let engine = engine.borrow();
-        (
-            engine.student.clone(),
-            engine.run.clone(),
-            engine.map_size,
-            engine.generation,
-        )
-    };
-    let (Some(student), Some(run)) = (student, run) else {
-        return Ok(());
-    };
-    let (layer, head) = (ui.layer.get_untracked(), ui.head.get_untracked());
-    let maps =
-        student.sequence_word_maps(&run.prepared, &run.attention, &run.words, layer, head, size);
-    let values: Vec<f32> = maps
-        .into_data_async()
-        .await
-        .map_err(|error| format!("reading the maps failed: {error:?}"))?
-        .convert::<f32>()
-        .try_to_vec()
-        .map_err(|error| format!("reading the maps failed: {error:?}"))?;
-    let mut engine = engine.borrow_mut();
-    if engine.generation == generation && !ui.maps_version.is_disposed() {
-        engine.maps = Some(values);
-        ui.maps_version.update(|v| *v += 1);
-    }
-    Ok(())
-}
-
-/// Draws the image with the selected word's map (or the image alone) into `canvas`.
-fn repaint(engine: &Shared, ui: Ui, canvas: &web_sys::HtmlCanvasElement) {
-    let engine = engine.borrow();
-    let Some(display) = &engine.display else {
+    canvas: &web_sys::HtmlCanvasElement,
+    teacher_canvas: Option<&web_sys::HtmlCanvasElement>,
+) {
+    let view = view.borrow();
+    let Some(display) = &view.display else {
         return;
     };
-    let size = engine.map_size;
-    let map = match (ui.selected.get_untracked(), &engine.maps) {
+    let size = view.map_size;
+    let selected = ui.selected.get_untracked();
+    let map = match (selected, &view.maps) {
         (Some(index), Some(maps)) if size > 0 && maps.len() >= (index + 1) * size * size => {
-            Some((&maps[index * size * size..(index + 1) * size * size], size))
+            Some(&maps[index * size * size..(index + 1) * size * size])
         }
         _ => None,
     };
-    let rgba = blend(
-        display,
-        map,
-        ui.opacity.get_untracked(),
-        ui.colormap.get_untracked(),
-    );
+    let (opacity, colormap) = (ui.opacity.get_untracked(), ui.colormap.get_untracked());
+    let rgba = blend(display, map.map(|map| (map, size)), opacity, colormap);
     if let Err(error) = paint(canvas, &rgba, display.width(), display.height()) {
         ui.fail("draw", error);
+    }
+
+    let example = view.example.and_then(|index| view.examples.get(index));
+    let word = selected.and_then(|index| view.words.get(index));
+    let (Some(example), Some(word), Some(student)) = (example, word, map) else {
+        ui.comparison.set(None);
+        return;
+    };
+    let side = example.info.side;
+    let Some(row) = teacher_word_row(&example.info.words, &word.text) else {
+        ui.comparison.set(Some(Comparison::NoTeacherMap {
+            word: word.text.clone(),
+            teacher_words: example.info.words.join(", "),
+        }));
+        return;
+    };
+    let teacher = &example.maps[row * side * side..(row + 1) * side * side];
+    ui.comparison.set(Some(Comparison::Matched {
+        word: example.info.words[row].clone(),
+        mse: map_mse(student, size, teacher, side),
+    }));
+    if let Some(teacher_canvas) = teacher_canvas {
+        let rgba = blend(display, Some((teacher, side)), opacity, colormap);
+        if let Err(error) = paint(teacher_canvas, &rgba, display.width(), display.height()) {
+            ui.fail("draw", error);
+        }
     }
 }
 
 /// The selected maps as JSON: words, their positions, the choice and every map.
-fn maps_json(engine: &Shared, ui: Ui) -> Option<String> {
-    let engine = engine.borrow();
-    let (run, maps) = (engine.run.as_ref()?, engine.maps.as_ref()?);
-    let size = engine.map_size;
-    let words: Vec<serde_json::Value> = run
+fn maps_json(view: &Shared, ui: Ui) -> Option<String> {
+    let view = view.borrow();
+    let maps = view.maps.as_ref()?;
+    let size = view.map_size;
+    let words: Vec<serde_json::Value> = view
         .words
         .iter()
         .enumerate()
+        .filter(|(index, _)| maps.len() >= (index + 1) * size * size)
         .map(|(index, word)| {
             serde_json::json!({
                 "word": word.text,
-                "source": match word.source { WordSource::Prompt => "prompt", WordSource::Answer => "answer" },
+                "source": if word.answer { "answer" } else { "prompt" },
                 "positions": word.positions,
                 "map": maps[index * size * size..(index + 1) * size * size]
                     .chunks(size).collect::<Vec<_>>(),
@@ -492,9 +530,9 @@ fn maps_json(engine: &Shared, ui: Ui) -> Option<String> {
         })
         .collect();
     let json = serde_json::json!({
-        "layer": pick_id(ui.layer.get_untracked()),
+        "layer": ui.layer.get_untracked(),
         "cross_attention_layers": ui.layers.get_untracked(),
-        "head": pick_id(ui.head.get_untracked()),
+        "head": ui.head.get_untracked(),
         "size": size,
         "answer": ui.answer.get_untracked(),
         "token_ids": ui.token_ids.get_untracked(),
@@ -505,9 +543,19 @@ fn maps_json(engine: &Shared, ui: Ui) -> Option<String> {
 
 #[component]
 pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
-    let engine: Shared = Rc::new(RefCell::new(Engine::default()));
+    let view_state: Shared = Rc::new(RefCell::new(View::default()));
     let ui = Ui::new();
+    let link = {
+        let view_state = view_state.clone();
+        Rc::new(Link::open(move |message| {
+            on_reply(&view_state, ui, message)
+        }))
+    };
+    // Unmounting closes this explorer's side in the worker and frees its model.
+    let explorer_id = link.id();
+    on_cleanup(move || crate::worker::client::close(explorer_id));
     let canvas = NodeRef::<html::Canvas>::new();
+    let teacher_canvas = NodeRef::<html::Canvas>::new();
     let model_url = RwSignal::new(options.model.clone().unwrap_or_else(|| "example/".into()));
     let image_url = RwSignal::new(options.image.clone().unwrap_or_default());
     let prompt = RwSignal::new(
@@ -523,153 +571,141 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         options.max_new_tokens
     };
 
-    spawn_local(load_model(
-        engine.clone(),
+    load_model(
+        &link,
+        &view_state,
         ui,
         force_cpu,
         Some(model_url.get_untracked()),
         Vec::new(),
-    ));
+    );
     if let Some(url) = options.image.clone() {
-        spawn_local(load_image_url(engine.clone(), ui, url));
+        spawn_local(load_image_url(view_state.clone(), ui, url));
     }
 
-    // A panic (a wasm trap) stops whatever was running: say so here, not only in the console.
+    // A panic on this side (drawing, decoding) traps the call that hit it: say so here.
     let panic_listener = window_event_listener_untyped(js::PANIC_EVENT, move |event| {
         let detail = event
             .dyn_ref::<web_sys::CustomEvent>()
             .and_then(|event| event.detail().as_string())
             .unwrap_or_default();
-        let backend = ui.backend.get_untracked().map(|(backend, _)| backend);
-        let hint = if backend == Some(Backend::WebGpu) {
-            " This WebGPU adapter may be unable to compile one of the kernels; try the CPU \
-             backend (?backend=cpu)."
-        } else {
-            ""
-        };
-        ui.fail("panic", format!("The computation stopped: {detail}.{hint}"));
-        if ui.run_state.get_untracked() == "running" {
-            ui.run_state.set("error");
-        }
-        if ui.model_state.get_untracked() == "loading" {
-            ui.model_state.set("error");
-        }
+        ui.fail("panic", format!("The page stopped: {detail}."));
     });
     on_cleanup(move || panic_listener.remove());
 
     // The canvas follows the image, the maps, the selection, the opacity and the colormap.
     {
-        let engine = engine.clone();
+        let view_state = view_state.clone();
         Effect::new(move |_| {
             ui.maps_version.track();
             ui.selected.track();
             ui.opacity.track();
             ui.colormap.track();
+            ui.example.track();
             if let Some(canvas) = canvas.get() {
-                repaint(&engine, ui, &canvas);
+                repaint(&view_state, ui, &canvas, teacher_canvas.get().as_ref());
             }
         });
     }
 
     let load_url = {
-        let engine = engine.clone();
+        let (link, view_state) = (link.clone(), view_state.clone());
         move |_| {
-            spawn_local(load_model(
-                engine.clone(),
+            load_model(
+                &link,
+                &view_state,
                 ui,
                 force_cpu,
                 Some(model_url.get_untracked()),
                 Vec::new(),
-            ))
+            )
         }
     };
     let load_files = {
-        let engine = engine.clone();
+        let (link, view_state) = (link.clone(), view_state.clone());
         move |event: web_sys::Event| {
             let input: web_sys::HtmlInputElement = event_target(&event);
             let Some(list) = input.files() else { return };
             let picked: Vec<web_sys::File> =
                 (0..list.length()).filter_map(|i| list.get(i)).collect();
             if !picked.is_empty() {
-                spawn_local(load_model(engine.clone(), ui, force_cpu, None, picked));
+                load_model(&link, &view_state, ui, force_cpu, None, picked);
             }
+        }
+    };
+    let read_file = {
+        let view_state = view_state.clone();
+        move |file: web_sys::File| {
+            let view_state = view_state.clone();
+            spawn_local(async move {
+                match js::file_bytes(&file).await {
+                    Ok(bytes) => set_image(&view_state, ui, file.name(), &bytes),
+                    Err(error) => ui.fail("image", error),
+                }
+            });
         }
     };
     let pick_image = {
-        let engine = engine.clone();
+        let read_file = read_file.clone();
         move |event: web_sys::Event| {
             let input: web_sys::HtmlInputElement = event_target(&event);
             if let Some(file) = input.files().and_then(|list| list.get(0)) {
-                let engine = engine.clone();
-                spawn_local(async move {
-                    match js::file_bytes(&file).await {
-                        Ok(bytes) => set_image(&engine, ui, file.name(), &bytes),
-                        Err(error) => ui.fail("image", error),
-                    }
-                });
+                read_file(file);
             }
         }
     };
-    let drop_image = {
-        let engine = engine.clone();
-        move |event: web_sys::DragEvent| {
-            event.prevent_default();
-            let file = event
-                .data_transfer()
-                .and_then(|transfer| transfer.files())
-                .and_then(|list| list.get(0));
-            if let Some(file) = file {
-                let engine = engine.clone();
-                spawn_local(async move {
-                    match js::file_bytes(&file).await {
-                        Ok(bytes) => set_image(&engine, ui, file.name(), &bytes),
-                        Err(error) => ui.fail("image", error),
-                    }
-                });
-            }
+    let drop_image = move |event: web_sys::DragEvent| {
+        event.prevent_default();
+        let file = event
+            .data_transfer()
+            .and_then(|transfer| transfer.files())
+            .and_then(|list| list.get(0));
+        if let Some(file) = file {
+            read_file(file);
         }
     };
     let load_image = {
-        let engine = engine.clone();
+        let view_state = view_state.clone();
         move |_| {
             let url = image_url.get_untracked();
             if !url.trim().is_empty() {
-                spawn_local(load_image_url(engine.clone(), ui, url));
+                spawn_local(load_image_url(view_state.clone(), ui, url));
             }
         }
     };
     let ask = {
-        let engine = engine.clone();
+        let (link, view_state) = (link.clone(), view_state.clone());
         move |event: web_sys::SubmitEvent| {
             event.prevent_default();
-            spawn_local(run(
-                engine.clone(),
+            run(
+                &link,
+                &view_state,
                 ui,
                 prompt.get_untracked(),
                 max_new_tokens,
-            ));
+            );
         }
     };
     let rechoose = {
-        let engine = engine.clone();
+        let (link, view_state) = (link.clone(), view_state.clone());
         move || {
-            let engine = engine.clone();
-            spawn_local(async move {
-                if let Err(error) = compute_maps(engine, ui).await {
-                    ui.fail("run", error);
-                }
+            let run = view_state.borrow().run;
+            link.request(Request::Maps {
+                run,
+                layer: ui.layer.get_untracked(),
+                head: ui.head.get_untracked(),
             });
         }
     };
     let on_layer = {
         let rechoose = rechoose.clone();
         move |event: web_sys::Event| {
-            ui.layer.set(pick_from_id(&event_target_value(&event)));
+            ui.layer.set(event_target_value(&event));
             rechoose();
         }
     };
     let on_head = move |event: web_sys::Event| {
-        ui.head.set(pick_from_id(&event_target_value(&event)));
+        ui.head.set(event_target_value(&event));
         rechoose();
     };
     let export_png = move |_| {
@@ -686,8 +722,8 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         }
     };
     let export_json = {
-        let engine = engine.clone();
-        move |_| match maps_json(&engine, ui) {
+        let view_state = view_state.clone();
+        move |_| match maps_json(&view_state, ui) {
             Some(json) => {
                 if let Err(error) =
                     js::download("lavender-maps.json", "application/json", json.as_bytes())
@@ -699,12 +735,14 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         }
     };
 
-    let word_buttons = move |source: WordSource| {
+    // `Copy` and `Send`, as the reactive children of the view must be; the value stays here.
+    let view_for_examples = StoredValue::new_local(view_state.clone());
+    let word_buttons = move |answer_words: bool| {
         ui.words
             .get()
             .into_iter()
             .enumerate()
-            .filter(move |(_, (_, from))| *from == source)
+            .filter(move |(_, (_, answer))| *answer == answer_words)
             .map(|(index, (text, _))| {
                 let pressed = move || ui.selected.get() == Some(index);
                 view! {
@@ -788,13 +826,53 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
                     </label>
                     <button type="button" class="lx-load-image" on:click=load_image>"Load image"</button>
                 </div>
+                {move || (!ui.examples.get().is_empty()).then(|| view! {
+                    <div class="lx-row lx-examples" role="group" aria-label="example images with teacher maps">
+                        "Examples with Stable Diffusion maps: "
+                        {ui.examples.get().into_iter().enumerate().map(|(index, (id, caption))| {
+                            view! {
+                                <button
+                                    type="button"
+                                    class="lx-example"
+                                    data-id=id.clone()
+                                    title=caption.clone()
+                                    aria-pressed=move || (ui.example.get() == Some(index)).to_string()
+                                    on:click=move |_| view_for_examples.with_value(|view| show_example(view, ui, index))
+                                >
+                                    {caption.clone()}
+                                </button>
+                            }
+                        }).collect_view()}
+                    </div>
+                })}
             </fieldset>
             <div
                 class="lx-stage"
                 on:dragover=|ev: web_sys::DragEvent| ev.prevent_default()
                 on:drop=drop_image
             >
-                <canvas class="lx-canvas" node_ref=canvas role="img" aria-label="the image with the selected word's attention map"></canvas>
+                <div class="lx-pair">
+                    <figure>
+                        <canvas class="lx-canvas" node_ref=canvas role="img" aria-label="the image with the selected word's attention map"></canvas>
+                        <figcaption>"Student (this model)"</figcaption>
+                    </figure>
+                    <figure class="lx-teacher" hidden=move || !matches!(ui.comparison.get(), Some(Comparison::Matched { .. }))>
+                        <canvas class="lx-teacher-canvas" node_ref=teacher_canvas role="img" aria-label="the image with the Stable Diffusion teacher's map of the selected word"></canvas>
+                        <figcaption>"Teacher (Stable Diffusion)"</figcaption>
+                    </figure>
+                </div>
+                {move || ui.comparison.get().map(|comparison| match comparison {
+                    Comparison::Matched { word, mse } => view! {
+                        <p class="lx-comparison" data-mse=mse.to_string()>
+                            {format!("“{word}”: MSE between the student's map (Aligner-free) and the teacher's = {mse:.4}")}
+                        </p>
+                    }.into_any(),
+                    Comparison::NoTeacherMap { word, teacher_words } => view! {
+                        <p class="lx-comparison note">
+                            {format!("The teacher has no map for “{word}”; its words: {teacher_words}.")}
+                        </p>
+                    }.into_any(),
+                })}
                 <p class="lx-drop-hint note">
                     {move || match ui.image_name.get() {
                         Some(name) => format!("{name} — drop another image here to replace it"),
@@ -821,19 +899,20 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
                 </button>
             </form>
             <div class="lx-words">
-                <p>"Prompt: " <span class="lx-prompt-words">{move || word_buttons(WordSource::Prompt)}</span></p>
+                <p>"Prompt: " <span class="lx-prompt-words">{move || word_buttons(false)}</span></p>
                 <p>
                     "Answer: "
                     <output class="lx-answer" aria-live="polite">{move || ui.answer.get()}</output>
                 </p>
-                <p>"Answer words: " <span class="lx-answer-words">{move || word_buttons(WordSource::Answer)}</span></p>
+                <p>"Answer words: " <span class="lx-answer-words">{move || word_buttons(true)}</span></p>
             </div>
             <fieldset class="lx-controls" disabled=move || !has_maps()>
                 <legend>"Map"</legend>
                 <label>
                     "Layer "
-                    <select class="lx-layer" on:change=on_layer prop:value=move || pick_id(ui.layer.get())>
+                    <select class="lx-layer" on:change=on_layer prop:value=move || ui.layer.get()>
                         <option value="mean">"mean of layers"</option>
+                        <option value="max">"max over layers"</option>
                         {move || ui.layers.get().into_iter().enumerate().map(|(i, layer)| view! {
                             <option value=i.to_string()>{format!("cross-attention layer {layer}")}</option>
                         }).collect_view()}
@@ -841,8 +920,9 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
                 </label>
                 <label>
                     "Head "
-                    <select class="lx-head" on:change=on_head prop:value=move || pick_id(ui.head.get())>
+                    <select class="lx-head" on:change=on_head prop:value=move || ui.head.get()>
                         <option value="mean">"mean of heads"</option>
+                        <option value="max">"max over heads"</option>
                         {move || (0..ui.heads.get()).map(|h| view! {
                             <option value=h.to_string()>{format!("head {h}")}</option>
                         }).collect_view()}

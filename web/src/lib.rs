@@ -4,17 +4,18 @@
 //! Built by `scripts/build-web.sh` into `www/dist/` (any static host serves it). Add
 //! `?backend=cpu` to the page's URL to force the CPU backend, `?model=URL` to open another
 //! bundle. Other pages embed the explorer with `www/lavender-explorer.js` (the
-//! `<lavender-explorer>` element and `mountExplorer`), which calls [`mount_explorer`].
+//! `<lavender-explorer>` element and `mountExplorer`), which calls [`mount_explorer`]. The
+//! models run in a Web Worker started from this same module (`worker`).
 
 mod backend_check;
 mod bundle_source;
 mod dequantize;
 mod device;
-mod engine;
 mod explorer;
 mod js;
 mod limits;
 mod overlay;
+mod worker;
 
 use explorer::{Explorer, ExplorerOptions};
 use leptos::prelude::*;
@@ -22,7 +23,7 @@ use wasm_bindgen::prelude::*;
 
 /// Run by the generated JS glue when the module starts: mounts the full app into the page's
 /// `#app` element if it has one (the explorer's own page); embedding pages have none and
-/// call [`mount_explorer`] instead.
+/// call [`mount_explorer`] instead, and in the inference worker there is no page at all.
 #[wasm_bindgen(start)]
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {

@@ -12,7 +12,7 @@ use crate::js;
 
 /// The adapter's buffer caps in bytes (the smaller of the two that bind a weight).
 pub async fn adapter_buffer_limit() -> Option<u64> {
-    let navigator = js::window().navigator();
+    let navigator = js::navigator()?;
     let gpu = Reflect::get(&navigator, &JsValue::from_str("gpu")).ok()?;
     if gpu.is_undefined() || gpu.is_null() {
         return None;
