@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 
 bash scripts/build-web.sh
 cargo test
+# The web crate is not a default member (its natural target is wasm); its unit tests run natively.
+cargo test -p lavender-web --lib
 (cd tests/browser && node --test --test-reporter=spec)

@@ -1,5 +1,6 @@
 // Times the explorer in headless Chromium: bundle load, time to the first token and decoding
-// rate as the page measures them, on WebGPU (SwiftShader here) and on the CPU backend.
+// rate as the page measures them, on WebGPU (SwiftShader here) and on the CPU backend, and the
+// longest task that blocked the page's main thread meanwhile (the model runs in a worker).
 //
 //   node bench.mjs [cpu|webgpu ...]     (after scripts/build-web.sh; prints one JSON line each)
 import { chromium } from "playwright-core";
@@ -19,6 +20,11 @@ try {
     });
     try {
       const page = await browser.newPage();
+      await page.addInitScript(() => {
+        window.longTasks = [];
+        new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration)))
+          .observe({ type: "longtask", buffered: true });
+      });
       await page.goto(server.url + (backend === "cpu" ? "?backend=cpu" : ""));
       const state = (name) => document.querySelector(".lavender-explorer-ui")?.dataset[name];
       await page.waitForFunction(
@@ -47,6 +53,8 @@ try {
           firstToken: text(".lx-ttft-ms"),
           decoding: text(".lx-tokens-per-s"),
           error: text(".lx-error"),
+          longestMainThreadTaskMs: Math.round(Math.max(0, ...window.longTasks)),
+          mainThreadLongTasks: window.longTasks.length,
         };
       });
       console.log(JSON.stringify(result));

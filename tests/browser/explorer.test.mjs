@@ -1,7 +1,8 @@
-// The explorer end to end in headless Chromium: the example bundle loads, a question about the
-// bundled image is answered token by token exactly as the native CLI answers it from the same
-// bundle, a clicked word changes the overlay, the overlay and maps export, the embed page
-// mounts two explorers and unmounts one, and broken inputs are reported in the page.
+// The explorer end to end in headless Chromium: the example bundle loads in the page's inference
+// worker, a question about the bundled image is answered token by token exactly as the native
+// CLI answers it from the same bundle, a clicked word changes the overlay, the teacher's map of
+// an example is drawn beside the student's with their MSE, the overlay and maps export, the
+// embed page mounts two explorers and unmounts one, and broken inputs are reported in the page.
 //
 // Needs `scripts/build-web.sh` first (it builds the native `lavender` too, which computes the
 // reference answer here). CHROMIUM overrides the browser path, CARGO_TARGET_DIR the binary's.
@@ -145,6 +146,9 @@ test("CPU: the example answers as the native CLI; words, layers and exports work
     const loaded = await modelState(page);
     assert.equal(loaded.state, "ready", `${loaded.error}\n${problems.join("\n")}`);
     assert.equal(loaded.backend, "cpu");
+    // The model lives in the page's one inference worker, not on the page.
+    assert.equal(page.workers().length, 1);
+    assert.match(page.workers()[0].url(), /^blob:/);
     const answer = await ask(page);
     console.log(`CPU answer ${JSON.stringify(answer.text)} ${answer.tokenIds}; ${answer.timings}`);
     assertNativeAnswer(answer, problems);
@@ -187,6 +191,66 @@ test("CPU: the example answers as the native CLI; words, layers and exports work
     const again = await modelState(page);
     assert.equal(again.state, "ready");
     assert.match(again.status, /files from the cache/);
+  });
+});
+
+/** The tensor `name` of a safetensors file, as a flat Float32Array (F32 only). */
+function readSafetensors(path, name) {
+  const bytes = readFileSync(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
+  const entry = header[name];
+  assert.equal(entry.dtype, "F32");
+  const [start, end] = entry.data_offsets.map((offset) => offset + 8 + headerLength);
+  const data = bytes.subarray(start, end);
+  return { shape: entry.shape, values: new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) };
+}
+
+test("examples: the teacher's map of a word is drawn beside the student's, with their MSE", { timeout: 600_000 }, async () => {
+  const manifest = JSON.parse(readFileSync(join(dist, "example", "manifest.json"), "utf8"));
+  const example = manifest.examples.find((e) => e.id === "circle-sky");
+  assert.ok(example, "the example bundle has no circle-sky example");
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url + "?backend=cpu");
+    assert.equal((await modelState(page)).state, "ready");
+    assert.equal(await page.locator(".lx-example").count(), manifest.examples.length);
+    // The default image has the pixels of the dog-ball example, so it counts as that example.
+    await page.locator('.lx-example[data-id="dog-ball"][aria-pressed="true"]').waitFor();
+
+    await page.click('.lx-example[data-id="circle-sky"]');
+    await page.locator('.lx-example[data-id="circle-sky"][aria-pressed="true"]').waitFor();
+    const answer = await ask(page);
+    assert.equal(answer.state, "done", `${answer.error}\n${problems.join("\n")}`);
+    // "the" is in the question and in the teacher's caption ("a red ball in the blue sky").
+    const the = answer.words.indexOf("the");
+    assert.ok(the >= 0, `no "the" among ${answer.words}`);
+    await page.locator(".lx-word").nth(the).click();
+    const comparison = page.locator(".lx-comparison[data-mse]");
+    await comparison.waitFor();
+    assert.ok(await page.locator(".lx-teacher").isVisible(), "the teacher's map is not shown");
+    const shown = Number(await comparison.getAttribute("data-mse"));
+    await page.screenshot({ path: join(artifacts, "explorer-teacher.png"), fullPage: true });
+
+    // The same MSE from the exported student map and the bundle's teacher map file.
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-json")]);
+    const jsonPath = join(artifacts, "explorer-teacher-maps.json");
+    await download.saveAs(jsonPath);
+    const student = JSON.parse(readFileSync(jsonPath, "utf8")).words[the].map.flat();
+    const teacher = readSafetensors(join(dist, "example", example.maps), "maps");
+    const side = example.side;
+    assert.deepEqual(teacher.shape, [example.words.length, side, side]);
+    assert.equal(student.length, side * side, "the example bundle's map sizes differ");
+    const row = example.words.indexOf("the");
+    let sum = 0;
+    for (let i = 0; i < side * side; i++) sum += (student[i] - teacher.values[row * side * side + i]) ** 2;
+    const expected = sum / (side * side);
+    assert.ok(expected > 0, "student and teacher maps are identical");
+    assert.ok(Math.abs(shown - expected) <= 1e-5 * Math.max(1, expected), `page MSE ${shown}, expected ${expected}`);
+
+    // A word the teacher's caption lacks says so, and hides the teacher's picture.
+    await page.locator(".lx-word").first().click();
+    await page.locator(".lx-comparison", { hasText: "The teacher has no map for “What”" }).waitFor();
+    assert.equal(await page.locator(".lx-teacher").isVisible(), false);
   });
 });
 
@@ -237,6 +301,24 @@ test("an undecodable image is reported in the page", { timeout: 300_000 }, async
   });
 });
 
+test("a page that forbids workers says so instead of loading nothing", { timeout: 300_000 }, async () => {
+  await withPage({}, async (page) => {
+    // A content security policy without `blob:` workers, as a strict embedding page may have.
+    await page.route(server.url + "?backend=cpu", async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({
+        response,
+        headers: { ...response.headers(), "content-security-policy": "worker-src 'none'" },
+      });
+    });
+    await page.goto(server.url + "?backend=cpu");
+    const loaded = await modelState(page);
+    assert.equal(loaded.state, "error");
+    assert.match(loaded.error, /The computation stopped: .*worker/);
+    assert.equal(page.workers().length, 0);
+  });
+});
+
 test("a tampered bundle shows the hash error in the page", { timeout: 300_000 }, async () => {
   const copy = mkdtempSync(join(tmpdir(), "lavender-tampered-"));
   cpSync(dist, copy, { recursive: true });
@@ -264,6 +346,8 @@ test("the embed page mounts two explorers and unmounts one cleanly", { timeout: 
     await page.goto(server.url + "embed.html?backend=cpu");
     assert.equal((await modelState(page, 0)).state, "ready");
     assert.equal((await modelState(page, 1)).state, "ready");
+    // Both explorers share the page's inference worker.
+    assert.equal(page.workers().length, 1);
     await page.screenshot({ path: join(artifacts, "embed-two.png"), fullPage: true });
     await page.evaluate(async () => (await window.secondExplorer).unmount());
     assert.equal(await page.locator(".lavender-explorer-ui").count(), 1);

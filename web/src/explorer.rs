@@ -149,6 +149,14 @@ impl Ui {
         self.error.set(Some((kind, message.into())));
     }
 
+    /// Clears the error shown, if it is of one of these kinds.
+    fn clear_errors(&self, kinds: &[&str]) {
+        let shown = self.error.get_untracked();
+        if shown.is_some_and(|(kind, _)| kinds.contains(&kind)) {
+            self.error.set(None);
+        }
+    }
+
     fn clear_run(&self) {
         self.answer.set(String::new());
         self.token_ids.set(Vec::new());
@@ -401,7 +409,8 @@ fn set_picture(view: &Shared, ui: Ui, name: String, image: RgbImage) {
         view.example
     };
     ui.example.set(example);
-    ui.error.set(None);
+    // A model's failure stays in view: a new picture does not mend it.
+    ui.clear_errors(&["image", "run", "draw", "export"]);
     ui.clear_run();
     ui.run_state.set("idle");
     ui.image_name.set(Some(name));

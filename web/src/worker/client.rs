@@ -16,20 +16,33 @@ use crate::js::describe;
 
 #[wasm_bindgen(inline_js = r#"
 // wasm-bindgen places this snippet at pkg/snippets/<crate>/inline0.js: the module's glue is
-// two folders up. The worker is a module script that imports it and enters `worker_main`.
-export function spawn_lavender_worker() {
+// two folders up. The worker is a module script that imports it, receives the page's compiled
+// WebAssembly module as its first message (so it is not compiled a second time), starts it
+// and enters `worker_main`.
+export function spawn_lavender_worker(module) {
   const glue = new URL("../../lavender_web.js", import.meta.url).href;
   const source =
     `import init, { worker_main } from ${JSON.stringify(glue)};\n` +
-    `await init();\n` +
-    `worker_main();\n`;
+    `self.onmessage = async (event) => {\n` +
+    `  self.onmessage = null;\n` +
+    `  try {\n` +
+    `    await init({ module_or_path: event.data });\n` +
+    `  } catch (error) {\n` +
+    `    const message = "the WebAssembly module could not start in the worker: " + error;\n` +
+    `    self.postMessage({ explorer: 0, header: JSON.stringify({ kind: "panic", message }) });\n` +
+    `    return;\n` +
+    `  }\n` +
+    `  worker_main();\n` +
+    `};\n`;
   const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-  return new Worker(url, { type: "module", name: "lavender-inference" });
+  const worker = new Worker(url, { type: "module", name: "lavender-inference" });
+  worker.postMessage(module);
+  return worker;
 }
 "#)]
 extern "C" {
     #[wasm_bindgen(catch)]
-    fn spawn_lavender_worker() -> Result<web_sys::Worker, JsValue>;
+    fn spawn_lavender_worker(module: &JsValue) -> Result<web_sys::Worker, JsValue>;
 }
 
 type Handler = Rc<dyn Fn(Envelope<Reply>)>;
@@ -39,7 +52,7 @@ struct PageWorker {
     ready: bool,
     queue: Vec<Envelope<Request>>,
     _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-    _on_error: Closure<dyn FnMut(web_sys::ErrorEvent)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
 }
 
 thread_local! {
@@ -121,7 +134,7 @@ fn post(worker: &web_sys::Worker, message: &Envelope<Request>) {
 
 /// Starts the worker; on failure every explorer is told why.
 fn start() -> Result<(), ()> {
-    let worker = match spawn_lavender_worker() {
+    let worker = match spawn_lavender_worker(&wasm_bindgen::module()) {
         Ok(worker) => worker,
         Err(error) => {
             broadcast_failure(format!(
@@ -138,12 +151,18 @@ fn start() -> Result<(), ()> {
                 Err(error) => broadcast_failure(format!("a bad message from the worker: {error}")),
             }
         });
-    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(|event: web_sys::ErrorEvent| {
+    // A plain `Event` when the worker cannot start at all (a content security policy
+    // refusing it, its script failing to load), an `ErrorEvent` for an uncaught error in it.
+    let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(|event: web_sys::Event| {
         event.prevent_default();
-        let message = event.message();
+        let message = js_sys::Reflect::get(&event, &"message".into())
+            .ok()
+            .and_then(|message| message.as_string())
+            .unwrap_or_default();
         broadcast_failure(if message.is_empty() {
-            "the inference worker failed to start (its script or the WebAssembly module could \
-             not be loaded)"
+            "the inference worker could not start (a content security policy may forbid \
+             `blob:` workers on this page, or its script or WebAssembly module could not be \
+             loaded)"
                 .to_string()
         } else {
             format!("the inference worker failed: {message}")
