@@ -54,6 +54,10 @@ fn export(out: &Path, quant: &str) -> String {
 
 /// `generate --json` with `model` (e.g. `--bundle DIR`), dumping the attention to `dump`.
 fn generate(model: &[&str], dump: &Path) -> Output {
+    generate_on("cpu", model, dump)
+}
+
+fn generate_on(device: &str, model: &[&str], dump: &Path) -> Output {
     let image = image();
     let mut args = vec!["generate"];
     args.extend(model);
@@ -61,7 +65,7 @@ fn generate(model: &[&str], dump: &Path) -> Output {
         "--image",
         &image,
         "--device",
-        "cpu",
+        device,
         "--prompt",
         "What is in the picture?",
         "--max-new-tokens",
@@ -205,6 +209,49 @@ fn bundles_answer_as_the_model_with_its_adapter() {
 
 /// One changed byte fails the SHA-256 check naming the file; a missing file is named too; an
 /// existing bundle is replaced only with --overwrite.
+#[test]
+/// On wgpu (WGSL kernels cannot read 8-bit weights) a Q8 bundle is dequantized on loading and
+/// answers as on the CPU: the same tokens, attention within float rounding. Runs on the
+/// software Vulkan adapter that `scripts/setup.sh` installs; LAVENDER_EXPECT_LAVAPIPE=0 skips.
+#[test]
+fn q8_bundles_run_on_wgpu_dequantized() {
+    if std::env::var("LAVENDER_EXPECT_LAVAPIPE").as_deref() == Ok("0") {
+        return;
+    }
+    let dir = temp_dir("export-web-wgpu");
+    let bundle = dir.join("bundle-q8");
+    export(&bundle, "q8");
+    let model = ["--bundle", bundle.to_str().unwrap()];
+    let (cpu_dump, wgpu_dump) = (dir.join("cpu.safetensors"), dir.join("wgpu.safetensors"));
+    let on_cpu = success(&generate_on("cpu", &model, &cpu_dump));
+    let on_wgpu = lavender(&[
+        "generate",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--image",
+        &image(),
+        "--device",
+        "wgpu",
+        "--prompt",
+        "What is in the picture?",
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--dump-attention",
+        wgpu_dump.to_str().unwrap(),
+    ]);
+    let on_wgpu = success(&on_wgpu);
+    assert_eq!(tokens(&on_wgpu), tokens(&on_cpu));
+    for ((name, wgpu), (_, cpu)) in dumped(&wgpu_dump).into_iter().zip(dumped(&cpu_dump)) {
+        let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let error = wgpu
+            .iter()
+            .zip(&cpu)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error <= 1e-4 * scale.max(1e-12), "{name}: {error:e} of {scale:e}");
+    }
+}
+
 #[test]
 fn damaged_incomplete_or_existing_bundles_are_refused() {
     let dir = temp_dir("export-web-damaged");

@@ -9,7 +9,6 @@
 
 mod backend_check;
 mod bundle_source;
-mod dequantize;
 mod device;
 mod explorer;
 mod js;

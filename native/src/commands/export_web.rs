@@ -263,8 +263,10 @@ fn write_bundle(files: &BundleFiles, out: &Path, overwrite: bool) -> anyhow::Res
 }
 
 /// Reads the bundle folder `dir` (the files its manifest lists), checks every file's size and
-/// SHA-256 against the manifest, and loads the student on `device`.
-pub fn load_bundle(dir: &Path, device: &Device) -> anyhow::Result<Mllama> {
+/// SHA-256 against the manifest, and loads the student on `device`. With `dequantize` (for
+/// wgpu, whose WGSL kernels cannot read 8-bit weights: see [`Mllama::dequantized`]) it is
+/// loaded on the CPU, its quantized weights expanded to f32, then moved to `device`.
+pub fn load_bundle(dir: &Path, device: &Device, dequantize: bool) -> anyhow::Result<Mllama> {
     let mut files = BundleFiles::new(dir);
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = fs::read(&manifest_path)
@@ -281,5 +283,13 @@ pub fn load_bundle(dir: &Path, device: &Device) -> anyhow::Result<Mllama> {
         }
     }
     files.verify()?;
+    if dequantize {
+        let student = Mllama::from_bundle(files, &DeviceSpec::Cpu.open()?)?;
+        let (student, count) = student.dequantized();
+        if count > 0 {
+            tracing::info!("{count} quantized weights expanded to f32 for wgpu");
+        }
+        return Ok(student.into_device(device));
+    }
     Ok(Mllama::from_bundle(files, device)?)
 }

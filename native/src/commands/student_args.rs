@@ -49,13 +49,11 @@ impl StudentArgs {
     /// Checks the flags, opens the device, decodes the image and loads the model.
     pub fn load(&self) -> anyhow::Result<(Mllama, RgbImage)> {
         anyhow::ensure!(self.map_size > 0, "--map-size must be positive");
-        let device = self
-            .device
-            .unwrap_or_else(DeviceSpec::best_available)
-            .open()?;
+        let spec = self.device.unwrap_or_else(DeviceSpec::best_available);
+        let device = spec.open()?;
         let image = open_image(&self.image)?;
         let student = match (&self.bundle, &self.vlm) {
-            (Some(bundle), _) => load_bundle(bundle, &device)
+            (Some(bundle), _) => load_bundle(bundle, &device, matches!(spec, DeviceSpec::Wgpu(_)))
                 .with_context(|| format!("cannot load the bundle {}", bundle.display()))?,
             (None, Some(vlm)) => Mllama::load(vlm, self.adapter.as_deref(), &device)
                 .with_context(|| format!("cannot load the model from {}", vlm.display()))?,

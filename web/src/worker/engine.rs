@@ -23,7 +23,6 @@ use super::{
 };
 use crate::{
     bundle_source::{Fetched, bundle_from_files, fetch_bundle},
-    dequantize::dequantize_weights,
     device::{Backend, Chosen, choose_device},
     js::{self, now_ms},
     limits::{adapter_buffer_limit, check_fits},
@@ -243,10 +242,12 @@ async fn build(
         },
     );
     let (student, dequantized) = if chosen.backend == Backend::WebGpu {
-        // Loaded and dequantized on the CPU, then copied: see `dequantize`.
+        // Loaded and dequantized on the CPU, then copied: WebGPU kernels cannot read 8-bit
+        // weights (see `Mllama::dequantized`). The download stays Q8; the GPU holds f32 (the
+        // buffer-limit check above already assumes f32).
         let student = Mllama::from_bundle(files, &burn::tensor::Device::flex())
             .map_err(|error| error.to_string())?;
-        let (student, count) = dequantize_weights(student);
+        let (student, count) = student.dequantized();
         (student.into_device(&chosen.device), count)
     } else {
         let student =

@@ -15,9 +15,9 @@ use std::{
 };
 
 use burn::{
-    module::Module,
+    module::{Module, ModuleMapper, Param},
     store::{BurnpackStore, ModuleSnapshot},
-    tensor::{Bytes, Device},
+    tensor::{Bytes, DType, Device, Tensor},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -411,6 +411,34 @@ impl Mllama {
         }
         Ok(Self::assemble(model, &source)?)
     }
+
+    /// The student with every quantized weight dequantized to f32, and how many there were.
+    ///
+    /// For the wgpu / WebGPU backends: CubeCL's WGSL compiler cannot emit a kernel that reads
+    /// 8-bit integers (WGSL has no `i8`; tracel-ai/cubecl#1460), so Burn 0.22.1's quantized
+    /// matmul and its dequantize kernel both fail to compile there (measured: "no definition in
+    /// scope for identifier: `i8`", on SwiftShader in Chromium and on native Vulkan alike).
+    /// Load the bundle on the CPU, call this, then move the model to the GPU.
+    pub fn dequantized(self) -> (Self, usize) {
+        struct Dequantize {
+            count: usize,
+        }
+        impl ModuleMapper for Dequantize {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                if matches!(param.val().dtype(), DType::QFloat(_)) {
+                    self.count += 1;
+                    param.map(Tensor::dequantize)
+                } else {
+                    param
+                }
+            }
+        }
+        let mut mapper = Dequantize { count: 0 };
+        let student = self
+            .try_map_model(|model| Ok::<_, std::convert::Infallible>(model.map(&mut mapper)))
+            .unwrap_or_else(|never| match never {});
+        (student, mapper.count)
+    }
 }
 
 /// The number of parameters of `model` that hold quantized values.
@@ -531,12 +559,21 @@ mod tests {
         assert!(report.quantized > 40, "{} quantized", report.quantized);
         let (logits, tokens) = run(&loaded.model);
         let (expected_logits, expected_tokens) = run(&merged().model);
-        let error = relative_error(logits, expected_logits);
+        let error = relative_error(logits.clone(), expected_logits);
         eprintln!(
             "q8 bundle: logits relative error {error:e}; tokens {tokens:?} vs {expected_tokens:?}"
         );
         assert!(error < 1e-2, "relative error {error:e}");
         assert_eq!(tokens, expected_tokens);
+
+        // Dequantized (as for WebGPU): no quantized weight left, the same numbers.
+        let (dequantized, count) = loaded.dequantized();
+        assert_eq!(count, report.quantized);
+        assert_eq!(quantized_param_count(&dequantized.model), 0);
+        let (dequantized_logits, dequantized_tokens) = run(&dequantized.model);
+        let drift = relative_error(dequantized_logits, logits);
+        assert!(drift < 1e-5, "dequantized vs quantized logits: {drift:e}");
+        assert_eq!(dequantized_tokens, tokens);
     }
 
     #[test]
