@@ -56,6 +56,8 @@ async function runCheck({ query = "", webgpu = true, screenshot }) {
       if (message.type() === "error") problems.push(`console: ${message.text()}`);
     });
     await page.goto(server.url + query);
+    // The check runs when its section is opened (it would otherwise busy the page's thread).
+    await page.click("details.lx-check summary");
     await page
       .waitForFunction(
         () => {

@@ -54,6 +54,7 @@ pub fn start() {
 
 #[component]
 fn App(options: ExplorerOptions) -> impl IntoView {
+    let opened = RwSignal::new(false);
     view! {
         <main>
             <h1>"lavender-rs explorer"</h1>
@@ -64,9 +65,11 @@ fn App(options: ExplorerOptions) -> impl IntoView {
                  the native tool."
             </p>
             <Explorer options />
-            <details class="lx-check">
+            <details class="lx-check" on:toggle=move |_| opened.set(true)>
                 <summary>"Backend check"</summary>
-                <backend_check::BackendCheck />
+                // Run on the page's own thread, so only when asked for: the explorer's work
+                // is in its worker and the page stays free.
+                {move || opened.get().then(|| view! { <backend_check::BackendCheck /> })}
             </details>
         </main>
     }
