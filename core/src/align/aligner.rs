@@ -43,12 +43,34 @@ pub enum AlignerDepth {
 }
 
 impl AlignerDepth {
+    pub const ALL: [Self; 3] = [Self::Light, Self::Sim, Self::Deep];
+
     pub fn convs(self) -> usize {
         match self {
             Self::Light => 2,
             Self::Sim => 3,
             Self::Deep => 5,
         }
+    }
+
+    /// The depth with `convs` 3x3 convs, if one has that many: how a saved Aligner's depth is
+    /// read off its tensors.
+    pub fn from_convs(convs: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|depth| depth.convs() == convs)
+    }
+
+    /// The stable name (`train --aligner-depth`, bundle manifests): `light`, `sim`, `deep`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Light => "light",
+            Self::Sim => "sim",
+            Self::Deep => "deep",
+        }
+    }
+
+    /// The depth named `id` ([`AlignerDepth::id`]).
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|depth| depth.id() == id)
     }
 }
 
@@ -59,6 +81,24 @@ pub enum AlignerActivation {
     Relu6,
     /// Leaky ReLU with slope [`LEAKY_RELU_SLOPE`].
     LeakyRelu,
+}
+
+impl AlignerActivation {
+    pub const ALL: [Self; 2] = [Self::Relu6, Self::LeakyRelu];
+
+    /// The stable name (bundle manifests, `export-web --aligner-activation`): `relu6`,
+    /// `leaky-relu`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Relu6 => "relu6",
+            Self::LeakyRelu => "leaky-relu",
+        }
+    }
+
+    /// The activation named `id` ([`AlignerActivation::id`]).
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|activation| activation.id() == id)
+    }
 }
 
 #[derive(Config, Debug)]
@@ -173,6 +213,13 @@ impl AlignerConfig {
 }
 
 impl Aligner {
+    /// The input channels it takes: the heads of the attention it was trained on.
+    pub fn heads(&self) -> usize {
+        self.convs
+            .first()
+            .map_or(0, |conv| conv.weight.val().dims()[1])
+    }
+
     /// `[n, heads, s, s]` per-head maps -> `[n, 1, s, s]`.
     pub fn forward(&self, maps: Tensor<4>) -> Tensor<4> {
         let mut x = maps;
@@ -294,8 +341,22 @@ pub(crate) mod tests {
             .with_depth(AlignerDepth::Deep)
             .init(&device());
         assert_eq!(light.convs.len(), 5);
+        assert_eq!(light.heads(), 4);
         let out = light.forward(Tensor::ones([2, 4, 6, 6], &device()));
         assert_eq!(out.dims(), [2, 1, 6, 6]);
+    }
+
+    #[test]
+    fn depths_and_activations_have_stable_ids() {
+        for depth in AlignerDepth::ALL {
+            assert_eq!(AlignerDepth::from_id(depth.id()), Some(depth));
+            assert_eq!(AlignerDepth::from_convs(depth.convs()), Some(depth));
+        }
+        assert_eq!(AlignerDepth::from_convs(4), None);
+        for activation in AlignerActivation::ALL {
+            assert_eq!(AlignerActivation::from_id(activation.id()), Some(activation));
+        }
+        assert_eq!(AlignerActivation::from_id("relu"), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! (heads as channels), combined into one map per text position by the Aligner or by maxima
 //! (lavender-method.md §3.4), then min-max normalised per position.
 
+use std::{fmt, str::FromStr};
+
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 use super::{
     aligner::Aligner,
@@ -10,8 +13,11 @@ use super::{
 };
 use crate::{sd::words::NORMALISE_EPS, vlm::TextToImageAttention};
 
-/// How the layers' per-head maps become one map per position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the layers' per-head maps become one map per position. Its stable ids
+/// ([`Aggregation::id`], also its serde form) are `aligner-per-layer`, `mean-first` and
+/// `max-max`: the browser explorer sends them as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
     /// The Aligner on each layer, then the mean over layers (the reference's default).
     #[default]
@@ -22,12 +28,65 @@ pub enum Aggregation {
     MaxMax,
 }
 
+impl Aggregation {
+    pub const ALL: [Self; 3] = [Self::AlignerPerLayer, Self::MeanFirst, Self::MaxMax];
+
+    /// The stable id: `aligner-per-layer`, `mean-first` or `max-max`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::AlignerPerLayer => "aligner-per-layer",
+            Self::MeanFirst => "mean-first",
+            Self::MaxMax => "max-max",
+        }
+    }
+
+    /// Whether it runs the Aligner (all but [`Aggregation::MaxMax`]).
+    pub fn needs_aligner(self) -> bool {
+        self != Self::MaxMax
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// A string that is no [`Aggregation::id`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown aggregation `{0}`; expected aligner-per-layer, mean-first or max-max")]
+pub struct UnknownAggregation(pub String);
+
+impl FromStr for Aggregation {
+    type Err = UnknownAggregation;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|aggregation| aggregation.id() == id)
+            .ok_or_else(|| UnknownAggregation(id.to_string()))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StudentMapsError {
     #[error("the student captured no cross-attention layer")]
     NoLayers,
-    #[error("{0:?} aggregation needs an Aligner")]
+    #[error("the `{0}` aggregation needs an Aligner")]
     NoAligner(Aggregation),
+    #[error("the Aligner takes {aligner} heads, the attention has {attention}")]
+    AlignerHeads { aligner: usize, attention: usize },
+    #[error(
+        "word `{word}` has token position {position}; its map is read at the position before \
+         it, which must be within the sequence of {seq}"
+    )]
+    Position {
+        word: String,
+        position: usize,
+        seq: usize,
+    },
+    #[error("word `{0}` has no token position")]
+    NoPositions(String),
 }
 
 /// One layer's attention `[heads, seq, keys]` on the grid: `[seq, heads, size, size]`.
@@ -71,6 +130,15 @@ pub fn token_maps(
         .collect();
     let layers = grids.len();
     let [seq, heads, _, _] = grids[0].dims();
+    if let Some(aligner) = aligner.filter(|_| aggregation.needs_aligner())
+        && aligner.heads() != heads
+    {
+        // The conv would panic on the channel mismatch.
+        return Err(StudentMapsError::AlignerHeads {
+            aligner: aligner.heads(),
+            attention: heads,
+        });
+    }
     let aligner = || aligner.ok_or(StudentMapsError::NoAligner(aggregation));
     let maps = match aggregation {
         Aggregation::AlignerPerLayer => {
@@ -148,6 +216,59 @@ mod tests {
         let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
         let one = 1.0 / (1.0 + NORMALISE_EPS);
         assert_eq!(values, vec![one, 0.0, 0.0, one, one, 0.0, 0.0, one]);
+    }
+
+    #[test]
+    fn aggregations_have_stable_string_ids() {
+        for (aggregation, id) in [
+            (Aggregation::AlignerPerLayer, "aligner-per-layer"),
+            (Aggregation::MeanFirst, "mean-first"),
+            (Aggregation::MaxMax, "max-max"),
+        ] {
+            assert_eq!(aggregation.id(), id);
+            assert_eq!(aggregation.to_string(), id);
+            assert_eq!(id.parse::<Aggregation>(), Ok(aggregation));
+            let json = serde_json::to_string(&aggregation).unwrap();
+            assert_eq!(json, format!("\"{id}\""));
+            assert_eq!(serde_json::from_str::<Aggregation>(&json).unwrap(), aggregation);
+        }
+        let error = "mean".parse::<Aggregation>().unwrap_err().to_string();
+        assert!(error.contains("unknown aggregation `mean`"), "{error}");
+    }
+
+    #[test]
+    fn an_aligner_of_other_heads_is_refused() {
+        let aligner = crate::align::aligner::AlignerConfig::new(3)
+            .with_hidden(4)
+            .init(&device());
+        for aggregation in [Aggregation::AlignerPerLayer, Aggregation::MeanFirst] {
+            let result = token_maps(
+                &attention(),
+                Some(&aligner),
+                aggregation,
+                GridMode::Corrected,
+                2,
+            );
+            assert!(
+                matches!(
+                    result,
+                    Err(StudentMapsError::AlignerHeads {
+                        aligner: 3,
+                        attention: 2
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+        // Max-max ignores it.
+        token_maps(
+            &attention(),
+            Some(&aligner),
+            Aggregation::MaxMax,
+            GridMode::Corrected,
+            2,
+        )
+        .unwrap();
     }
 
     #[test]

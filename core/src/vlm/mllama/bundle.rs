@@ -6,7 +6,8 @@
 //! files as they were, and `manifest.json`: format and version, each file's size and SHA-256,
 //! the quantization, and the image grid and cross-attention layout the explorer needs before
 //! it runs the model. A bundle may also carry example images with the Stable Diffusion
-//! teacher's word maps ([`super::bundle_examples`]). Everything here works on bytes in memory;
+//! teacher's word maps ([`super::bundle_examples`]) and the trained Aligner
+//! ([`super::bundle_aligner`]). Everything here works on bytes in memory;
 //! reading and writing folders is the caller's (the CLI's; the browser fetches).
 
 use std::{
@@ -22,9 +23,13 @@ use burn::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use super::bundle_examples::{BundleExample, ExampleInput, map_mse, teacher_word_row};
+pub use super::{
+    bundle_aligner::{ALIGNER_FILE, AlignerInput, BundleAligner},
+    bundle_examples::{BundleExample, ExampleInput, map_mse, teacher_word_row},
+};
 use super::{
-    bundle_examples::example_files, config::MllamaConfig, model::MllamaModel, student::Mllama,
+    bundle_aligner::aligner_entry, bundle_examples::example_files, config::MllamaConfig,
+    model::MllamaModel, student::Mllama,
 };
 use crate::{
     adapters::quant::{QuantReport, quantize_q8},
@@ -73,6 +78,9 @@ pub enum BundleError {
     /// An example's maps file that does not fit its manifest entry.
     #[error("{path}: {reason}")]
     Example { path: PathBuf, reason: String },
+    /// An Aligner file that does not fit the model, or is no Aligner.
+    #[error("{path}: {reason}")]
+    Aligner { path: PathBuf, reason: String },
     #[error("cannot export the bundle: {0}")]
     Export(String),
     #[error(transparent)]
@@ -97,6 +105,10 @@ pub struct Manifest {
     /// from the manifests of bundles without examples (and of bundles written before them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<BundleExample>,
+    /// The trained Aligner, for the explorer's aggregated maps; its file is in `files` too.
+    /// Absent from the manifests of bundles without one (and of bundles written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aligner: Option<BundleAligner>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +288,39 @@ pub fn export_bundle_with_examples(
     map_size: usize,
     examples: &[ExampleInput],
 ) -> Result<(BundleFiles, Manifest), BundleError> {
-    let (examples, example_files) = example_files(examples)?;
+    let extras = BundleExtras {
+        examples,
+        aligner: None,
+    };
+    export_bundle_with(student, source, quant, map_size, &extras)
+}
+
+/// What a bundle may carry besides the model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BundleExtras<'a> {
+    /// Example images with the teacher's maps ([`export_bundle_with_examples`]).
+    pub examples: &'a [ExampleInput],
+    /// A training run's Aligner, stored as [`ALIGNER_FILE`] and described in the manifest's
+    /// `aligner`. Its input channels must be the model's cross-attention heads; its depth and
+    /// width are read off its tensors.
+    pub aligner: Option<&'a AlignerInput>,
+}
+
+/// [`export_bundle`] with `extras`. Examples and Aligner are checked before the weights are
+/// touched, so a bad one fails the export early.
+pub fn export_bundle_with(
+    student: Mllama,
+    source: &FileSource<'_>,
+    quant: BundleQuant,
+    map_size: usize,
+    extras: &BundleExtras<'_>,
+) -> Result<(BundleFiles, Manifest), BundleError> {
+    let (examples, example_files) = example_files(extras.examples)?;
+    let heads = student.model.config.text_config.num_attention_heads;
+    let aligner = extras
+        .aligner
+        .map(|input| aligner_entry(input, heads, student.device()).map(|entry| (entry, input)))
+        .transpose()?;
     if student.model.lora_settings().is_some() {
         return Err(BundleError::Export(
             "the model carries LoRA factors; merge them first (merge_lora)".into(),
@@ -313,10 +357,13 @@ pub fn export_bundle_with_examples(
             }));
         }
     }
-    for (name, bytes) in example_files {
+    let aligner_file = aligner
+        .as_ref()
+        .map(|(entry, input)| (entry.file.clone(), input.bytes.clone()));
+    for (name, bytes) in example_files.into_iter().chain(aligner_file) {
         if files.get(&name).is_some() || name == MANIFEST_FILE {
             return Err(BundleError::Export(format!(
-                "example file {name} would replace a model file"
+                "bundle file {name} would replace another file"
             )));
         }
         files.insert(name, bytes);
@@ -345,6 +392,7 @@ pub fn export_bundle_with_examples(
             head_dim: text.head_dim(),
         },
         examples,
+        aligner: aligner.map(|(entry, _)| entry),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
     files.insert(MANIFEST_FILE, json);
@@ -468,6 +516,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        align::aligner::{Aligner, AlignerActivation, AlignerConfig},
         data::TeacherMaps,
         testing::{device, mllama_golden_ids, mllama_tiny_dir, relative_error},
         vlm::mllama::{
@@ -670,7 +719,102 @@ mod tests {
         old_files.insert(MANIFEST_FILE, serde_json::to_vec(&old).unwrap());
         let parsed = old_files.manifest().unwrap();
         assert!(parsed.examples.is_empty());
+        assert_eq!(parsed.aligner, None);
+        assert!(json.get("aligner").is_none(), "{json}");
+        assert!(old_files.aligner(&parsed, &device()).unwrap().is_none());
         assert_eq!(parsed.files["model.bpk"].size, 3);
+    }
+
+    /// A training run's Aligner (4 heads as the tiny model's cross-attention, the default
+    /// width and depth), as `train` writes it.
+    fn run_aligner(heads: usize) -> (Aligner, AlignerInput) {
+        let device = device();
+        device.seed(11);
+        let aligner = AlignerConfig::new(heads).init(&device);
+        let input = AlignerInput {
+            label: PathBuf::from("runs/lavender/aligner.safetensors"),
+            bytes: aligner.to_safetensors().unwrap(),
+            activation: AlignerActivation::Relu6,
+        };
+        (aligner, input)
+    }
+
+    fn export_with_aligner(input: &AlignerInput) -> Result<(BundleFiles, Manifest), BundleError> {
+        let dir = mllama_tiny_dir();
+        let extras = BundleExtras {
+            aligner: Some(input),
+            ..BundleExtras::default()
+        };
+        export_bundle_with(
+            merged(),
+            &FileSource::Folder(&dir),
+            BundleQuant::None,
+            32,
+            &extras,
+        )
+    }
+
+    /// The Aligner travels byte for byte, listed and described in the manifest, and comes back
+    /// computing what the original does; the model still loads from such a bundle.
+    #[test]
+    fn an_aligner_round_trips_through_a_bundle() {
+        let (original, input) = run_aligner(4);
+        let (files, manifest) = export_with_aligner(&input).unwrap();
+        assert_eq!(files.verify().unwrap(), manifest);
+        assert_eq!(
+            manifest.aligner,
+            Some(BundleAligner {
+                file: ALIGNER_FILE.into(),
+                heads: 4,
+                hidden: 32,
+                depth: "sim".into(),
+                activation: "relu6".into(),
+            })
+        );
+        assert_eq!(files.get(ALIGNER_FILE), Some(input.bytes.as_slice()));
+        assert_eq!(manifest.files[ALIGNER_FILE].sha256, sha256_hex(&input.bytes));
+        let json: serde_json::Value =
+            serde_json::from_slice(files.get(MANIFEST_FILE).unwrap()).unwrap();
+        assert_eq!(json["aligner"]["depth"], "sim");
+
+        let loaded = files.aligner(&manifest, &device()).unwrap().unwrap();
+        let maps = Tensor::<4>::random(
+            [3, 4, 8, 8],
+            burn::tensor::Distribution::Uniform(0.0, 1.0),
+            &device(),
+        );
+        let diff: f32 = (loaded.forward(maps.clone()) - original.forward(maps))
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(diff, 0.0);
+
+        // A file that no longer fits the manifest is refused naming it and the shapes.
+        let mut other = files.clone();
+        let (_, narrow) = run_aligner(2);
+        other.insert(ALIGNER_FILE, narrow.bytes.clone());
+        let mut narrowed = manifest.clone();
+        narrowed.files.get_mut(ALIGNER_FILE).unwrap().size = narrow.bytes.len() as u64;
+        let error = other
+            .aligner(&narrowed, &device())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("aligner.safetensors has shape [32, 2, 3, 3], expected [32, 4, 3, 3]"),
+            "{error}"
+        );
+        Mllama::from_bundle(files, &device()).unwrap();
+    }
+
+    #[test]
+    fn an_aligner_of_other_heads_is_refused_naming_the_file() {
+        let (_, input) = run_aligner(5);
+        let error = export_with_aligner(&input).unwrap_err().to_string();
+        assert!(
+            error.starts_with("runs/lavender/aligner.safetensors: `convs.0.weight` has shape [32, 5, 3, 3]")
+                && error.contains("the model's cross-attention has 4 heads"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,13 +5,23 @@
 //! min-max normalised. Unlike [`Mllama::answer_word_maps`], repeated words stay separate: each
 //! occurrence is its own button.
 //!
+//! Besides those plain attention maps, [`Mllama::sequence_word_maps_aggregated`] gives a
+//! word's map as training's alignment loss sees it: all layers combined by one of the
+//! [`Aggregation`]s (the trained Aligner's, when the bundle carries it).
+//!
 //! Nothing here reads a tensor back: the caller reads the maps (asynchronously in a browser).
 
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::student::{Mllama, Prepared};
 use crate::{
-    align::grid::attention_to_grid, sd::words::min_max_normalise, vlm::mllama::text::KvCache,
+    align::{
+        aligner::Aligner,
+        grid::{GridMode, attention_to_grid},
+        student_maps::{Aggregation, StudentMapsError, token_maps},
+    },
+    sd::words::min_max_normalise,
+    vlm::{TextToImageAttention, mllama::text::KvCache},
 };
 
 /// Which part of the conversation a word comes from.
@@ -189,6 +199,93 @@ impl Mllama {
             .collect();
         Tensor::cat(maps, 0)
     }
+
+    /// Maps `[words, size, size]` of `words` with one of training's aggregations
+    /// ([`token_maps`] over all captured cross-attention layers, corrected grid), each word's
+    /// map read at the positions that predict it exactly as [`Mllama::sequence_word_maps`]
+    /// does (mean over its pieces, then min-max normalised), so the explorer's "Aligner" maps
+    /// are what the alignment loss compares with the teacher.
+    ///
+    /// Only the positions some word reads are aggregated: every position's map is computed on
+    /// its own (the Aligner's instance norm and the min-max are per map), so this equals
+    /// selecting rows of `token_maps` over the whole sequence, at a fraction of the work (the
+    /// Aligner runs on `layers x positions` maps of `heads` channels).
+    ///
+    /// Errors: [`StudentMapsError::NoAligner`] when `aggregation` needs an Aligner and there is
+    /// none, [`StudentMapsError::AlignerHeads`] when it does not take the model's heads,
+    /// [`StudentMapsError::Position`] for a word position with no predecessor in the sequence,
+    /// [`StudentMapsError::NoPositions`] for a word without positions.
+    pub fn sequence_word_maps_aggregated(
+        &self,
+        prepared: &Prepared,
+        attention: &SequenceAttention,
+        words: &[SequenceWord],
+        aligner: Option<&Aligner>,
+        aggregation: Aggregation,
+        size: usize,
+    ) -> Result<Tensor<3>, StudentMapsError> {
+        let device = self.device();
+        if aggregation.needs_aligner() && aligner.is_none() {
+            return Err(StudentMapsError::NoAligner(aggregation));
+        }
+        let seq = attention
+            .layers
+            .first()
+            .map_or(attention.seq_len, |(_, probs)| probs.dims()[1]);
+        // The rows each word reads, and the distinct rows to aggregate (in first-use order).
+        let mut rows: Vec<usize> = Vec::new();
+        let mut word_rows: Vec<Vec<i64>> = Vec::with_capacity(words.len());
+        for word in words {
+            let mut indices = Vec::with_capacity(word.positions.len());
+            for &position in &word.positions {
+                if position == 0 || position > seq {
+                    return Err(StudentMapsError::Position {
+                        word: word.text.clone(),
+                        position,
+                        seq,
+                    });
+                }
+                let row = match rows.iter().position(|&r| r == position - 1) {
+                    Some(index) => index,
+                    None => {
+                        rows.push(position - 1);
+                        rows.len() - 1
+                    }
+                };
+                indices.push(row as i64);
+            }
+            if indices.is_empty() {
+                return Err(StudentMapsError::NoPositions(word.text.clone()));
+            }
+            word_rows.push(indices);
+        }
+        if words.is_empty() {
+            return Ok(Tensor::zeros([0, size, size], device));
+        }
+        let count = rows.len();
+        let selected = Tensor::<1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect(), [count]),
+            device,
+        );
+        let reduced = TextToImageAttention {
+            layers: attention
+                .layers
+                .iter()
+                .map(|(layer, probs)| (*layer, probs.clone().select(1, selected.clone())))
+                .collect(),
+            geometry: self.geometry(prepared),
+        };
+        let maps = token_maps(&reduced, aligner, aggregation, GridMode::Corrected, size)?;
+        let word_maps = word_rows
+            .into_iter()
+            .map(|indices| {
+                let count = indices.len();
+                let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [count]), device);
+                min_max_normalise(maps.clone().select(0, indices).mean_dim(0))
+            })
+            .collect();
+        Ok(Tensor::cat(word_maps, 0))
+    }
 }
 
 /// The token range whose decoded texts cover the last occurrence of `text` in their
@@ -322,6 +419,158 @@ mod tests {
             let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
             assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
         }
+    }
+
+    /// Word maps computed by hand from `token_maps` over the whole sequence: each word's rows
+    /// (the positions before its tokens) averaged, then min-max normalised, `[words * s * s]`.
+    fn explicit_word_maps(
+        student: &Mllama,
+        prepared: &Prepared,
+        attention: &SequenceAttention,
+        words: &[SequenceWord],
+        aligner: Option<&Aligner>,
+        aggregation: Aggregation,
+        size: usize,
+    ) -> Vec<f32> {
+        let all = TextToImageAttention {
+            layers: attention.layers.clone(),
+            geometry: student.geometry(prepared),
+        };
+        let rows: Vec<f32> = token_maps(&all, aligner, aggregation, GridMode::Corrected, size)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let plane = size * size;
+        let mut out = Vec::with_capacity(words.len() * plane);
+        for word in words {
+            let mean: Vec<f32> = (0..plane)
+                .map(|i| {
+                    let sum: f32 = word
+                        .positions
+                        .iter()
+                        .map(|&p| rows[(p - 1) * plane + i])
+                        .sum();
+                    sum / word.positions.len() as f32
+                })
+                .collect();
+            let min = mean.iter().copied().fold(f32::MAX, f32::min);
+            let max = mean.iter().copied().fold(f32::MIN, f32::max);
+            let range = max - min + crate::sd::words::NORMALISE_EPS as f32;
+            out.extend(mean.iter().map(|v| (v - min) / range));
+        }
+        out
+    }
+
+    /// Every aggregation's word maps equal the explicit computation from `token_maps` rows,
+    /// with the fixture's trained-shape Aligner (4 heads, as the tiny model) where one is
+    /// needed; the aggregations differ from each other.
+    #[test]
+    fn aggregated_word_maps_are_token_maps_read_as_training_reads_them() {
+        let (student, prepared, question, answer) = fixture_answer();
+        let words = student.sequence_words(&prepared, question, &answer);
+        // A word of several pieces ("picture?") checks the mean over pieces.
+        assert!(words.iter().any(|w| w.positions.len() > 1), "{words:?}");
+        let attention = student.sequence_attention(&prepared, &answer);
+        let aligner = crate::align::aligner::tests::fixture_aligner(student.device());
+        let mut seen: Vec<Vec<f32>> = Vec::new();
+        for aggregation in Aggregation::ALL {
+            let aligner = aggregation.needs_aligner().then_some(&aligner);
+            let actual: Vec<f32> = student
+                .sequence_word_maps_aggregated(
+                    &prepared,
+                    &attention,
+                    &words,
+                    aligner,
+                    aggregation,
+                    8,
+                )
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            let expected = explicit_word_maps(
+                &student,
+                &prepared,
+                &attention,
+                &words,
+                aligner,
+                aggregation,
+                8,
+            );
+            assert_eq!(actual.len(), words.len() * 64);
+            let error = actual
+                .iter()
+                .zip(&expected)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(error < 1e-5, "{aggregation}: maps differ by {error}");
+            assert!(actual.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert!(!seen.contains(&actual), "{aggregation} repeats another");
+            seen.push(actual);
+        }
+        let none: Vec<SequenceWord> = Vec::new();
+        let empty = student
+            .sequence_word_maps_aggregated(
+                &prepared,
+                &attention,
+                &none,
+                None,
+                Aggregation::MaxMax,
+                8,
+            )
+            .unwrap();
+        assert_eq!(empty.dims(), [0, 8, 8]);
+    }
+
+    /// The Aligner aggregations without an Aligner, and words whose map cannot be read, are
+    /// errors, not panics.
+    #[test]
+    fn aggregated_word_maps_refuse_what_they_cannot_compute() {
+        let (student, prepared, question, answer) = fixture_answer();
+        let words = student.sequence_words(&prepared, question, &answer);
+        let attention = student.sequence_attention(&prepared, &answer);
+        let maps = |words: &[SequenceWord], aligner: Option<&Aligner>, aggregation| {
+            student.sequence_word_maps_aggregated(
+                &prepared,
+                &attention,
+                words,
+                aligner,
+                aggregation,
+                8,
+            )
+        };
+        for aggregation in [Aggregation::AlignerPerLayer, Aggregation::MeanFirst] {
+            assert!(matches!(
+                maps(&words, None, aggregation),
+                Err(StudentMapsError::NoAligner(a)) if a == aggregation
+            ));
+        }
+        let wrong = crate::align::aligner::AlignerConfig::new(3)
+            .with_hidden(4)
+            .init(student.device());
+        assert!(matches!(
+            maps(&words, Some(&wrong), Aggregation::AlignerPerLayer),
+            Err(StudentMapsError::AlignerHeads {
+                aligner: 3,
+                attention: 4
+            })
+        ));
+        let word = |positions: Vec<usize>| SequenceWord {
+            text: "odd".into(),
+            source: WordSource::Answer,
+            positions,
+        };
+        for positions in [vec![0], vec![attention.seq_len + 1]] {
+            let error = maps(&[word(positions)], None, Aggregation::MaxMax).unwrap_err();
+            assert!(matches!(error, StudentMapsError::Position { .. }), "{error}");
+            assert!(error.to_string().contains("word `odd`"), "{error}");
+        }
+        assert!(matches!(
+            maps(&[word(vec![])], None, Aggregation::MaxMax),
+            Err(StudentMapsError::NoPositions(_))
+        ));
+        // The last position is readable: its predecessor is in the sequence.
+        maps(&[word(vec![attention.seq_len])], None, Aggregation::MaxMax).unwrap();
     }
 
     /// `Pick::Max` is the element-wise maximum of the captured probabilities: its maps equal

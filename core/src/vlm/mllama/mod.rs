@@ -4,6 +4,7 @@
 //! `language_model.lm_head.*`, `multi_modal_projector.*`).
 
 pub mod bundle;
+pub mod bundle_aligner;
 pub mod bundle_examples;
 pub mod config;
 pub mod explore;
