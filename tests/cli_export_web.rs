@@ -14,6 +14,7 @@ use std::{
 
 use common::{f32s, failure, lavender, success, temp_dir};
 use lavender_core::{
+    align::aligner::AlignerConfig,
     data::TeacherMapsIndex,
     vlm::mllama::bundle::{BundleFiles, MANIFEST_FILE, sha256_hex},
 };
@@ -207,9 +208,6 @@ fn bundles_answer_as_the_model_with_its_adapter() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// One changed byte fails the SHA-256 check naming the file; a missing file is named too; an
-/// existing bundle is replaced only with --overwrite.
-#[test]
 /// On wgpu (WGSL kernels cannot read 8-bit weights) a Q8 bundle is dequantized on loading and
 /// answers as on the CPU: the same tokens, attention within float rounding. Runs on the
 /// software Vulkan adapter that `scripts/setup.sh` installs; LAVENDER_EXPECT_LAVAPIPE=0 skips.
@@ -248,10 +246,15 @@ fn q8_bundles_run_on_wgpu_dequantized() {
             .iter()
             .zip(&cpu)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(error <= 1e-4 * scale.max(1e-12), "{name}: {error:e} of {scale:e}");
+        assert!(
+            error <= 1e-4 * scale.max(1e-12),
+            "{name}: {error:e} of {scale:e}"
+        );
     }
 }
 
+/// One changed byte fails the SHA-256 check naming the file; a missing file is named too; an
+/// existing bundle is replaced only with --overwrite.
 #[test]
 fn damaged_incomplete_or_existing_bundles_are_refused() {
     let dir = temp_dir("export-web-damaged");
@@ -487,5 +490,145 @@ fn example_flags_go_together_and_bad_examples_are_named() {
             && error.contains("nowhere.png"),
         "{error}"
     );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A training run's `aligner.safetensors` as `train` writes it: a seeded fresh Aligner of
+/// `heads` input channels (the default width and depth), written to `dir`.
+fn write_aligner(dir: &Path, heads: usize) -> (PathBuf, Vec<u8>) {
+    let device = burn::tensor::Device::flex();
+    device.seed(5);
+    let bytes = AlignerConfig::new(heads)
+        .init(&device)
+        .to_safetensors()
+        .unwrap();
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join("aligner.safetensors");
+    fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+/// `--aligner`: the run's file is shipped as it is, listed with its SHA-256 and described in the
+/// manifest (heads = the model's cross-attention heads, depth and width read off the tensors),
+/// loads back as the same Aligner, and the bundle still answers `generate --bundle`. A run
+/// folder stands for its `aligner.safetensors`.
+#[test]
+fn bundles_carry_a_training_runs_aligner() {
+    let dir = temp_dir("export-web-aligner");
+    let run = dir.join("run");
+    let (path, bytes) = write_aligner(&run, 4);
+    let bundle = dir.join("bundle");
+    let report = success(&lavender(&[
+        "export-web",
+        "--vlm",
+        &fixture(),
+        "--adapter",
+        &adapter(),
+        "--quant",
+        "none",
+        "--out",
+        bundle.to_str().unwrap(),
+        "--aligner",
+        path.to_str().unwrap(),
+    ]));
+    assert!(
+        report.contains("aligner: 4 heads, 32 hidden, depth sim, relu6 (aligner.safetensors)"),
+        "{report}"
+    );
+    let json = manifest(&bundle);
+    assert_eq!(
+        json["aligner"],
+        serde_json::json!({
+            "file": "aligner.safetensors", "heads": 4, "hidden": 32,
+            "depth": "sim", "activation": "relu6",
+        })
+    );
+    assert_eq!(
+        json["files"]["aligner.safetensors"]["sha256"],
+        sha256_hex(&bytes)
+    );
+    assert_eq!(
+        json["files"]["aligner.safetensors"]["size"],
+        bytes.len() as u64
+    );
+    assert_eq!(fs::read(bundle.join("aligner.safetensors")).unwrap(), bytes);
+    let files = read_bundle(&bundle);
+    let checked = files.verify().unwrap();
+    let device = burn::tensor::Device::flex();
+    let loaded = files.aligner(&checked, &device).unwrap().unwrap();
+    assert_eq!(loaded.to_safetensors().unwrap(), bytes);
+
+    let dump = dir.join("dump.safetensors");
+    let answer = success(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
+    assert!(!tokens(&answer).is_empty());
+
+    // The run folder and the other activation.
+    let leaky = dir.join("bundle-leaky");
+    success(&lavender(&[
+        "export-web",
+        "--vlm",
+        &fixture(),
+        "--quant",
+        "none",
+        "--out",
+        leaky.to_str().unwrap(),
+        "--aligner",
+        run.to_str().unwrap(),
+        "--aligner-activation",
+        "leaky-relu",
+    ]));
+    assert_eq!(manifest(&leaky)["aligner"]["activation"], "leaky-relu");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An Aligner of other heads, or a missing file, fails the export naming the file; no bundle
+/// folder is written. `--aligner-activation` needs `--aligner`.
+#[test]
+fn a_wrong_aligner_is_refused_naming_the_file() {
+    let dir = temp_dir("export-web-aligner-errors");
+    let (path, _) = write_aligner(&dir.join("run"), 6);
+    let bundle = dir.join("bundle");
+    let export = |aligner: &str| {
+        lavender(&[
+            "export-web",
+            "--vlm",
+            &fixture(),
+            "--quant",
+            "none",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--aligner",
+            aligner,
+        ])
+    };
+    let error = failure(&export(path.to_str().unwrap()));
+    assert!(
+        error.contains(&format!(
+            "{}: `convs.0.weight` has shape [32, 6, 3, 3]",
+            path.display()
+        )) && error.contains("the model's cross-attention has 4 heads")
+            && error.contains("expected [32, 4, 3, 3]"),
+        "{error}"
+    );
+    assert!(!bundle.exists(), "a bundle folder was written");
+
+    let missing = dir.join("nowhere.safetensors");
+    let error = failure(&export(missing.to_str().unwrap()));
+    assert!(
+        error.contains(&format!("cannot read --aligner {}", missing.display())),
+        "{error}"
+    );
+    assert!(!bundle.exists(), "a bundle folder was written");
+
+    let output = lavender(&[
+        "export-web",
+        "--vlm",
+        &fixture(),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--aligner-activation",
+        "relu6",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -97,7 +97,9 @@ impl AlignerActivation {
 
     /// The activation named `id` ([`AlignerActivation::id`]).
     pub fn from_id(id: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|activation| activation.id() == id)
+        Self::ALL
+            .into_iter()
+            .find(|activation| activation.id() == id)
     }
 }
 
@@ -354,7 +356,10 @@ pub(crate) mod tests {
         }
         assert_eq!(AlignerDepth::from_convs(4), None);
         for activation in AlignerActivation::ALL {
-            assert_eq!(AlignerActivation::from_id(activation.id()), Some(activation));
+            assert_eq!(
+                AlignerActivation::from_id(activation.id()),
+                Some(activation)
+            );
         }
         assert_eq!(AlignerActivation::from_id("relu"), None);
     }

@@ -230,7 +230,10 @@ mod tests {
             assert_eq!(id.parse::<Aggregation>(), Ok(aggregation));
             let json = serde_json::to_string(&aggregation).unwrap();
             assert_eq!(json, format!("\"{id}\""));
-            assert_eq!(serde_json::from_str::<Aggregation>(&json).unwrap(), aggregation);
+            assert_eq!(
+                serde_json::from_str::<Aggregation>(&json).unwrap(),
+                aggregation
+            );
         }
         let error = "mean".parse::<Aggregation>().unwrap_err().to_string();
         assert!(error.contains("unknown aggregation `mean`"), "{error}");

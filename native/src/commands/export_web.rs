@@ -2,8 +2,9 @@
 //! browser explorer loads: `model.bpk`, the model's config / tokenizer / chat template /
 //! processor files, and `manifest.json` (sizes, SHA-256, quantization, image grid,
 //! cross-attention layout), and optionally example images with the Stable Diffusion teacher's
-//! word maps (`--teacher-maps` / `--examples`). Also reads bundles back for
-//! `generate --bundle` / `attend --bundle`.
+//! word maps (`--teacher-maps` / `--examples`), and optionally a training run's Aligner
+//! (`--aligner`), so the explorer offers training's aggregations of a word's map. Also reads
+//! bundles back for `generate --bundle` / `attend --bundle`.
 
 use std::{
     fs,
@@ -15,10 +16,12 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use lavender_core::{
+    align::aligner::AlignerActivation,
     data::{DataSpec, ImageLoader, TeacherMapsIndex},
     vlm::mllama::{
         bundle::{
-            BundleFiles, BundleQuant, ExampleInput, MANIFEST_FILE, export_bundle_with_examples,
+            ALIGNER_FILE, AlignerInput, BundleExtras, BundleFiles, BundleQuant, ExampleInput,
+            MANIFEST_FILE, export_bundle_with,
         },
         student::Mllama,
     },
@@ -35,6 +38,24 @@ pub enum QuantArg {
     None,
 }
 
+/// The Aligner's activation (`train` always uses relu6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActivationArg {
+    /// min(max(x, 0), 6), as `lavender train` (the reference's `relu`).
+    Relu6,
+    /// Leaky ReLU, slope 0.1 (the reference's `leakyrelu`).
+    LeakyRelu,
+}
+
+impl From<ActivationArg> for AlignerActivation {
+    fn from(arg: ActivationArg) -> Self {
+        match arg {
+            ActivationArg::Relu6 => Self::Relu6,
+            ActivationArg::LeakyRelu => Self::LeakyRelu,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   lavender export-web --vlm ./Llama-3.2-11B-Vision-Instruct --adapter ./lavender-lora \\
@@ -43,6 +64,8 @@ pub enum QuantArg {
   lavender extract --sd ./stable-diffusion-v1-4 --data jsonl:examples.jsonl --out ./teacher-maps
   lavender export-web --vlm ./model --adapter ./lavender-lora --out ./web-bundle \\
       --teacher-maps ./teacher-maps --examples jsonl:examples.jsonl --example-limit 6
+  lavender export-web --vlm ./model --adapter runs/lavender/adapter --out ./web-bundle \
+      --aligner runs/lavender/aligner.safetensors
   lavender generate --bundle ./web-bundle --image dog.jpg --prompt \"What is the dog doing?\"
 
 Linear weights are quantized (Q8 per block; --quant-block, else the largest of 32/16/8/4 that
@@ -52,7 +75,13 @@ lists what was kept dense. The bundle is built in memory before it is written.
 
 With --teacher-maps and --examples, the first --example-limit samples of the dataset that have
 teacher maps are shipped as examples: each image (PNG, at most 512 px on its longer side) and its
-teacher word maps, so the explorer shows the teacher's map of a word beside the student's.")]
+teacher word maps, so the explorer shows the teacher's map of a word beside the student's.
+
+With --aligner (a training run's aligner.safetensors, or the run folder holding it), the bundle
+carries the trained Aligner and the explorer offers training's aggregations of a word's map (the
+Aligner per layer then the mean over layers, the mean over layers then the Aligner, max-max). Its
+input channels must be the model's cross-attention heads; its depth and width are read off its
+tensors; --aligner-activation must be the one it was trained with (train uses relu6).")]
 pub struct ExportWebArgs {
     /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
     #[arg(long, value_name = "DIR")]
@@ -106,6 +135,15 @@ pub struct ExportWebArgs {
     )]
     pub example_limit: u64,
 
+    /// A training run's aligner.safetensors (or the run folder holding it), shipped so the
+    /// explorer can show training's Aligner aggregations of a word's map.
+    #[arg(long, value_name = "FILE")]
+    pub aligner: Option<PathBuf>,
+
+    /// The activation the --aligner was trained with.
+    #[arg(long, value_enum, default_value_t = ActivationArg::Relu6, requires = "aligner")]
+    pub aligner_activation: ActivationArg,
+
     /// Where the model is loaded and quantized (default: the CPU).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<DeviceSpec>,
@@ -123,6 +161,11 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
         (Some(maps), Some(data)) => read_examples(maps, data, args.example_limit as usize)?,
         _ => Vec::new(),
     };
+    let aligner = args
+        .aligner
+        .as_deref()
+        .map(|path| read_aligner(path, args.aligner_activation.into()))
+        .transpose()?;
     let device = args.device.unwrap_or(DeviceSpec::Cpu).open()?;
     let student = Mllama::load(&args.vlm, args.adapter.as_deref(), &device)
         .with_context(|| format!("cannot load the model from {}", args.vlm.display()))?;
@@ -137,12 +180,16 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
     let source = args.vlm.clone();
     let map_size = args.map_size;
     let (files, manifest) = crate::panic_capture::catch_panic(move || {
-        export_bundle_with_examples(
+        let extras = BundleExtras {
+            examples: &examples,
+            aligner: aligner.as_ref(),
+        };
+        export_bundle_with(
             student,
             &FileSource::Folder(&source),
             quant,
             map_size,
-            &examples,
+            &extras,
         )
     })
     .map_err(|message| anyhow::anyhow!("cannot export the bundle: {message}"))?
@@ -174,6 +221,13 @@ pub fn run(args: ExportWebArgs) -> anyhow::Result<()> {
             example.side,
             example.side,
             example.image
+        )?;
+    }
+    if let Some(aligner) = &manifest.aligner {
+        writeln!(
+            stdout,
+            "aligner: {} heads, {} hidden, depth {}, {} ({})",
+            aligner.heads, aligner.hidden, aligner.depth, aligner.activation, aligner.file
         )?;
     }
     writeln!(stdout, "wrote {}", args.out.display())?;
@@ -232,6 +286,27 @@ fn read_examples(maps: &Path, data: &DataSpec, limit: usize) -> anyhow::Result<V
         );
     }
     Ok(examples)
+}
+
+/// The Aligner file at `path` (a run folder means its `aligner.safetensors`), read before the
+/// model loads so a wrong path fails in seconds; the export checks its tensors.
+fn read_aligner(path: &Path, activation: AlignerActivation) -> anyhow::Result<AlignerInput> {
+    let file = if path.is_dir() {
+        path.join(ALIGNER_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = fs::read(&file).with_context(|| {
+        format!(
+            "cannot read --aligner {} (expected a training run's {ALIGNER_FILE})",
+            file.display()
+        )
+    })?;
+    Ok(AlignerInput {
+        label: file,
+        bytes,
+        activation,
+    })
 }
 
 /// Fails early, before the model loads, when `out` would be refused at the end.

@@ -23,13 +23,13 @@ use burn::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use super::{
-    bundle_aligner::{ALIGNER_FILE, AlignerInput, BundleAligner},
-    bundle_examples::{BundleExample, ExampleInput, map_mse, teacher_word_row},
-};
 use super::{
     bundle_aligner::aligner_entry, bundle_examples::example_files, config::MllamaConfig,
     model::MllamaModel, student::Mllama,
+};
+pub use super::{
+    bundle_aligner::{ALIGNER_FILE, AlignerInput, BundleAligner},
+    bundle_examples::{BundleExample, ExampleInput, map_mse, teacher_word_row},
 };
 use crate::{
     adapters::quant::{QuantReport, quantize_q8},
@@ -772,7 +772,10 @@ mod tests {
             })
         );
         assert_eq!(files.get(ALIGNER_FILE), Some(input.bytes.as_slice()));
-        assert_eq!(manifest.files[ALIGNER_FILE].sha256, sha256_hex(&input.bytes));
+        assert_eq!(
+            manifest.files[ALIGNER_FILE].sha256,
+            sha256_hex(&input.bytes)
+        );
         let json: serde_json::Value =
             serde_json::from_slice(files.get(MANIFEST_FILE).unwrap()).unwrap();
         assert_eq!(json["aligner"]["depth"], "sim");
@@ -795,10 +798,7 @@ mod tests {
         other.insert(ALIGNER_FILE, narrow.bytes.clone());
         let mut narrowed = manifest.clone();
         narrowed.files.get_mut(ALIGNER_FILE).unwrap().size = narrow.bytes.len() as u64;
-        let error = other
-            .aligner(&narrowed, &device())
-            .unwrap_err()
-            .to_string();
+        let error = other.aligner(&narrowed, &device()).unwrap_err().to_string();
         assert!(
             error.contains("aligner.safetensors has shape [32, 2, 3, 3], expected [32, 4, 3, 3]"),
             "{error}"
@@ -811,8 +811,9 @@ mod tests {
         let (_, input) = run_aligner(5);
         let error = export_with_aligner(&input).unwrap_err().to_string();
         assert!(
-            error.starts_with("runs/lavender/aligner.safetensors: `convs.0.weight` has shape [32, 5, 3, 3]")
-                && error.contains("the model's cross-attention has 4 heads"),
+            error.starts_with(
+                "runs/lavender/aligner.safetensors: `convs.0.weight` has shape [32, 5, 3, 3]"
+            ) && error.contains("the model's cross-attention has 4 heads"),
             "{error}"
         );
     }

@@ -280,7 +280,8 @@ impl Mllama {
             .into_iter()
             .map(|indices| {
                 let count = indices.len();
-                let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [count]), device);
+                let indices =
+                    Tensor::<1, Int>::from_data(TensorData::new(indices, [count]), device);
                 min_max_normalise(maps.clone().select(0, indices).mean_dim(0))
             })
             .collect();
@@ -456,7 +457,7 @@ mod tests {
                 .collect();
             let min = mean.iter().copied().fold(f32::MAX, f32::min);
             let max = mean.iter().copied().fold(f32::MIN, f32::max);
-            let range = max - min + crate::sd::words::NORMALISE_EPS as f32;
+            let range = max - min + crate::sd::words::NORMALISE_EPS;
             out.extend(mean.iter().map(|v| (v - min) / range));
         }
         out
@@ -562,7 +563,10 @@ mod tests {
         };
         for positions in [vec![0], vec![attention.seq_len + 1]] {
             let error = maps(&[word(positions)], None, Aggregation::MaxMax).unwrap_err();
-            assert!(matches!(error, StudentMapsError::Position { .. }), "{error}");
+            assert!(
+                matches!(error, StudentMapsError::Position { .. }),
+                "{error}"
+            );
             assert!(error.to_string().contains("word `odd`"), "{error}");
         }
         assert!(matches!(
