@@ -27,21 +27,28 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
     "$target_dir/wasm32-unknown-unknown/release/lavender_web.wasm"
 cp www/*.html www/*.css www/*.js "$staging/"
 # The example the explorer opens by default: the tiny test student (random weights) with its
-# test adapter merged, exported by the native CLI exactly as a user would export a real model,
-# and bundled images to ask about. The debug binary is the one `cargo test` builds anyway.
-# The bundle ships the six demo images with the tiny Stable Diffusion teacher's word maps
-# (extracted at 32 px, as `lavender demo` does: seconds), so the explorer can show the
-# teacher's map of a word beside the student's; the maps folder is not part of the site.
+# test adapter, fine-tuned for a few Lavender steps on the six demo images against the tiny
+# Stable Diffusion teacher's maps (extracted at 32 px, as `lavender demo` does: seconds), then
+# exported by the native CLI exactly as a user would export a real run: the adapter merged, the
+# trained Aligner and the demo images with their teacher maps shipped, so the explorer can show
+# training's Aligner maps and the teacher's map of a word beside the student's. The maps and
+# the run are not part of the site. The debug binary is the one `cargo test` builds anyway.
 cargo build -p lavender
+lavender="$target_dir/debug/lavender"
 teacher_maps="$staging/teacher-maps.tmp"
-"$target_dir/debug/lavender" extract --sd tests/fixtures/sd-tiny \
+run="$staging/run.tmp"
+"$lavender" extract --sd tests/fixtures/sd-tiny \
     --data jsonl:native/demo/captions.jsonl --out "$teacher_maps" \
     --image-size 32 --device cpu >/dev/null
-"$target_dir/debug/lavender" export-web --vlm tests/fixtures/mllama-tiny \
-    --adapter tests/fixtures/mllama-tiny/adapter --quant q8 --out "$staging/example" \
+"$lavender" train --vlm tests/fixtures/mllama-tiny --adapter tests/fixtures/mllama-tiny/adapter \
+    --data jsonl:native/demo/captions.jsonl --teacher-maps "$teacher_maps" --out "$run" \
+    --lr 5e-3 --max-steps 6 --device cpu >"$staging/train.log" 2>&1 \
+    || { cat "$staging/train.log" >&2; echo "build-web: the example's training run failed" >&2; exit 1; }
+"$lavender" export-web --vlm tests/fixtures/mllama-tiny --adapter "$run/adapter" \
+    --aligner "$run/aligner.safetensors" --quant q8 --out "$staging/example" \
     --teacher-maps "$teacher_maps" --examples jsonl:native/demo/captions.jsonl \
     --example-limit 6 >/dev/null
-rm -rf "$teacher_maps"
+rm -rf "$teacher_maps" "$run" "$staging/train.log"
 mkdir -p "$staging/images"
 cp native/demo/dog-ball.png native/demo/house.png "$staging/images/"
 cp tests/fixtures/mllama-tiny/image.png "$staging/images/fixture.png"

@@ -160,13 +160,26 @@ test("CPU: the example answers as the native CLI; words, layers and exports work
     const withMap = await canvasPixels(page);
     assert.notEqual(withMap, before, "the overlay did not change the canvas");
 
-    // Another layer and head give other maps, drawn again.
-    const version = await page.evaluate(() => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion));
-    await page.selectOption(".lx-layer", { index: 1 });
-    await page.waitForFunction((v) => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion) > v, version);
-    await page.selectOption(".lx-head", { index: 2 });
-    await page.waitForFunction((v) => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion) > v + 1, version);
-    assert.notEqual(await canvasPixels(page), withMap, "layer 1 / head 1 drew the same picture");
+    // The example bundle carries its training run's Aligner: training's aggregation is the
+    // default, and every aggregation, layer and head gives other maps, drawn again.
+    const mapsVersion = () => page.evaluate(() => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion));
+    const redrawn = async (change) => {
+      const [version, before] = [await mapsVersion(), await canvasPixels(page)];
+      await change();
+      await page.waitForFunction((v) => Number(document.querySelector(".lavender-explorer-ui").dataset.mapsVersion) > v, version);
+      return (await canvasPixels(page)) !== before;
+    };
+    assert.equal(await page.inputValue(".lx-aggregation"), "aligner-per-layer");
+    assert.deepEqual(
+      await page.$$eval(".lx-aggregation option", (options) => options.map((o) => o.value)),
+      ["aligner-per-layer", "mean-first", "max-max", "grid"],
+    );
+    assert.ok(await page.isDisabled(".lx-layer"), "the layer choice applies to the grid only");
+    assert.ok(await redrawn(() => page.selectOption(".lx-aggregation", "mean-first")), "mean-first drew the same picture");
+    assert.ok(await redrawn(() => page.selectOption(".lx-aggregation", "max-max")), "max-max drew the same picture");
+    assert.ok(await redrawn(() => page.selectOption(".lx-aggregation", "grid")), "the grid drew the same picture");
+    assert.ok(await redrawn(() => page.selectOption(".lx-layer", { index: 2 })), "layer 0 drew the same picture");
+    assert.ok(await redrawn(() => page.selectOption(".lx-head", { index: 3 })), "head 1 drew the same picture");
 
     // Keyboard: a word button takes focus and Enter selects it.
     await page.locator(".lx-word").nth(1).focus();

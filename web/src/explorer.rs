@@ -21,7 +21,7 @@ use crate::{
     overlay::{Colormap, blend, display_image, paint},
     worker::{
         client::Link,
-        protocol::{Envelope, ExampleInfo, Reply, Request, WordInfo},
+        protocol::{Envelope, ExampleInfo, GRID, MapChoice, Reply, Request, WordInfo},
     },
 };
 
@@ -96,9 +96,13 @@ struct Ui {
     selected: RwSignal<Option<usize>>,
     layers: RwSignal<Vec<usize>>,
     heads: RwSignal<usize>,
+    /// [`GRID`] or one of training's aggregations (`MapChoice`).
+    aggregation: RwSignal<String>,
     /// `mean`, `max` or an index.
     layer: RwSignal<String>,
     head: RwSignal<String>,
+    /// The bundle carries the trained Aligner.
+    has_aligner: RwSignal<bool>,
     opacity: RwSignal<f32>,
     colormap: RwSignal<Colormap>,
     maps_version: RwSignal<u64>,
@@ -133,8 +137,10 @@ impl Ui {
             selected: RwSignal::new(None),
             layers: RwSignal::new(Vec::new()),
             heads: RwSignal::new(0),
+            aggregation: RwSignal::new(GRID.into()),
             layer: RwSignal::new("mean".into()),
             head: RwSignal::new("mean".into()),
+            has_aligner: RwSignal::new(false),
             opacity: RwSignal::new(0.6),
             colormap: RwSignal::new(Colormap::Inferno),
             maps_version: RwSignal::new(0),
@@ -142,6 +148,15 @@ impl Ui {
             examples: RwSignal::new(Vec::new()),
             example: RwSignal::new(None),
             comparison: RwSignal::new(None),
+        }
+    }
+
+    /// The map choice shown now.
+    fn choice(&self) -> MapChoice {
+        MapChoice {
+            aggregation: self.aggregation.get_untracked(),
+            layer: self.layer.get_untracked(),
+            head: self.head.get_untracked(),
         }
     }
 
@@ -193,8 +208,13 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
             took_ms,
             map_size,
             examples,
+            aligner,
         } => {
             view.borrow_mut().map_size = map_size;
+            ui.has_aligner.set(aligner);
+            // Training's default when the bundle has the trained Aligner; else the grid.
+            ui.aggregation
+                .set(if aligner { "aligner-per-layer" } else { GRID }.into());
             set_examples(view, ui, examples, message.bytes, message.floats);
             ui.timings.update(|t| t.load_ms = Some(took_ms));
             ui.model_status.set(status);
@@ -231,14 +251,9 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
                 .set(words.iter().map(|w| (w.text.clone(), w.answer)).collect());
             view.borrow_mut().words = words;
         }
-        Reply::Maps {
-            run,
-            size,
-            layer,
-            head,
-        } if current(run) => {
+        Reply::Maps { run, size, choice } if current(run) => {
             // Only the maps of the choice shown now (a newer choice's maps are on their way).
-            if layer == ui.layer.get_untracked() && head == ui.head.get_untracked() {
+            if choice == ui.choice() {
                 let mut view = view.borrow_mut();
                 view.map_size = size;
                 view.maps = message.floats.into_iter().next();
@@ -457,8 +472,7 @@ fn run(link: &Link, view: &Shared, ui: Ui, prompt: String, max_new_tokens: usize
             max_new_tokens,
             width,
             height,
-            layer: ui.layer.get_untracked(),
-            head: ui.head.get_untracked(),
+            choice: ui.choice(),
         },
     );
     message.bytes.push(image.into_raw());
@@ -539,6 +553,7 @@ fn maps_json(view: &Shared, ui: Ui) -> Option<String> {
         })
         .collect();
     let json = serde_json::json!({
+        "aggregation": ui.aggregation.get_untracked(),
         "layer": ui.layer.get_untracked(),
         "cross_attention_layers": ui.layers.get_untracked(),
         "head": ui.head.get_untracked(),
@@ -701,9 +716,15 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
             let run = view_state.borrow().run;
             link.request(Request::Maps {
                 run,
-                layer: ui.layer.get_untracked(),
-                head: ui.head.get_untracked(),
+                choice: ui.choice(),
             });
+        }
+    };
+    let on_aggregation = {
+        let rechoose = rechoose.clone();
+        move |event: web_sys::Event| {
+            ui.aggregation.set(event_target_value(&event));
+            rechoose();
         }
     };
     let on_layer = {
@@ -873,7 +894,7 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
                 {move || ui.comparison.get().map(|comparison| match comparison {
                     Comparison::Matched { word, mse } => view! {
                         <p class="lx-comparison" data-mse=mse.to_string()>
-                            {format!("“{word}”: MSE between the student's map (Aligner-free) and the teacher's = {mse:.4}")}
+                            {format!("“{word}”: MSE between the student's map and the teacher's = {mse:.4}")}
                         </p>
                     }.into_any(),
                     Comparison::NoTeacherMap { word, teacher_words } => view! {
@@ -918,8 +939,19 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
             <fieldset class="lx-controls" disabled=move || !has_maps()>
                 <legend>"Map"</legend>
                 <label>
+                    "Aggregation "
+                    <select class="lx-aggregation" on:change=on_aggregation prop:value=move || ui.aggregation.get()>
+                        {move || ui.has_aligner.get().then(|| view! {
+                            <option value="aligner-per-layer">"Aligner per layer, then mean (training)"</option>
+                            <option value="mean-first">"mean of layers, then Aligner"</option>
+                        })}
+                        <option value="max-max">"max over heads, then layers"</option>
+                        <option value=GRID>"attention grid (no Aligner)"</option>
+                    </select>
+                </label>
+                <label>
                     "Layer "
-                    <select class="lx-layer" on:change=on_layer prop:value=move || ui.layer.get()>
+                    <select class="lx-layer" on:change=on_layer prop:value=move || ui.layer.get() disabled=move || ui.aggregation.get() != GRID>
                         <option value="mean">"mean of layers"</option>
                         <option value="max">"max over layers"</option>
                         {move || ui.layers.get().into_iter().enumerate().map(|(i, layer)| view! {
@@ -929,7 +961,7 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
                 </label>
                 <label>
                     "Head "
-                    <select class="lx-head" on:change=on_head prop:value=move || ui.head.get()>
+                    <select class="lx-head" on:change=on_head prop:value=move || ui.head.get() disabled=move || ui.aggregation.get() != GRID>
                         <option value="mean">"mean of heads"</option>
                         <option value="max">"max over heads"</option>
                         {move || (0..ui.heads.get()).map(|h| view! {

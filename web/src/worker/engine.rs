@@ -6,6 +6,7 @@ use std::{cell::RefCell, rc::Rc};
 
 use image::RgbImage;
 use lavender_core::{
+    align::{aligner::Aligner, student_maps::Aggregation},
     vlm::mllama::{
         bundle::WEIGHTS_FILE,
         config::MllamaConfig,
@@ -18,7 +19,7 @@ use lavender_core::{
 };
 
 use super::{
-    protocol::{Envelope, ExampleInfo, Reply, WordInfo},
+    protocol::{Envelope, ExampleInfo, GRID, MapChoice, Reply, WordInfo},
     scope::post,
 };
 use crate::{
@@ -40,6 +41,8 @@ pub struct Run {
 pub struct Engine {
     pub explorer: u32,
     pub student: Option<Rc<Mllama>>,
+    /// The bundle's trained Aligner, for the Aligner aggregations.
+    pub aligner: Option<Rc<Aligner>>,
     /// Side of the maps, from the bundle's manifest.
     pub map_size: usize,
     pub run: Option<Rc<Run>>,
@@ -79,6 +82,7 @@ pub async fn load(
         engine.model_generation += 1;
         engine.current_run += 1;
         engine.student = None;
+        engine.aligner = None;
         engine.run = None;
         engine.model_generation
     };
@@ -138,6 +142,7 @@ pub async fn load(
     match result {
         Ok(Built {
             student,
+            aligner,
             map_size,
             cached,
             dequantized,
@@ -158,9 +163,11 @@ pub async fn load(
             {
                 let mut engine = engine.borrow_mut();
                 engine.student = Some(Rc::new(student));
+                engine.aligner = aligner.map(Rc::new);
                 engine.map_size = map_size;
             }
             let explorer = engine.borrow().explorer;
+            let has_aligner = engine.borrow().aligner.is_some();
             let mut message = Envelope::new(
                 explorer,
                 Reply::Loaded {
@@ -170,6 +177,7 @@ pub async fn load(
                     took_ms,
                     map_size,
                     examples: Vec::new(),
+                    aligner: has_aligner,
                 },
             );
             for (info, image, maps) in examples {
@@ -199,6 +207,9 @@ async fn build(
         cached,
     } = fetched?;
     // Read before the model takes the files.
+    let aligner = files
+        .aligner(&manifest, &chosen.device)
+        .map_err(|error| error.to_string())?;
     let mut examples = Vec::new();
     for example in &manifest.examples {
         let maps = files
@@ -256,6 +267,7 @@ async fn build(
     };
     Ok(Built {
         student,
+        aligner,
         map_size: manifest.grid.map_size,
         cached,
         dequantized,
@@ -266,6 +278,7 @@ async fn build(
 /// A loaded model and what the page needs to know of its bundle.
 struct Built {
     student: Mllama,
+    aligner: Option<Aligner>,
     map_size: usize,
     /// Files served from the cache.
     cached: usize,
@@ -282,15 +295,14 @@ fn stale(engine: &Shared, id: u64) -> bool {
 }
 
 /// Generates the answer greedily, streaming it, then captures the attention and sends the
-/// words and the maps for `layer` / `head`.
+/// words and the maps for `choice`.
 pub async fn run(
     engine: Shared,
     id: u64,
     prompt: String,
     max_new_tokens: usize,
     image: RgbImage,
-    layer: Pick,
-    head: Pick,
+    choice: MapChoice,
 ) {
     let student = {
         let mut engine = engine.borrow_mut();
@@ -309,7 +321,7 @@ pub async fn run(
     };
     let result = generate(&engine, id, &student, &image, &prompt, max_new_tokens).await;
     let result = match result {
-        Ok(true) => send_maps(&engine, id, layer, head).await,
+        Ok(true) => send_maps(&engine, id, choice).await,
         Ok(false) => return,
         Err(message) => Err(message),
     };
@@ -426,11 +438,16 @@ async fn generate(
     Ok(true)
 }
 
-/// Computes, reads back and sends the maps of run `id` for `layer` / `head`.
-pub async fn send_maps(engine: &Shared, id: u64, layer: Pick, head: Pick) -> Result<(), String> {
-    let (student, run, size) = {
+/// Computes, reads back and sends the maps of run `id` for `choice`.
+pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<(), String> {
+    let (student, aligner, run, size) = {
         let engine = engine.borrow();
-        (engine.student.clone(), engine.run.clone(), engine.map_size)
+        (
+            engine.student.clone(),
+            engine.aligner.clone(),
+            engine.run.clone(),
+            engine.map_size,
+        )
     };
     let (Some(student), Some(run)) = (student, run) else {
         return Ok(());
@@ -438,8 +455,31 @@ pub async fn send_maps(engine: &Shared, id: u64, layer: Pick, head: Pick) -> Res
     if run.id != id {
         return Ok(());
     }
-    let maps =
-        student.sequence_word_maps(&run.prepared, &run.attention, &run.words, layer, head, size);
+    let maps = if choice.aggregation == GRID {
+        student.sequence_word_maps(
+            &run.prepared,
+            &run.attention,
+            &run.words,
+            pick_from_id(&choice.layer),
+            pick_from_id(&choice.head),
+            size,
+        )
+    } else {
+        let aggregation: Aggregation = choice
+            .aggregation
+            .parse()
+            .map_err(|_| format!("unknown aggregation `{}`", choice.aggregation))?;
+        student
+            .sequence_word_maps_aggregated(
+                &run.prepared,
+                &run.attention,
+                &run.words,
+                aligner.as_deref(),
+                aggregation,
+                size,
+            )
+            .map_err(|error| error.to_string())?
+    };
     let values: Vec<f32> = maps
         .into_data_async()
         .await
@@ -456,19 +496,10 @@ pub async fn send_maps(engine: &Shared, id: u64, layer: Pick, head: Pick) -> Res
         Reply::Maps {
             run: id,
             size,
-            layer: pick_id(layer),
-            head: pick_id(head),
+            choice,
         },
     );
     message.floats.push(values);
     post(message);
     Ok(())
-}
-
-pub fn pick_id(pick: Pick) -> String {
-    match pick {
-        Pick::Mean => "mean".into(),
-        Pick::Max => "max".into(),
-        Pick::One(index) => index.to_string(),
-    }
 }

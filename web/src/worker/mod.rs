@@ -19,7 +19,7 @@ use std::{cell::RefCell, collections::HashMap, rc::Rc};
 use wasm_bindgen::{JsCast, prelude::*};
 use wasm_bindgen_futures::spawn_local;
 
-use engine::{Engine, Shared, pick_from_id};
+use engine::{Engine, Shared};
 use protocol::{Envelope, Reply, Request};
 
 thread_local! {
@@ -79,8 +79,7 @@ fn handle(message: Envelope<Request>) {
             max_new_tokens,
             width,
             height,
-            layer,
-            head,
+            choice,
         } => {
             let engine = engine(explorer);
             let pixels = message.bytes.into_iter().next().unwrap_or_default();
@@ -101,16 +100,13 @@ fn handle(message: Envelope<Request>) {
                 prompt,
                 max_new_tokens,
                 image,
-                pick_from_id(&layer),
-                pick_from_id(&head),
+                choice,
             ));
         }
-        Request::Maps { run, layer, head } => {
+        Request::Maps { run, choice } => {
             let engine = engine(explorer);
             spawn_local(async move {
-                let result =
-                    engine::send_maps(&engine, run, pick_from_id(&layer), pick_from_id(&head))
-                        .await;
+                let result = engine::send_maps(&engine, run, choice).await;
                 if let Err(message) = result {
                     scope::post(Envelope::new(explorer, Reply::RunFailed { run, message }));
                 }

@@ -28,15 +28,10 @@ pub enum Request {
         max_new_tokens: usize,
         width: u32,
         height: u32,
-        layer: String,
-        head: String,
+        choice: MapChoice,
     },
-    /// The maps of run `run`'s words for another layer / head choice.
-    Maps {
-        run: u64,
-        layer: String,
-        head: String,
-    },
+    /// The maps of run `run`'s words for another choice.
+    Maps { run: u64, choice: MapChoice },
     /// Stop whatever runs for this explorer and drop its model (it was unmounted).
     Close,
 }
@@ -61,12 +56,14 @@ pub enum Reply {
         file: String,
     },
     /// The model is ready. `bytes` holds each example's image (PNG) and `floats` its teacher
-    /// maps (`[words, side, side]`), in the order of `examples`.
+    /// maps (`[words, side, side]`), in the order of `examples`. `aligner`: the bundle carries
+    /// the trained Aligner, so the Aligner aggregations are available.
     Loaded {
         message: String,
         took_ms: f64,
         map_size: usize,
         examples: Vec<ExampleInfo>,
+        aligner: bool,
     },
     LoadFailed {
         message: String,
@@ -86,12 +83,11 @@ pub enum Reply {
         heads: usize,
         words: Vec<WordInfo>,
     },
-    /// `floats[0]`: the maps `[words, size, size]` for this layer / head choice.
+    /// `floats[0]`: the maps `[words, size, size]` for this choice.
     Maps {
         run: u64,
         size: usize,
-        layer: String,
-        head: String,
+        choice: MapChoice,
     },
     RunFailed {
         run: u64,
@@ -102,6 +98,20 @@ pub enum Reply {
         message: String,
     },
 }
+
+/// How a word's map is made: `aggregation` is `grid` (the attention of one layer / head, or
+/// their mean or max, on the image grid) or one of training's aggregations
+/// (`aligner-per-layer`, `mean-first`, `max-max`); `layer` and `head` (`mean`, `max` or an
+/// index) apply to `grid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapChoice {
+    pub aggregation: String,
+    pub layer: String,
+    pub head: String,
+}
+
+/// `aggregation` of the plain attention grid.
+pub const GRID: &str = "grid";
 
 /// A word of the prompt or the answer, as the explorer shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,11 +231,18 @@ mod tests {
             max_new_tokens: 8,
             width: 2,
             height: 1,
-            layer: "mean".into(),
-            head: "1".into(),
+            choice: MapChoice {
+                aggregation: GRID.into(),
+                layer: "mean".into(),
+                head: "1".into(),
+            },
         };
         let json = serde_json::to_string(&request).unwrap();
         assert!(json.starts_with(r#"{"kind":"run","run":3,"#), "{json}");
+        assert!(
+            json.contains(r#""choice":{"aggregation":"grid","layer":"mean","head":"1"}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
         let reply: Reply = serde_json::from_str(r#"{"kind":"ready"}"#).unwrap();
         assert_eq!(reply, Reply::Ready);
