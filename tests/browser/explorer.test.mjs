@@ -267,6 +267,28 @@ test("examples: the teacher's map of a word is drawn beside the student's, with 
   });
 });
 
+test("a newer load supersedes one in flight: its replies do not leak into the page", { timeout: 300_000 }, async () => {
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url + "?backend=cpu");
+    assert.equal((await modelState(page)).state, "ready");
+    // Two loads back to back: only the second one may speak.
+    await page.evaluate(() => {
+      const button = document.querySelector(".lx-load-model");
+      button.click();
+      button.click();
+    });
+    const loaded = await modelState(page);
+    assert.equal(loaded.state, "ready", `${loaded.error}\n${problems.join("\n")}`);
+    assert.match(loaded.status, /^Model loaded from /);
+    // The first load's late replies (progress, "Building the model…") would show up here.
+    await page.waitForTimeout(1500);
+    const later = await modelState(page);
+    assert.equal(later.status, loaded.status);
+    const answer = await ask(page);
+    assert.equal(answer.state, "done", `${answer.error}\n${problems.join("\n")}`);
+  });
+});
+
 test("narrow screen: the explorer fits a phone's width", { timeout: 300_000 }, async () => {
   await withPage({ viewport: { width: 360, height: 800 } }, async (page) => {
     await page.goto(server.url + "?backend=cpu");
@@ -368,9 +390,13 @@ test("the embed page mounts two explorers and unmounts one cleanly", { timeout: 
     // The remaining one still works.
     const answer = await ask(page, 0);
     assertNativeAnswer(answer, problems);
-    // Removing the custom element unmounts it too.
+    // Removing the custom element unmounts it too, and the last explorer to go stops the
+    // worker (its memory goes back to the browser).
+    const workerGone = page.workers()[0].evaluate(() => new Promise(() => {})).catch(() => "closed");
     await page.evaluate(() => document.getElementById("first").remove());
     assert.equal(await page.locator(".lavender-explorer-ui").count(), 0);
+    assert.equal(await workerGone, "closed");
+    assert.equal(page.workers().length, 0);
     assert.deepEqual(problems.filter((p) => p.startsWith("pageerror")), []);
   });
 });

@@ -52,6 +52,10 @@ struct View {
     map_size: usize,
     /// The run whose replies count; older ones are ignored.
     run: u64,
+    /// The load whose replies count.
+    load: u64,
+    /// This explorer's line to the worker (to stop a run the picture made stale).
+    link: Option<Rc<Link>>,
     words: Vec<WordInfo>,
     /// `[words, size, size]` for the current layer and head choice, row-major.
     maps: Option<Vec<f32>>,
@@ -166,7 +170,7 @@ impl Ui {
 
     /// Clears the error shown, if it is of one of these kinds.
     fn clear_errors(&self, kinds: &[&str]) {
-        let shown = self.error.get_untracked();
+        let shown = self.error.try_get_untracked().flatten();
         if shown.is_some_and(|(kind, _)| kinds.contains(&kind)) {
             self.error.set(None);
         }
@@ -186,9 +190,14 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
         return;
     }
     let current = |run: u64| view.borrow().run == run;
+    let latest = |load: u64| view.borrow().load == load;
     match message.body {
         Reply::Ready => {}
-        Reply::Backend { backend, reason } => {
+        Reply::Backend {
+            load,
+            backend,
+            reason,
+        } if latest(load) => {
             let backend = if backend == Backend::WebGpu.id() {
                 Backend::WebGpu
             } else {
@@ -196,22 +205,31 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
             };
             ui.backend.set(Some((backend, reason)));
         }
-        Reply::Status { message } => ui.model_status.set(message),
-        Reply::Progress { done, total, file } => ui.progress.set(Some(Progress {
+        Reply::Status { load, message } if latest(load) => ui.model_status.set(message),
+        Reply::Progress {
+            load,
+            done,
+            total,
+            file,
+        } if latest(load) => ui.progress.set(Some(Progress {
             done,
             total,
             cached: 0,
             file,
         })),
         Reply::Loaded {
+            load,
             message: status,
             took_ms,
             map_size,
             examples,
             aligner,
-        } => {
+        } if latest(load) => {
             view.borrow_mut().map_size = map_size;
             ui.has_aligner.set(aligner);
+            // Another model may have other layers and heads.
+            ui.layer.set("mean".into());
+            ui.head.set("mean".into());
             // Training's default when the bundle has the trained Aligner; else the grid.
             ui.aggregation
                 .set(if aligner { "aligner-per-layer" } else { GRID }.into());
@@ -220,7 +238,7 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
             ui.model_status.set(status);
             ui.model_state.set("ready");
         }
-        Reply::LoadFailed { message } => {
+        Reply::LoadFailed { load, message } if latest(load) => {
             ui.model_state.set("error");
             ui.model_status.set("The model could not be loaded.".into());
             ui.fail("model", message);
@@ -268,10 +286,37 @@ fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
             ui.run_state.set("error");
             ui.fail("run", message);
         }
-        Reply::Token { .. }
+        Reply::MapsFailed {
+            run,
+            choice,
+            message,
+        } if current(run) && choice == ui.choice() => {
+            // The answer stands; another choice of map may still work.
+            ui.fail("maps", message);
+            if ui.run_state.get_untracked() == "running" {
+                ui.run_state.set("done");
+            }
+        }
+        Reply::SendFailed { message } => {
+            ui.fail("worker", message);
+            if ui.model_state.get_untracked() == "loading" {
+                ui.model_state.set("error");
+            }
+            if ui.run_state.get_untracked() == "running" {
+                ui.run_state.set("error");
+            }
+        }
+        // About an older load, run or choice.
+        Reply::Backend { .. }
+        | Reply::Status { .. }
+        | Reply::Progress { .. }
+        | Reply::Loaded { .. }
+        | Reply::LoadFailed { .. }
+        | Reply::Token { .. }
         | Reply::Answered { .. }
         | Reply::Maps { .. }
-        | Reply::RunFailed { .. } => {}
+        | Reply::RunFailed { .. }
+        | Reply::MapsFailed { .. } => {}
         Reply::Panic { message } => {
             let hint = if ui.backend.get_untracked().map(|(backend, _)| backend)
                 == Some(Backend::WebGpu)
@@ -311,12 +356,14 @@ fn load_model(
         Ok(url) => url,
         Err(error) => return ui.fail("model", error),
     };
-    {
+    let load = {
         let mut view = view.borrow_mut();
         view.run += 1;
+        view.load += 1;
         view.words.clear();
         view.maps = None;
-    }
+        view.load
+    };
     ui.error.set(None);
     ui.model_state.set("loading");
     ui.progress.set(None);
@@ -329,6 +376,7 @@ fn load_model(
     let mut message = Envelope::new(
         link.id(),
         Request::Load {
+            load,
             url,
             force_cpu: force_cpu || js::query_param("backend").as_deref() == Some("cpu"),
             // `?max-buffer=BYTES` imitates a smaller adapter (to see this check at work).
@@ -421,6 +469,10 @@ fn set_picture(view: &Shared, ui: Ui, name: String, image: RgbImage) {
         view.display = Some(display);
         view.words.clear();
         view.maps = None;
+        // A run about the previous picture is of no use any more.
+        if let Some(link) = &view.link {
+            link.request(Request::Stop { run: view.run });
+        }
         view.example
     };
     ui.example.set(example);
@@ -576,6 +628,7 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         }))
     };
     // Unmounting closes this explorer's side in the worker and frees its model.
+    view_state.borrow_mut().link = Some(link.clone());
     let explorer_id = link.id();
     on_cleanup(move || crate::worker::client::close(explorer_id));
     let canvas = NodeRef::<html::Canvas>::new();
@@ -662,7 +715,12 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         move |file: web_sys::File| {
             let view_state = view_state.clone();
             spawn_local(async move {
-                match js::file_bytes(&file).await {
+                let read = js::file_bytes(&file).await;
+                // The explorer may have been unmounted meanwhile.
+                if ui.model_state.is_disposed() {
+                    return;
+                }
+                match read {
                     Ok(bytes) => set_image(&view_state, ui, file.name(), &bytes),
                     Err(error) => ui.fail("image", error),
                 }
@@ -789,7 +847,8 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
             })
             .collect_view()
     };
-    let has_maps = move || ui.run_state.get() == "done";
+    // Usable once there are words, also after a choice of map failed.
+    let has_maps = move || !ui.words.get().is_empty() && ui.run_state.get() != "running";
     let token_ids_attr = move || {
         let ids: Vec<String> = ui.token_ids.get().iter().map(u32::to_string).collect();
         ids.join(",")

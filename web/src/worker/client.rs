@@ -35,8 +35,19 @@ export function spawn_lavender_worker(module) {
     `  worker_main();\n` +
     `};\n`;
   const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-  const worker = new Worker(url, { type: "module", name: "lavender-inference" });
-  worker.postMessage(module);
+  let worker;
+  try {
+    worker = new Worker(url, { type: "module", name: "lavender-inference" });
+    worker.postMessage(module);
+  } catch (error) {
+    worker?.terminate();
+    URL.revokeObjectURL(url);
+    throw error;
+  }
+  // The script is fetched once the worker starts: the URL goes with its first word.
+  const revoke = () => URL.revokeObjectURL(url);
+  worker.addEventListener("message", revoke, { once: true });
+  worker.addEventListener("error", revoke, { once: true });
   return worker;
 }
 "#)]
@@ -95,13 +106,19 @@ impl Drop for Link {
     }
 }
 
-/// Unregisters explorer `id` and lets the worker free its model.
+/// Unregisters explorer `id` and lets the worker free its model; the last one to go stops the
+/// worker (wasm memory never shrinks, so only that returns it to the browser).
 pub fn close(id: u32) {
-    let known = HANDLERS
-        .with_borrow_mut(|handlers| handlers.remove(&id))
-        .is_some();
-    let running = WORKER.with_borrow(Option::is_some);
-    if known && running {
+    let (known, left) = HANDLERS.with_borrow_mut(|handlers| {
+        let known = handlers.remove(&id).is_some();
+        (known, handlers.len())
+    });
+    if !known || WORKER.with_borrow(Option::is_none) {
+        return;
+    }
+    if left == 0 {
+        stop_worker();
+    } else {
         send(Envelope::new(id, Request::Close));
     }
 }
@@ -125,10 +142,43 @@ fn post(worker: &web_sys::Worker, message: &Envelope<Request>) {
     let (value, transfer) = message.to_js();
     if let Err(error) = worker.post_message_with_transfer(&value, &transfer) {
         let reason = format!("cannot send to the inference worker: {}", describe(&error));
-        dispatch(Envelope::new(
-            message.explorer,
-            Reply::Panic { message: reason },
-        ));
+        // Told later: this runs while the worker's state is borrowed.
+        let explorer = message.explorer;
+        defer(move || {
+            dispatch(Envelope::new(
+                explorer,
+                Reply::SendFailed { message: reason },
+            ))
+        });
+    }
+}
+
+/// Runs `task` from the event loop, after the current call returns.
+fn defer(task: impl FnOnce() + 'static) {
+    let task = Closure::once_into_js(task);
+    if let Some(set_timeout) = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    {
+        let _ = set_timeout.call1(&JsValue::UNDEFINED, &task);
+    }
+}
+
+/// Terminates the worker, if one runs. Its event handlers are detached first, so nothing it
+/// had already sent is delivered afterwards.
+fn stop_worker() {
+    if let Some(worker) = WORKER.take() {
+        worker.worker.set_onmessage(None);
+        worker.worker.set_onerror(None);
+        worker.worker.terminate();
+        // Its closures may be running this very call: they go when the call returns.
+        let PageWorker {
+            _on_message,
+            _on_error,
+            ..
+        } = worker;
+        let closures = (_on_message, _on_error);
+        defer(move || drop(closures));
     }
 }
 
@@ -204,23 +254,7 @@ fn dispatch(message: Envelope<Reply>) {
 
 /// The worker is lost: it is stopped, and every explorer hears `message`.
 fn broadcast_failure(message: String) {
-    if let Some(worker) = WORKER.take() {
-        worker.worker.terminate();
-        // Its closures may be running this very call: they go when the call returns.
-        let PageWorker {
-            _on_message,
-            _on_error,
-            ..
-        } = worker;
-        let closures = (_on_message, _on_error);
-        let drop_later = Closure::once_into_js(move || drop(closures));
-        if let Some(set_timeout) = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
-        {
-            let _ = set_timeout.call1(&JsValue::UNDEFINED, &drop_later);
-        }
-    }
+    stop_worker();
     let handlers: Vec<(u32, Handler)> = HANDLERS.with_borrow(|handlers| {
         handlers
             .iter()

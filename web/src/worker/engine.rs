@@ -46,7 +46,7 @@ pub struct Engine {
     /// Side of the maps, from the bundle's manifest.
     pub map_size: usize,
     pub run: Option<Rc<Run>>,
-    /// Bumped by every model load, so a stale load does not replace a newer one.
+    /// The page's number of the load it wants now: an older one stops at its next step.
     pub model_generation: u64,
     /// The run the explorer wants now; an older one stops at its next token.
     pub current_run: u64,
@@ -70,74 +70,79 @@ pub fn pick_from_id(id: &str) -> Pick {
 }
 
 /// Loads a bundle (from `url`, or from picked files) onto the chosen backend.
+/// Whether load `load` of `engine` should stop: a newer load, or a closed explorer.
+fn superseded(engine: &Shared, load: u64) -> bool {
+    let engine = engine.borrow();
+    engine.model_generation != load || engine.closed
+}
+
 pub async fn load(
     engine: Shared,
+    load: u64,
     url: Option<String>,
     files: Vec<web_sys::File>,
     force_cpu: bool,
     max_buffer: Option<u64>,
 ) {
-    let generation = {
+    {
         let mut engine = engine.borrow_mut();
-        engine.model_generation += 1;
+        engine.model_generation = load;
         engine.current_run += 1;
         engine.student = None;
         engine.aligner = None;
         engine.run = None;
-        engine.model_generation
+    }
+    let status = |message: String| {
+        if !superseded(&engine, load) {
+            reply(&engine, Reply::Status { load, message });
+        }
     };
     let started = now_ms();
-    reply(
-        &engine,
-        Reply::Status {
-            message: "Starting the backend…".into(),
-        },
-    );
+    status("Starting the backend…".into());
     let chosen = choose_device(force_cpu).await;
+    if superseded(&engine, load) {
+        return;
+    }
     reply(
         &engine,
         Reply::Backend {
+            load,
             backend: chosen.backend.id().into(),
             reason: chosen.fallback_reason.clone(),
         },
     );
     let fetched = match &url {
         Some(url) => {
-            reply(
-                &engine,
-                Reply::Status {
-                    message: format!("Downloading {url}…"),
-                },
-            );
+            status(format!("Downloading {url}…"));
             let progress_engine = engine.clone();
             fetch_bundle(url, &move |progress| {
-                reply(
-                    &progress_engine,
-                    Reply::Progress {
-                        done: progress.done,
-                        total: progress.total,
-                        file: progress.file,
-                    },
-                )
+                if !superseded(&progress_engine, load) {
+                    reply(
+                        &progress_engine,
+                        Reply::Progress {
+                            load,
+                            done: progress.done,
+                            total: progress.total,
+                            file: progress.file,
+                        },
+                    )
+                }
             })
             .await
         }
         None => {
-            reply(
-                &engine,
-                Reply::Status {
-                    message: "Reading the picked files…".into(),
-                },
-            );
+            status("Reading the picked files…".into());
             bundle_from_files(files).await
         }
     };
-    let result = build(&engine, &chosen, fetched, max_buffer).await;
-    {
-        let engine = engine.borrow();
-        if engine.model_generation != generation || engine.closed {
-            return;
-        }
+    // Not built at all when superseded meanwhile: two models at once may not fit.
+    if superseded(&engine, load) {
+        return;
+    }
+    status("Building the model…".into());
+    let result = build(&chosen, fetched, max_buffer).await;
+    if superseded(&engine, load) {
+        return;
     }
     match result {
         Ok(Built {
@@ -148,7 +153,10 @@ pub async fn load(
             dequantized,
             examples,
         }) => {
-            let took_ms = now_ms() - started;
+            // Finite, so the reply's JSON parses (serde writes NaN as null).
+            let took_ms = Some(now_ms() - started)
+                .filter(|ms| ms.is_finite())
+                .unwrap_or(0.0);
             let source = url.unwrap_or_else(|| "local files".into());
             let cache_note = if cached > 0 {
                 format!(", {cached} files from the cache")
@@ -171,6 +179,7 @@ pub async fn load(
             let mut message = Envelope::new(
                 explorer,
                 Reply::Loaded {
+                    load,
                     message: format!(
                         "Model loaded from {source} in {took_ms:.0} ms{cache_note}.{dequantized_note}"
                     ),
@@ -189,14 +198,13 @@ pub async fn load(
             }
             post(message);
         }
-        Err(message) => reply(&engine, Reply::LoadFailed { message }),
+        Err(message) => reply(&engine, Reply::LoadFailed { load, message }),
     }
 }
 
 /// The model from verified bundle files: (model, map side, files from the cache, weights
 /// dequantized for WebGPU).
 async fn build(
-    engine: &Shared,
     chosen: &Chosen,
     fetched: Result<Fetched, String>,
     max_buffer: Option<u64>,
@@ -246,12 +254,6 @@ async fn build(
     {
         check_fits(&config, limit)?;
     }
-    reply(
-        engine,
-        Reply::Status {
-            message: "Building the model…".into(),
-        },
-    );
     let (student, dequantized) = if chosen.backend == Backend::WebGpu {
         // Loaded and dequantized on the CPU, then copied: WebGPU kernels cannot read 8-bit
         // weights (see `Mllama::dequantized`). The download stays Q8; the GPU holds f32 (the
@@ -319,16 +321,27 @@ pub async fn run(
             },
         );
     };
-    let result = generate(&engine, id, &student, &image, &prompt, max_new_tokens).await;
-    let result = match result {
-        Ok(true) => send_maps(&engine, id, choice).await,
-        Ok(false) => return,
-        Err(message) => Err(message),
-    };
-    if let Err(message) = result
-        && !stale(&engine, id)
-    {
-        reply(&engine, Reply::RunFailed { run: id, message });
+    match generate(&engine, id, &student, &image, &prompt, max_new_tokens).await {
+        Ok(true) => {
+            if let Err(message) = send_maps(&engine, id, choice.clone()).await
+                && !stale(&engine, id)
+            {
+                reply(
+                    &engine,
+                    Reply::MapsFailed {
+                        run: id,
+                        choice,
+                        message,
+                    },
+                );
+            }
+        }
+        Ok(false) => {}
+        Err(message) => {
+            if !stale(&engine, id) {
+                reply(&engine, Reply::RunFailed { run: id, message });
+            }
+        }
     }
 }
 
@@ -394,6 +407,10 @@ async fn generate(
     }
     let finished = now_ms();
     drop(session);
+    // The last read-back awaited: a newer request may have come meanwhile.
+    if stale(engine, id) {
+        return Ok(false);
+    }
     let answer: Vec<u32> = tokens
         .iter()
         .copied()
@@ -411,6 +428,11 @@ async fn generate(
         }
         None => (None, None),
     };
+    // Finite, so the reply's JSON parses (serde writes NaN and infinities as null).
+    let (first_token_ms, tokens_per_s) = (
+        first_token_ms.filter(|v| v.is_finite()),
+        tokens_per_s.filter(|v| v.is_finite()),
+    );
     reply(
         engine,
         Reply::Answered {
@@ -429,6 +451,9 @@ async fn generate(
                 .collect(),
         },
     );
+    if stale(engine, id) {
+        return Ok(false);
+    }
     engine.borrow_mut().run = Some(Rc::new(Run {
         id,
         prepared,

@@ -63,11 +63,13 @@ fn handle(message: Envelope<Request>) {
     let explorer = message.explorer;
     match message.body {
         Request::Load {
+            load,
             url,
             force_cpu,
             max_buffer,
         } => spawn_local(engine::load(
             engine(explorer),
+            load,
             url,
             message.files,
             force_cpu,
@@ -106,11 +108,23 @@ fn handle(message: Envelope<Request>) {
         Request::Maps { run, choice } => {
             let engine = engine(explorer);
             spawn_local(async move {
-                let result = engine::send_maps(&engine, run, choice).await;
+                let result = engine::send_maps(&engine, run, choice.clone()).await;
                 if let Err(message) = result {
-                    scope::post(Envelope::new(explorer, Reply::RunFailed { run, message }));
+                    scope::post(Envelope::new(
+                        explorer,
+                        Reply::MapsFailed {
+                            run,
+                            choice,
+                            message,
+                        },
+                    ));
                 }
             });
+        }
+        Request::Stop { run } => {
+            let engine = engine(explorer);
+            let mut engine = engine.borrow_mut();
+            engine.current_run = engine.current_run.max(run);
         }
         Request::Close => {
             if let Some(engine) = ENGINES.with_borrow_mut(|engines| engines.remove(&explorer)) {

@@ -14,8 +14,10 @@ use wasm_bindgen::{JsCast, JsValue};
 pub enum Request {
     /// Load a bundle from `url` (absolute), or from the message's `files` when `url` is
     /// `None`, onto WebGPU (or the CPU when `force_cpu` or WebGPU is unavailable).
-    /// `max_buffer` imitates a smaller adapter's buffer limit.
+    /// `max_buffer` imitates a smaller adapter's buffer limit. `load` numbers the request: a
+    /// newer one supersedes it, and every reply about it carries it.
     Load {
+        load: u64,
         url: Option<String>,
         force_cpu: bool,
         max_buffer: Option<u64>,
@@ -32,6 +34,8 @@ pub enum Request {
     },
     /// The maps of run `run`'s words for another choice.
     Maps { run: u64, choice: MapChoice },
+    /// Stop run `run` (the explorer moved on: a new picture).
+    Stop { run: u64 },
     /// Stop whatever runs for this explorer and drop its model (it was unmounted).
     Close,
 }
@@ -44,13 +48,16 @@ pub enum Reply {
     Ready,
     /// The backend the model runs on, and why it is the CPU when it is.
     Backend {
+        load: u64,
         backend: String,
         reason: Option<String>,
     },
     Status {
+        load: u64,
         message: String,
     },
     Progress {
+        load: u64,
         done: u64,
         total: u64,
         file: String,
@@ -59,6 +66,7 @@ pub enum Reply {
     /// maps (`[words, side, side]`), in the order of `examples`. `aligner`: the bundle carries
     /// the trained Aligner, so the Aligner aggregations are available.
     Loaded {
+        load: u64,
         message: String,
         took_ms: f64,
         map_size: usize,
@@ -66,6 +74,7 @@ pub enum Reply {
         aligner: bool,
     },
     LoadFailed {
+        load: u64,
         message: String,
     },
     /// The answer so far.
@@ -91,6 +100,16 @@ pub enum Reply {
     },
     RunFailed {
         run: u64,
+        message: String,
+    },
+    /// The answer stands, but its maps for `choice` could not be made.
+    MapsFailed {
+        run: u64,
+        choice: MapChoice,
+        message: String,
+    },
+    /// A request could not reach the worker (the worker itself is fine).
+    SendFailed {
         message: String,
     },
     /// The worker's WebAssembly trapped (a panic): everything it held is gone.
