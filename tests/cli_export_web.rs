@@ -12,13 +12,12 @@ use std::{
     process::Output,
 };
 
-use common::{f32s, failure, lavender, success, temp_dir};
+use common::{failure, lavender, success, temp_dir};
 use lavender_core::{
     align::aligner::AlignerConfig,
     data::TeacherMapsIndex,
     vlm::mllama::bundle::{BundleFiles, MANIFEST_FILE, sha256_hex},
 };
-use safetensors::SafeTensors;
 
 fn fixture() -> String {
     common::fixture_dir("mllama-tiny").display().to_string()
@@ -38,19 +37,20 @@ fn image() -> String {
         .to_string()
 }
 
+/// `lavender export-web --vlm <fixture> --out out` with `extra` flags.
+fn export_web(out: &Path, extra: &[&str]) -> Output {
+    let vlm = fixture();
+    let mut args = vec!["export-web", "--vlm", &vlm, "--out", out.to_str().unwrap()];
+    args.extend(extra);
+    lavender(&args)
+}
+
 /// Exports the fixture with its adapter to `out` with `--quant quant`.
 fn export(out: &Path, quant: &str) -> String {
-    success(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--adapter",
-        &adapter(),
-        "--quant",
-        quant,
-        "--out",
-        out.to_str().unwrap(),
-    ]))
+    success(&export_web(
+        out,
+        &["--adapter", &adapter(), "--quant", quant],
+    ))
 }
 
 /// `generate --json` with `model` (e.g. `--bundle DIR`), dumping the attention to `dump`.
@@ -90,16 +90,9 @@ fn tokens(stdout: &str) -> Vec<i64> {
 
 /// Every tensor of a dumped attention file, by name.
 fn dumped(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = fs::read(path).unwrap();
-    let tensors = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    names
+    common::f32_tensors(path)
         .into_iter()
-        .map(|name| {
-            let (_, values) = f32s(&tensors, &name);
-            (name, values)
-        })
+        .map(|(name, _, values)| (name, values))
         .collect()
 }
 
@@ -222,23 +215,7 @@ fn q8_bundles_run_on_wgpu_dequantized() {
     let model = ["--bundle", bundle.to_str().unwrap()];
     let (cpu_dump, wgpu_dump) = (dir.join("cpu.safetensors"), dir.join("wgpu.safetensors"));
     let on_cpu = success(&generate_on("cpu", &model, &cpu_dump));
-    let on_wgpu = lavender(&[
-        "generate",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--image",
-        &image(),
-        "--device",
-        "wgpu",
-        "--prompt",
-        "What is in the picture?",
-        "--max-new-tokens",
-        "12",
-        "--json",
-        "--dump-attention",
-        wgpu_dump.to_str().unwrap(),
-    ]);
-    let on_wgpu = success(&on_wgpu);
+    let on_wgpu = success(&generate_on("wgpu", &model, &wgpu_dump));
     assert_eq!(tokens(&on_wgpu), tokens(&on_cpu));
     for ((name, wgpu), (_, cpu)) in dumped(&wgpu_dump).into_iter().zip(dumped(&cpu_dump)) {
         let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -281,13 +258,7 @@ fn damaged_incomplete_or_existing_bundles_are_refused() {
     let error = failure(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
     assert!(error.contains("manifest.json"), "{error}");
 
-    let error = failure(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ]));
+    let error = failure(&export_web(&bundle, &[]));
     assert!(error.contains("pass --overwrite"), "{error}");
     export_overwriting(&bundle);
     assert!(bundle.join("manifest.json").is_file());
@@ -311,16 +282,7 @@ fn damaged_incomplete_or_existing_bundles_are_refused() {
 }
 
 fn export_overwriting(out: &Path) {
-    success(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--quant",
-        "none",
-        "--out",
-        out.to_str().unwrap(),
-        "--overwrite",
-    ]));
+    success(&export_web(out, &["--quant", "none", "--overwrite"]));
 }
 
 /// The bundled demo images and captions (`{"id", "image", "text"}` per line).
@@ -368,21 +330,19 @@ fn bundles_ship_examples_with_the_teachers_maps() {
     extract_odd_demo_samples(&maps);
     let bundle = dir.join("bundle");
     let examples = format!("jsonl:{}", demo_captions().display());
-    let report = success(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--adapter",
-        &adapter(),
-        "--out",
-        bundle.to_str().unwrap(),
-        "--teacher-maps",
-        maps.to_str().unwrap(),
-        "--examples",
-        &examples,
-        "--example-limit",
-        "2",
-    ]));
+    let report = success(&export_web(
+        &bundle,
+        &[
+            "--adapter",
+            &adapter(),
+            "--teacher-maps",
+            maps.to_str().unwrap(),
+            "--examples",
+            &examples,
+            "--example-limit",
+            "2",
+        ],
+    ));
     assert!(
         report.contains("example square-grass: 7 teacher words, 32x32 maps"),
         "{report}"
@@ -518,19 +478,17 @@ fn bundles_carry_a_training_runs_aligner() {
     let run = dir.join("run");
     let (path, bytes) = write_aligner(&run, 4);
     let bundle = dir.join("bundle");
-    let report = success(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--adapter",
-        &adapter(),
-        "--quant",
-        "none",
-        "--out",
-        bundle.to_str().unwrap(),
-        "--aligner",
-        path.to_str().unwrap(),
-    ]));
+    let report = success(&export_web(
+        &bundle,
+        &[
+            "--adapter",
+            &adapter(),
+            "--quant",
+            "none",
+            "--aligner",
+            path.to_str().unwrap(),
+        ],
+    ));
     assert!(
         report.contains("aligner: 4 heads, 32 hidden, depth sim, relu6 (aligner.safetensors)"),
         "{report}"
@@ -564,19 +522,17 @@ fn bundles_carry_a_training_runs_aligner() {
 
     // The run folder and the other activation.
     let leaky = dir.join("bundle-leaky");
-    success(&lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--quant",
-        "none",
-        "--out",
-        leaky.to_str().unwrap(),
-        "--aligner",
-        run.to_str().unwrap(),
-        "--aligner-activation",
-        "leaky-relu",
-    ]));
+    success(&export_web(
+        &leaky,
+        &[
+            "--quant",
+            "none",
+            "--aligner",
+            run.to_str().unwrap(),
+            "--aligner-activation",
+            "leaky-relu",
+        ],
+    ));
     assert_eq!(manifest(&leaky)["aligner"]["activation"], "leaky-relu");
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -588,19 +544,7 @@ fn a_wrong_aligner_is_refused_naming_the_file() {
     let dir = temp_dir("export-web-aligner-errors");
     let (path, _) = write_aligner(&dir.join("run"), 6);
     let bundle = dir.join("bundle");
-    let export = |aligner: &str| {
-        lavender(&[
-            "export-web",
-            "--vlm",
-            &fixture(),
-            "--quant",
-            "none",
-            "--out",
-            bundle.to_str().unwrap(),
-            "--aligner",
-            aligner,
-        ])
-    };
+    let export = |aligner: &str| export_web(&bundle, &["--quant", "none", "--aligner", aligner]);
     let error = failure(&export(path.to_str().unwrap()));
     assert!(
         error.contains(&format!(
@@ -620,15 +564,7 @@ fn a_wrong_aligner_is_refused_naming_the_file() {
     );
     assert!(!bundle.exists(), "a bundle folder was written");
 
-    let output = lavender(&[
-        "export-web",
-        "--vlm",
-        &fixture(),
-        "--out",
-        bundle.to_str().unwrap(),
-        "--aligner-activation",
-        "relu6",
-    ]);
+    let output = export_web(&bundle, &["--aligner-activation", "relu6"]);
     assert_eq!(output.status.code(), Some(2));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,7 +17,6 @@ use std::{
 };
 
 use common::{failure, lavender, success, temp_dir};
-use safetensors::SafeTensors;
 use serde_json::Value;
 
 fn vlm() -> PathBuf {
@@ -132,21 +131,6 @@ fn split(records: &[Metric], name: &str) -> Vec<Metric> {
         .iter()
         .filter(|m| m.split == name)
         .cloned()
-        .collect()
-}
-
-/// The tensor names of a safetensors file, sorted, and each tensor's f32 values.
-fn tensors(file: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = fs::read(file).unwrap();
-    let tensors = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let (shape, values) = common::f32s(&tensors, &name);
-            (name, shape, values)
-        })
         .collect()
 }
 
@@ -284,7 +268,7 @@ fn lavender_trains_and_writes_the_run_folder() {
         adapter["target_modules"],
         serde_json::json!(["q_proj", "v_proj"])
     );
-    let factors = tensors(&run.join("adapter/adapter_model.safetensors"));
+    let factors = common::f32_tensors(&run.join("adapter/adapter_model.safetensors"));
     assert_eq!(factors.len(), 40);
     for (name, shape, values) in &factors {
         assert!(name.starts_with("base_model.model.model."), "{name}");
@@ -297,7 +281,7 @@ fn lavender_trains_and_writes_the_run_folder() {
         }
         assert!(values.iter().all(|v| v.is_finite()), "{name}");
     }
-    let aligner = tensors(&run.join("aligner.safetensors"));
+    let aligner = common::f32_tensors(&run.join("aligner.safetensors"));
     assert!(!aligner.is_empty());
 
     // `generate` loads the adapter onto the base model.

@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -69,4 +69,20 @@ pub fn f32s(tensors: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     (view.shape().to_vec(), values)
+}
+
+/// Every tensor of the safetensors `file` (all f32), sorted by name: name, shape and values.
+#[allow(dead_code)]
+pub fn f32_tensors(file: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let bytes = fs::read(file).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let (shape, values) = f32s(&tensors, &name);
+            (name, shape, values)
+        })
+        .collect()
 }

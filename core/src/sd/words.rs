@@ -52,27 +52,31 @@ pub fn group_words(pieces: &[String], to_text: impl Fn(&[String]) -> String) -> 
 /// Word maps `[words, h, w]` from token maps `[tokens, h, w]`: mean of each word's pieces,
 /// then min-max normalised per word.
 pub fn word_maps(token_maps: Tensor<3>, groups: &WordGroups) -> Tensor<3> {
-    let device = token_maps.device();
-    let maps: Vec<Tensor<3>> = groups
-        .members
+    mean_rows_normalised(token_maps, &groups.members)
+}
+
+/// One map per entry of `members` from maps `[rows, h, w]`: the mean of the rows it lists, then
+/// min-max normalised; `[members, h, w]`. What a word's map is, on either side of the method.
+pub fn mean_rows_normalised(maps: Tensor<3>, members: &[Vec<usize>]) -> Tensor<3> {
+    let device = maps.device();
+    let means: Vec<Tensor<3>> = members
         .iter()
-        .map(|members| {
+        .map(|rows| {
             let indices = Tensor::<1, Int>::from_data(
                 TensorData::new(
-                    members.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                    [members.len()],
+                    rows.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [rows.len()],
                 ),
                 &device,
             );
-            let mean = token_maps.clone().select(0, indices).mean_dim(0);
-            min_max_normalise(mean)
+            min_max_normalise(maps.clone().select(0, indices).mean_dim(0))
         })
         .collect();
-    if maps.is_empty() {
-        let [_, h, w] = token_maps.dims();
+    if means.is_empty() {
+        let [_, h, w] = maps.dims();
         return Tensor::zeros([0, h, w], &device);
     }
-    Tensor::cat(maps, 0)
+    Tensor::cat(means, 0)
 }
 
 /// `(m - min) / (max - min + eps)` over the whole map `[1, h, w]`.

@@ -13,14 +13,14 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::student::{Mllama, Prepared};
+use super::student::{Mllama, Prepared, per_layer_attention};
 use crate::{
     align::{
         aligner::Aligner,
         grid::{GridMode, attention_to_grid},
         student_maps::{Aggregation, StudentMapsError, token_maps},
     },
-    sd::words::min_max_normalise,
+    sd::words::mean_rows_normalised,
     vlm::{TextToImageAttention, mllama::text::KvCache},
 };
 
@@ -97,15 +97,10 @@ impl Mllama {
             &mut KvCache::new(),
             true,
         );
-        let layers = output
-            .cross_attention
-            .into_iter()
-            .map(|(layer, probs)| {
-                let [_, heads, seq, keys] = probs.dims();
-                (layer, probs.reshape([heads, seq, keys]))
-            })
-            .collect();
-        SequenceAttention { layers, seq_len }
+        SequenceAttention {
+            layers: per_layer_attention(output.cross_attention),
+            seq_len,
+        }
     }
 
     /// The words of the user's `prompt_text` (found in the prepared prompt's tokens) and of
@@ -152,7 +147,6 @@ impl Mllama {
         head: Pick,
         size: usize,
     ) -> Tensor<3> {
-        let device = self.device();
         let pick_head = |probs: &Tensor<3>| -> Tensor<2> {
             let [heads, seq, keys] = probs.dims();
             match head {
@@ -184,20 +178,13 @@ impl Mllama {
                 .expect("Mllama has cross-attention layers"),
         };
         let grid = attention_to_grid(per_token, &self.geometry(prepared), size);
-        if words.is_empty() {
-            return Tensor::zeros([0, size, size], device);
-        }
-        let maps = words
+        // A word is read at the positions that predict its tokens; position 0 (the
+        // beginning-of-text token) is never a word's.
+        let predecessors: Vec<Vec<usize>> = words
             .iter()
-            .map(|word| {
-                let predecessors: Vec<i64> = word.positions.iter().map(|&p| p as i64 - 1).collect();
-                let count = predecessors.len();
-                let indices =
-                    Tensor::<1, Int>::from_data(TensorData::new(predecessors, [count]), device);
-                min_max_normalise(grid.clone().select(0, indices).mean_dim(0))
-            })
+            .map(|word| word.positions.iter().map(|&p| p - 1).collect())
             .collect();
-        Tensor::cat(maps, 0)
+        mean_rows_normalised(grid, &predecessors)
     }
 
     /// Maps `[words, size, size]` of `words` with one of training's aggregations
@@ -234,7 +221,7 @@ impl Mllama {
             .map_or(attention.seq_len, |(_, probs)| probs.dims()[1]);
         // The rows each word reads, and the distinct rows to aggregate (in first-use order).
         let mut rows: Vec<usize> = Vec::new();
-        let mut word_rows: Vec<Vec<i64>> = Vec::with_capacity(words.len());
+        let mut word_rows: Vec<Vec<usize>> = Vec::with_capacity(words.len());
         for word in words {
             let mut indices = Vec::with_capacity(word.positions.len());
             for &position in &word.positions {
@@ -252,7 +239,7 @@ impl Mllama {
                         rows.len() - 1
                     }
                 };
-                indices.push(row as i64);
+                indices.push(row);
             }
             if indices.is_empty() {
                 return Err(StudentMapsError::NoPositions(word.text.clone()));
@@ -276,16 +263,7 @@ impl Mllama {
             geometry: self.geometry(prepared),
         };
         let maps = token_maps(&reduced, aligner, aggregation, GridMode::Corrected, size)?;
-        let word_maps = word_rows
-            .into_iter()
-            .map(|indices| {
-                let count = indices.len();
-                let indices =
-                    Tensor::<1, Int>::from_data(TensorData::new(indices, [count]), device);
-                min_max_normalise(maps.clone().select(0, indices).mean_dim(0))
-            })
-            .collect();
-        Ok(Tensor::cat(word_maps, 0))
+        Ok(mean_rows_normalised(maps, &word_rows))
     }
 }
 

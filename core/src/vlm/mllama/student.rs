@@ -339,6 +339,18 @@ impl Mllama {
     }
 }
 
+/// The decoder's captured cross-attention, `(layer, [1, heads, seq, keys])` of a batch of
+/// one, as `(layer, [heads, seq, keys])`.
+pub(super) fn per_layer_attention(captured: Vec<(usize, Tensor<4>)>) -> Vec<(usize, Tensor<3>)> {
+    captured
+        .into_iter()
+        .map(|(layer, probs)| {
+            let [_, heads, seq, keys] = probs.dims();
+            (layer, probs.reshape([heads, seq, keys]))
+        })
+        .collect()
+}
+
 impl StudentVlm for Mllama {
     type Prepared = Prepared;
 
@@ -350,16 +362,8 @@ impl StudentVlm for Mllama {
             &mut KvCache::new(),
             true,
         );
-        let layers = output
-            .cross_attention
-            .into_iter()
-            .map(|(layer, probs)| {
-                let [_, heads, seq, keys] = probs.dims();
-                (layer, probs.reshape([heads, seq, keys]))
-            })
-            .collect();
         let attention = TextToImageAttention {
-            layers,
+            layers: per_layer_attention(output.cross_attention),
             geometry: self.geometry(prepared),
         };
         (output.logits, attention)
