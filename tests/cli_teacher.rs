@@ -499,8 +499,9 @@ fn extract_reads_ocrvqa_parquet_and_the_trainer_finds_its_maps() {
     let ids = conversations.iter().map(|c| c.teacher_id.as_str());
     assert_eq!(shards.count_missing(ids.clone()), 1);
     assert_eq!(reference.count_missing(ids), 1);
-    let stored = shards.get("image_0.jpg").unwrap().unwrap();
-    let jpeg = reference.get("image_0.jpg").unwrap().unwrap();
+    let cpu = burn::tensor::Device::flex();
+    let stored = shards.get("image_0.jpg", &cpu).unwrap().unwrap();
+    let jpeg = reference.get("image_0.jpg", &cpu).unwrap().unwrap();
     let sorted = |words: &[String]| words.iter().cloned().collect::<BTreeSet<_>>();
     assert_eq!(sorted(&stored.words), sorted(&jpeg.words));
     assert!(
@@ -508,6 +509,6 @@ fn extract_reads_ocrvqa_parquet_and_the_trainer_finds_its_maps() {
         "{:?}",
         stored.words
     );
-    assert_eq!((stored.side, jpeg.side), (32, 32));
+    assert_eq!((stored.side(), jpeg.side()), (32, 32));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,8 @@
-//! The one `--device` flag of every command: `cuda[:N]`, `wgpu[:N]` or `cpu`.
+//! The one `--device` flag of every command: `cuda[:N]`, `wgpu[:N]` or `cpu`; and the
+//! `--devices` list of data-parallel training.
 //!
-//! Parsing lives here and nowhere else; commands take a [`DeviceSpec`] and call
-//! [`DeviceSpec::open`], which turns a missing driver into an error instead of a panic.
+//! Parsing lives here and nowhere else; commands take a [`DeviceSpec`] (or a [`DeviceList`])
+//! and call [`DeviceSpec::open`], which turns a missing driver into an error instead of a panic.
 
 use std::{fmt, str::FromStr};
 
@@ -76,6 +77,30 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// The backend, as errors name it.
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Cuda(_) => "CUDA",
+            Self::Wgpu(_) => "wgpu",
+            Self::Cpu => "the CPU",
+        }
+    }
+
+    /// The value of `BURN_DEVICE` that makes Burn's default device this backend's.
+    ///
+    /// burn-optim 0.22.1's `ModuleOptimizer::load_record` creates the loaded optimizer state on
+    /// `Device::default()` (moving it to each parameter's device at the next step), and the
+    /// default is CUDA whenever CUDA is compiled in: resuming on a machine without a CUDA
+    /// driver would panic. A resuming `train` therefore sets `BURN_DEVICE` to this value in
+    /// `main`, before any thread starts (`std::env::set_var` is unsafe otherwise).
+    pub fn burn_device_env(self) -> &'static str {
+        match self {
+            Self::Cuda(_) => "cuda",
+            Self::Wgpu(_) => "wgpu",
+            Self::Cpu => "flex",
+        }
+    }
+
     /// The first CUDA GPU when the machine has one, otherwise the CPU. wgpu is only used when
     /// asked for: on machines without a GPU its adapter is a software rasteriser.
     pub fn best_available() -> Self {
@@ -132,6 +157,70 @@ impl DeviceSpec {
                 adapter.open()
             }
         }
+    }
+}
+
+/// Several devices of one backend, the main one first: `--devices cuda:0,cuda:1` and a run's
+/// `config.toml` `device` (written with [`fmt::Display`], read with [`FromStr`]).
+///
+/// One backend for every device (the optimiser state's default device, `BURN_DEVICE`, is per
+/// backend, and mixing backends would mix numerics), and no GPU twice (a second copy of the
+/// model on the same GPU only costs memory). `cpu` may repeat: that is how the data-parallel
+/// path is tested without GPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(Vec<DeviceSpec>);
+
+impl DeviceList {
+    /// `specs`, checked as above.
+    pub fn new(specs: Vec<DeviceSpec>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!specs.is_empty(), "--devices needs at least one device");
+        let list = Self(specs);
+        let main = list.0[0].backend_name();
+        for (position, spec) in list.0.iter().enumerate() {
+            anyhow::ensure!(
+                spec.backend_name() == main,
+                "--devices {list}: every device must use the first one's backend ({main}), {spec} does not",
+            );
+            anyhow::ensure!(
+                *spec == DeviceSpec::Cpu || !list.0[..position].contains(spec),
+                "--devices {list}: {spec} is listed twice",
+            );
+        }
+        Ok(list)
+    }
+
+    pub fn specs(&self) -> &[DeviceSpec] {
+        &self.0
+    }
+
+    /// The first device: the optimiser's, where gradients are summed.
+    pub fn main(&self) -> DeviceSpec {
+        self.0[0]
+    }
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, spec) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{spec}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+
+    /// Specs separated by commas, checked as [`DeviceList::new`].
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let specs = text
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<DeviceSpec>, String>>()?;
+        Self::new(specs).map_err(|error| error.to_string())
     }
 }
 
@@ -222,6 +311,33 @@ fn graphics_api(backend: wgpu::Backend) -> Option<WgpuBackend> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_lists_round_trip_and_are_checked() {
+        let list = "cuda:0,cuda:1".parse::<DeviceList>().unwrap();
+        assert_eq!(list.specs(), [DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]);
+        assert_eq!(list.to_string(), "cuda:0,cuda:1");
+        assert_eq!(list.main(), DeviceSpec::Cuda(0));
+        assert_eq!(
+            "cpu".parse::<DeviceList>().unwrap().specs(),
+            [DeviceSpec::Cpu]
+        );
+        assert!("cpu,gpu".parse::<DeviceList>().is_err());
+        assert!("cuda:0,cpu".parse::<DeviceList>().is_err());
+
+        DeviceList::new(vec![DeviceSpec::Cpu, DeviceSpec::Cpu]).unwrap();
+        let error = DeviceList::new(vec![DeviceSpec::Cuda(1), DeviceSpec::Cuda(1)]).unwrap_err();
+        assert!(
+            error.to_string().contains("cuda:1 is listed twice"),
+            "{error}"
+        );
+        let error = DeviceList::new(vec![DeviceSpec::Cuda(0), DeviceSpec::Cpu]).unwrap_err();
+        assert!(
+            error.to_string().contains("backend (CUDA), cpu does not"),
+            "{error}"
+        );
+        assert!(DeviceList::new(vec![]).is_err());
+    }
 
     #[test]
     fn parses_every_form() {

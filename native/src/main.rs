@@ -67,9 +67,7 @@ fn main() -> ExitCode {
         // compiled in; point it at the training device. Set here, before any thread exists.
         match commands::train::device_spec(args) {
             // SAFETY: single-threaded so far; nothing else reads or writes the environment.
-            Ok(spec) => unsafe {
-                std::env::set_var("BURN_DEVICE", train::checkpoint::burn_device_env(spec))
-            },
+            Ok(spec) => unsafe { std::env::set_var("BURN_DEVICE", spec.burn_device_env()) },
             Err(error) => {
                 eprintln!("error: {error:#}");
                 return ExitCode::FAILURE;

@@ -4,7 +4,7 @@
 //! only checked files are cached, keyed by their digest, so a changed bundle is fetched anew.
 
 use js_sys::{Reflect, Uint8Array};
-use lavender_core::vlm::mllama::bundle::{BundleError, BundleFiles, MANIFEST_FILE, Manifest};
+use lavender_core::bundle::{BundleError, BundleFiles, MANIFEST_FILE, Manifest};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 

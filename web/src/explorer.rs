@@ -12,7 +12,7 @@ use image::RgbImage;
 use leptos::{html, prelude::*, task::spawn_local};
 use wasm_bindgen::JsCast;
 
-use lavender_core::vlm::mllama::bundle::{map_mse, teacher_word_row};
+use lavender_core::{align::words::teacher_word_row, maps::compare::map_mse};
 
 use crate::{
     bundle_source::{Progress, fetch_bytes},

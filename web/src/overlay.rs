@@ -3,7 +3,7 @@
 //! upsampled bilinearly, coloured by the chosen colormap and blended at the chosen opacity.
 
 use image::{ImageBuffer, Luma, RgbImage, imageops::FilterType};
-use lavender_core::maps::inferno;
+use lavender_core::maps::picture::inferno;
 use wasm_bindgen::{Clamped, JsCast};
 
 use crate::js::describe;

@@ -1,5 +1,7 @@
-//! Adapters trained elsewhere: PEFT LoRA folders, applied to a base model's weights; and the
-//! weight quantization of the web export.
+//! Adapters: LoRA on the student (Burn's reparameterization, trained here, in PEFT's file
+//! layout), PEFT adapter folders merged into base weights, and the weight quantization of the
+//! web export.
 
+pub mod lora;
 pub mod peft;
 pub mod quant;

@@ -1,6 +1,6 @@
 //! The Aligner: a small convolutional net that turns the student's per-head attention maps of
 //! one token into one map, learned so that it can be compared with the teacher's (the
-//! reference's `DiffagFovProjection`, lavender-method.md §3.4). Heads are input channels:
+//! reference's `DiffagFovProjection`, `docs/method.md`, "The Aligner"). Heads are input channels:
 //! `depth` x (conv3x3 without bias -> instance norm without affine -> activation), then a 1x1
 //! conv with bias to one channel.
 //!
@@ -103,10 +103,13 @@ impl AlignerActivation {
     }
 }
 
+/// The Aligner's shape: `heads` input channels (one per cross-attention head of the student),
+/// `depth` 3x3 convs of `hidden` channels, one output channel. `init` builds an [`Aligner`].
 #[derive(Config, Debug)]
 pub struct AlignerConfig {
     /// Input channels: the student's cross-attention heads.
     pub heads: usize,
+    /// Channels of the 3x3 convs (the reference's 32).
     #[config(default = 32)]
     pub hidden: usize,
     #[config(default = "AlignerDepth::Sim")]
@@ -115,6 +118,9 @@ pub struct AlignerConfig {
     pub activation: AlignerActivation,
 }
 
+/// The learned map of one text position from its per-head attention maps:
+/// `[n, heads, s, s]` -> `[n, 1, s, s]` ([`Aligner::forward`]), shared by every layer and
+/// position and trained with the student.
 #[derive(Module, Debug)]
 pub struct Aligner {
     /// The 3x3 convs, `[hidden, in, 3, 3]` each, no bias.
@@ -325,7 +331,8 @@ pub(crate) mod tests {
     #[test]
     fn defaults_and_parameter_count_follow_the_reference() {
         let aligner = AlignerConfig::new(32).init(&device());
-        // 3 x 32 x 32 x 9 conv weights + 32 head weights + 1 bias (lavender-method.md §3.4).
+        // 3 x 32 x 32 x 9 conv weights + 32 head weights + 1 bias (`docs/method.md`, "The
+        // Aligner").
         assert_eq!(aligner.num_params(), 27_681);
         assert_eq!(aligner.activation, AlignerActivation::Relu6);
         let head_bias: Vec<f32> = aligner

@@ -4,13 +4,14 @@
 //! The map of a query is: drop the class tokens, lay the tiles out as the canvas, crop the
 //! padding, resize bilinearly (half-pixel, as PyTorch's `align_corners=False`) to `S x S`.
 //!
-//! This replaces the reference code's 1-D resampling of the whole token axis, which shears the
-//! map by about one column per row (see shared/docs/lavender-method.md §3.3). That mapping is
-//! kept, exactly, as [`legacy_attention_to_grid`] for reproducing the reference's results.
+//! This replaces the reference code's 1-D resampling of the whole token axis, which shears the map
+//! by about one column per row (`docs/method.md`, "Student attention on the image grid"). That
+//! mapping is kept, exactly, as [`legacy_attention_to_grid`] for reproducing the reference's
+//! results.
 
 use burn::tensor::Tensor;
 
-use super::resize::{resample_linear, resize_bilinear, resize_bilinear_antialias};
+use crate::maps::resize::{resample_linear, resize_bilinear, resize_bilinear_antialias};
 
 /// Which placement of the attention on the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,7 +81,7 @@ pub fn attention_to_grid(attention: Tensor<2>, geometry: &TileGeometry, size: us
     resize_bilinear(cropped, [size, size])
 }
 
-/// The reference code's mapping (Lavender's `diffag_xattn_manager.py`, lavender-method.md §3.3),
+/// The reference code's mapping (Lavender's `diffag_xattn_manager.py`; `docs/method.md`),
 /// kept to reproduce its results: `attention` `[n, max_tiles * tokens_per_tile]` -> `[n, size,
 /// size]`. Only `tokens_per_tile` and `max_tiles` of `geometry` are read; `valid_tiles_mask`
 /// (`[max_tiles]`, the text's cross-attention mask, max over the text) says which tiles hold

@@ -1,4 +1,4 @@
-//! The Lavender loss (lavender-method.md §4.1): `CE + lambda * L_att`, where CE is the
+//! The Lavender loss (`docs/method.md`, "The loss"): `CE + lambda * L_att`, where CE is the
 //! next-token cross-entropy on the supervised labels and `L_att` the mean over the words both
 //! sides have of the per-pixel MSE between the teacher's word map and the student's.
 //!
@@ -20,23 +20,19 @@ use tokenizers::Tokenizer;
 use super::{
     aligner::Aligner,
     grid::GridMode,
+    student::{IGNORE_INDEX, TextToImageAttention},
     student_maps::{Aggregation, StudentMapsError, token_maps},
-    words::group_answer_words,
+    words::{group_answer_words, teacher_row},
 };
-use crate::{
-    sd::words::{WordGroups, word_maps},
-    vlm::{TextToImageAttention, mllama::labels::IGNORE_INDEX},
+use crate::maps::{
+    WordMaps,
+    words::{WordGroups, word_maps},
 };
 
 /// The reference's loss scale (`sd_xattn_loss_scale`).
 pub const DEFAULT_LAMBDA: f64 = 10.0;
 /// The side of the maps compared (the teacher stores 32 x 32).
 pub const DEFAULT_MAP_SIZE: usize = 32;
-/// Words the reference never matches.
-const PUNCTUATION: [&str; 15] = [
-    ".", ",", "!", "?", ";", ":", "-", "(", ")", "[", "]", "{", "}", "\"", "'",
-];
-
 /// Which student positions give word maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Positions {
@@ -47,12 +43,18 @@ pub enum Positions {
     Reference,
 }
 
+/// How the Lavender loss is computed ([`lavender_loss`]); the default is the reference's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossConfig {
+    /// The weight of `L_att` ([`DEFAULT_LAMBDA`]); 0 is plain SFT through the same path.
     pub lambda: f64,
+    /// The side `S` of the compared maps `[words, S, S]`: the teacher's must equal it.
     pub map_size: usize,
+    /// How the student's attention is placed on the image grid.
     pub grid: GridMode,
+    /// How layers and heads become one map per position.
     pub aggregation: Aggregation,
+    /// Which positions give the student's word maps, keyed by what.
     pub positions: Positions,
 }
 
@@ -66,13 +68,6 @@ impl Default for LossConfig {
             positions: Positions::Answer,
         }
     }
-}
-
-/// Maps keyed by word: `maps` is `[words, size, size]`, row `i` the map of `words[i]`.
-#[derive(Debug, Clone)]
-pub struct WordMaps {
-    pub words: Vec<String>,
-    pub maps: Tensor<3>,
 }
 
 /// The loss of one sample and what it was made of.
@@ -191,19 +186,10 @@ pub fn reference_word_maps(
         .convert::<i64>()
         .try_to_vec::<i64>()
         .map_err(|error| LossError::Shape(format!("{error:?}")))?;
-    let mut groups = WordGroups {
-        words: Vec::new(),
-        members: Vec::new(),
-    };
+    let mut groups = WordGroups::default();
     for (position, &id) in predicted.iter().enumerate() {
         let key = decode(tokenizer, id as u32)?.trim().to_string();
-        match groups.words.iter().position(|word| *word == key) {
-            Some(existing) => groups.members[existing].push(position),
-            None => {
-                groups.words.push(key);
-                groups.members.push(vec![position]);
-            }
-        }
+        groups.add(key, [position]);
     }
     Ok(WordMaps {
         maps: word_maps(token_maps, &groups),
@@ -219,17 +205,6 @@ fn check_rows(token_maps: &Tensor<3>, seq: usize) -> Result<(), LossError> {
         )));
     }
     Ok(())
-}
-
-/// The row of the teacher's map for the student's `word`: the teacher word equal to it, or
-/// `None` when there is none or when `word` is empty or punctuation (the reference never
-/// matches those). The one matching rule of `L_att` and of the explorer's teacher-student
-/// comparison (`vlm::mllama::bundle_examples::teacher_word_row`), so the two cannot drift.
-pub fn teacher_row(teacher_words: &[String], word: &str) -> Option<usize> {
-    if word.is_empty() || PUNCTUATION.contains(&word) {
-        return None;
-    }
-    teacher_words.iter().position(|t| t == word)
 }
 
 /// `L_att` `[1]` and the words it used: the mean over words in both `student` and `teacher`
@@ -325,280 +300,11 @@ pub fn lavender_loss(
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::Device;
-
     use super::*;
-    use crate::{
-        align::aligner::tests::fixture_aligner,
-        testing::{
-            assert_close, device, golden_i64, lavender_golden, lavender_golden_metadata,
-            lavender_golden_path, mllama_tiny_dir,
-        },
-        vlm::{
-            StudentVlm,
-            mllama::{prompt::Message, student::Mllama},
-        },
-    };
+    use crate::testing::device;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn teacher(device: &Device) -> WordMaps {
-        let words: Vec<String> =
-            serde_json::from_str(&lavender_golden_metadata("teacher_words")).unwrap();
-        let maps = lavender_golden()
-            .tensor("teacher_maps", [words.len(), 32, 32], device)
-            .unwrap();
-        WordMaps { words, maps }
-    }
-
-    /// The fixture sample (the tiny model with its adapter merged, the fixture image, question
-    /// and answer) through one forward pass: the student, labels, logits and attention.
-    fn fixture_pass(device: &Device) -> (Mllama, Vec<i64>, Tensor<3>, TextToImageAttention) {
-        let dir = mllama_tiny_dir();
-        let student = Mllama::load(&dir, Some(&dir.join("adapter")), device).unwrap();
-        let (labels, logits, attention) = fixture_forward(&student);
-        (student, labels, logits, attention)
-    }
-
-    /// The fixture image, question and answer through `student`: labels, logits, attention.
-    fn fixture_forward(student: &Mllama) -> (Vec<i64>, Tensor<3>, TextToImageAttention) {
-        let image = image::open(mllama_tiny_dir().join("image.png"))
-            .unwrap()
-            .to_rgb8();
-        let messages = [
-            Message::user_with_image("What is in the picture?"),
-            Message::text(
-                "assistant",
-                "A brown dog rides a red skateboard near the water.",
-            ),
-        ];
-        let (prepared, labels) = student.prepare_conversation(&image, &messages).unwrap();
-        let (logits, attention) = student.forward_with_attention(&prepared);
-        (labels, logits, attention)
-    }
-
-    fn scalar(name: &str, device: &Device) -> Tensor<1> {
-        lavender_golden().tensor(name, [1], device).unwrap()
-    }
-
-    /// The fixture sample through the tiny model with its adapter merged, on an autodiff
-    /// device: labels, CE, word maps, L_att, total and the Aligner's gradients against torch
-    /// (tests/fixtures/make_lavender_fixtures.py).
-    #[test]
-    fn loss_and_aligner_gradients_match_torch() {
-        let device = Device::flex().autodiff();
-        let (student, labels, logits, attention) = fixture_pass(&device);
-        assert_eq!(labels, golden_i64(&lavender_golden_path(), "labels").0);
-        let aligner = fixture_aligner(&device);
-        let teacher = teacher(&device);
-        let tokenizer = student.prompt.tokenizer();
-
-        let loss = lavender_loss(
-            logits.clone(),
-            &attention,
-            &labels,
-            &teacher,
-            Some(&aligner),
-            tokenizer,
-            &LossConfig::default(),
-        )
-        .unwrap();
-        let words: Vec<String> =
-            serde_json::from_str(&lavender_golden_metadata("student_words")).unwrap();
-        assert_eq!(loss.student.words, words);
-        assert_eq!(loss.matched, strings(&["dog", "red", "skateboard"]));
-        let expected_maps = lavender_golden()
-            .tensor("student_maps", [words.len(), 32, 32], &device)
-            .unwrap();
-        assert_close(
-            "student_maps",
-            loss.student.maps.clone(),
-            expected_maps,
-            1e-4,
-        );
-        assert_close("ce", loss.ce.clone(), scalar("ce", &device), 1e-4);
-        assert_close("align", loss.align.clone(), scalar("align", &device), 1e-4);
-        assert_close("total", loss.total.clone(), scalar("total", &device), 1e-4);
-
-        let grads = loss.total.backward();
-        let gradients = aligner.gradients(&grads);
-        let golden = lavender_golden();
-        for (name, parameter) in aligner.named_parameters() {
-            let expected = golden
-                .tensor::<4>(&format!("grad.aligner.{name}"), parameter.dims(), &device)
-                .or_else(|_| {
-                    golden
-                        .tensor::<1>(&format!("grad.aligner.{name}"), [1], &device)
-                        .map(|t| t.reshape([1, 1, 1, 1]))
-                })
-                .unwrap();
-            let actual = gradients[&name].clone();
-            if name == "head.bias" {
-                // Min-max normalisation cancels a constant shift: the gradient is 0 up to
-                // rounding on both sides.
-                let error: f32 = (actual - expected).abs().max().into_scalar();
-                assert!(error < 1e-6, "grad head.bias differs by {error}");
-            } else {
-                assert_close(&format!("grad.aligner.{name}"), actual, expected, 1e-4);
-            }
-        }
-
-        // The reference's positions: every row keyed by its predicted token.
-        let reference = lavender_loss(
-            logits,
-            &attention,
-            &labels,
-            &teacher,
-            Some(&aligner),
-            tokenizer,
-            &LossConfig {
-                positions: Positions::Reference,
-                ..LossConfig::default()
-            },
-        )
-        .unwrap();
-        let reference_words: Vec<String> =
-            serde_json::from_str(&lavender_golden_metadata("reference_words")).unwrap();
-        assert_eq!(reference.student.words, reference_words);
-        assert_eq!(
-            reference.matched.len().to_string(),
-            lavender_golden_metadata("reference_matched")
-        );
-        assert_close(
-            "reference_align",
-            reference.align,
-            scalar("reference_align", &device),
-            1e-4,
-        );
-    }
-
-    /// The same loss through the base model with the fixture adapter as Burn LoRA factors (not
-    /// merged): the factors' gradients match PEFT's (torch autograd through peft's LoRA layers).
-    #[test]
-    fn lora_gradients_match_peft() {
-        use crate::vlm::mllama::lora::{
-            LoraSettings, apply_lora, load_peft_factors, lora_gradients,
-        };
-
-        let device = Device::flex().autodiff();
-        let dir = mllama_tiny_dir();
-        let student = Mllama::load(&dir, None, &device)
-            .unwrap()
-            .try_map_model(|model| {
-                let model = apply_lora(model, &LoraSettings::default())?;
-                load_peft_factors(model, &dir.join("adapter"))
-            })
-            .unwrap();
-        let (labels, logits, attention) = fixture_forward(&student);
-        let aligner = fixture_aligner(&device);
-        let loss = lavender_loss(
-            logits,
-            &attention,
-            &labels,
-            &teacher(&device),
-            Some(&aligner),
-            student.prompt.tokenizer(),
-            &LossConfig::default(),
-        )
-        .unwrap();
-        assert_close("total", loss.total.clone(), scalar("total", &device), 1e-4);
-
-        let grads = loss.total.backward();
-        let gradients = lora_gradients(&student.model, &grads);
-        assert_eq!(gradients.len(), 20, "every LoRA'd weight gets a gradient");
-        let names: Vec<String> =
-            serde_json::from_str(&lavender_golden_metadata("lora_gradients")).unwrap();
-        let golden = lavender_golden();
-        let mut checked = 0;
-        for (module, grad_a, grad_b) in gradients {
-            for (factor, actual) in [("lora_A", grad_a), ("lora_B", grad_b)] {
-                let key = format!("base_model.model.{module}.{factor}.weight");
-                if !names.contains(&key) {
-                    continue;
-                }
-                let expected = golden
-                    .tensor::<2>(&format!("grad.{key}"), actual.dims(), &device)
-                    .unwrap();
-                assert_close(&format!("grad {key}"), actual, expected, 1e-4);
-                checked += 1;
-            }
-        }
-        assert_eq!(
-            checked,
-            names.len(),
-            "every golden LoRA gradient was compared"
-        );
-    }
-
-    /// The other aggregations and the reference's (legacy) grid give torch's L_att too.
-    #[test]
-    fn aggregation_and_grid_variants_match_torch() {
-        let device = device();
-        let (student, labels, logits, attention) = fixture_pass(&device);
-        let aligner = fixture_aligner(&device);
-        let teacher = teacher(&device);
-        for (name, aggregation, grid) in [
-            (
-                "align_mean_first",
-                Aggregation::MeanFirst,
-                GridMode::Corrected,
-            ),
-            ("align_max_max", Aggregation::MaxMax, GridMode::Corrected),
-            (
-                "align_legacy",
-                Aggregation::AlignerPerLayer,
-                GridMode::Legacy,
-            ),
-        ] {
-            let config = LossConfig {
-                aggregation,
-                grid,
-                ..LossConfig::default()
-            };
-            let loss = lavender_loss(
-                logits.clone(),
-                &attention,
-                &labels,
-                &teacher,
-                Some(&aligner),
-                student.prompt.tokenizer(),
-                &config,
-            )
-            .unwrap();
-            assert_eq!(loss.matched.len(), 3, "{name}");
-            assert_close(name, loss.align, scalar(name, &device), 1e-4);
-        }
-    }
-
-    /// Row i is keyed by labels[i + 1]; unsupervised rows and the text-less tokens ("\n\n",
-    /// <|eot_id|>) give no word.
-    #[test]
-    fn answer_words_are_keyed_by_the_next_label() {
-        let device = device();
-        let tokenizer = crate::vlm::mllama::prompt::MllamaPrompt::load(&mllama_tiny_dir())
-            .unwrap()
-            .tokenizer()
-            .clone();
-        let id = |text: &str| tokenizer.token_to_id(text).unwrap();
-        let (dog, red, eot) = (id("Ġdog"), id("Ġred"), id("<|eot_id|>"));
-        // Four positions: row 0 predicts labels[1] = " dog", row 1 " red", row 2 <|eot_id|>
-        // (no text, no word), row 3 nothing (it is last); labels[0] belongs to no row.
-        let labels = vec![IGNORE_INDEX, i64::from(dog), i64::from(red), i64::from(eot)];
-        let maps: Vec<f32> = (0..4)
-            .flat_map(|row| [row as f32, 0.0, 0.0, 10.0 * row as f32])
-            .collect();
-        let token_maps = Tensor::<3>::from_data(TensorData::new(maps, [4, 2, 2]), &device);
-        let words = answer_word_maps(token_maps, &labels, &tokenizer).unwrap();
-        assert_eq!(words.words, strings(&["dog", "red"]));
-        // " dog": row 0's flat map [0, 0, 0, 0] -> 0; " red": row 1's [1, 0, 0, 10] -> [0.1, 0,
-        // 0, 1].
-        let values: Vec<f32> = words.maps.into_data().try_to_vec().unwrap();
-        assert_eq!(values.len(), 8);
-        for (value, expected) in values.iter().zip([0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 1.0]) {
-            assert!((value - expected).abs() < 1e-5, "{values:?}");
-        }
     }
 
     /// No matching word: L_att is exactly 0 and the total is the cross-entropy, no constant.

@@ -1,6 +1,6 @@
 //! The student's per-token maps: every aligned layer's attention placed on the image grid
 //! (heads as channels), combined into one map per text position by the Aligner or by maxima
-//! (lavender-method.md §3.4), then min-max normalised per position.
+//! (`docs/method.md`, "The Aligner"), then min-max normalised per position.
 
 use std::{fmt, str::FromStr};
 
@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     aligner::Aligner,
     grid::{GridMode, attention_to_grid, legacy_attention_to_grid},
+    student::TextToImageAttention,
 };
-use crate::{sd::words::NORMALISE_EPS, vlm::TextToImageAttention};
+use crate::maps::normalise::min_max_per_map;
 
 /// How the layers' per-head maps become one map per position. Its stable ids
 /// ([`Aggregation::id`], also its serde form) are `aligner-per-layer`, `mean-first` and
@@ -163,22 +164,12 @@ pub fn token_maps(
     Ok(min_max_per_map(maps.reshape([seq, size, size])))
 }
 
-/// `(m - min) / (max - min + eps)` per map of `[n, h, w]`.
-pub fn min_max_per_map(maps: Tensor<3>) -> Tensor<3> {
-    let [n, h, w] = maps.dims();
-    let flat = maps.reshape([n, h * w]);
-    let min = flat.clone().min_dim(1);
-    let max = flat.clone().max_dim(1);
-    let range = (max - min.clone()).add_scalar(NORMALISE_EPS);
-    ((flat - min) / range).reshape([n, h, w])
-}
-
 #[cfg(test)]
 mod tests {
     use burn::tensor::TensorData;
 
     use super::*;
-    use crate::{align::grid::TileGeometry, testing::device};
+    use crate::{align::grid::TileGeometry, maps::normalise::NORMALISE_EPS, testing::device};
 
     /// 2 heads, 2 positions, one 1x1-tile of 2x2 patches; head 0 puts all on patch 0, head 1
     /// on patch 3; two layers, the second with the heads swapped.

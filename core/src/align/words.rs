@@ -1,19 +1,31 @@
-//! The student's answer tokens as words: Llama-3's byte-level BPE marks a word's start with a
-//! leading space, so a token whose text starts with whitespace opens a new word. Words are
-//! lower-cased, punctuation-only words dropped and repeated words merged, as on the teacher's
-//! side ([`crate::sd::words`]), so the two sides' words can be matched as strings. A token
-//! with no visible text (`"\n\n"`, a special token decoded as `""`) ends the current word and
-//! belongs to none.
+//! The student's tokens as words, and how a student word finds the teacher's.
+//!
+//! Llama-3's byte-level BPE marks a word's start with a leading space, so a token whose text
+//! starts with whitespace opens a new word ([`word_spans`], the one rule training and the
+//! explorer share). A token with no visible text (`"\n\n"`, a special token decoded as `""`)
+//! ends the current word and belongs to none. For the loss, words are then keyed as the
+//! teacher's are ([`normalise_word`]: lower-cased, punctuation around them removed),
+//! punctuation-only words dropped and repeated words merged ([`group_answer_words`]), so the
+//! two sides' words can be matched as strings ([`teacher_row`]).
 
-use crate::sd::words::WordGroups;
+use crate::maps::words::{WordGroups, normalise_word};
 
-/// Groups decoded token texts (`" zeb"`, `"ra"`) into words.
-pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
-    let mut groups = WordGroups {
-        words: Vec::new(),
-        members: Vec::new(),
-    };
-    let mut spans: Vec<(String, Vec<usize>)> = Vec::new();
+/// Words the reference never matches.
+const PUNCTUATION: [&str; 15] = [
+    ".", ",", "!", "?", ";", ":", "-", "(", ")", "[", "]", "{", "}", "\"", "'",
+];
+
+/// One occurrence of a word: its visible text (the tokens' trimmed texts joined) and the
+/// indices of its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordSpan {
+    pub text: String,
+    pub tokens: Vec<usize>,
+}
+
+/// Cuts decoded token texts (`" zeb"`, `"ra"`) into word occurrences, in order.
+pub fn word_spans(token_texts: &[String]) -> Vec<WordSpan> {
+    let mut spans: Vec<WordSpan> = Vec::new();
     let mut word_open = false;
     for (index, text) in token_texts.iter().enumerate() {
         let trimmed = text.trim();
@@ -23,35 +35,49 @@ pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
         }
         let starts_word = text.starts_with(char::is_whitespace) || !word_open;
         word_open = true;
-        // Punctuation attached to a word ("dog.") ends it; it is not part of it.
-        if starts_word {
-            spans.push((trimmed.to_string(), vec![index]));
-        } else if let Some((word, members)) = spans.last_mut() {
-            word.push_str(trimmed);
-            members.push(index);
+        match spans.last_mut() {
+            Some(span) if !starts_word => {
+                span.text.push_str(trimmed);
+                span.tokens.push(index);
+            }
+            _ => spans.push(WordSpan {
+                text: trimmed.to_string(),
+                tokens: vec![index],
+            }),
         }
     }
-    for (word, members) in spans {
-        let word = normalise_word(&word);
-        if word.is_empty() {
-            continue;
-        }
-        match groups.words.iter().position(|w| *w == word) {
-            Some(existing) => groups.members[existing].extend(members),
-            None => {
-                groups.words.push(word);
-                groups.members.push(members);
-            }
+    spans
+}
+
+/// Groups decoded token texts into the loss's words: [`word_spans`], keyed by
+/// [`normalise_word`], punctuation-only words dropped, repeated words merged.
+pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
+    let mut groups = WordGroups::default();
+    for span in word_spans(token_texts) {
+        let word = normalise_word(&span.text);
+        if !word.is_empty() {
+            groups.add(word, span.tokens);
         }
     }
     groups
 }
 
-/// A word as the student's answer words are keyed: lower-cased, with the punctuation (and
-/// whitespace) around it removed (`"Dog."` -> `"dog"`); empty when nothing alphanumeric is left.
-pub fn normalise_word(text: &str) -> String {
-    text.trim_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase()
+/// The row of the teacher's map for the student's keyed `word`: the teacher word equal to it,
+/// or `None` when there is none or when `word` is empty or punctuation (the reference never
+/// matches those). The one matching rule of `L_att` and of the explorer's teacher-student
+/// comparison ([`teacher_word_row`]), so the two cannot drift.
+pub fn teacher_row(teacher_words: &[String], word: &str) -> Option<usize> {
+    if word.is_empty() || PUNCTUATION.contains(&word) {
+        return None;
+    }
+    teacher_words.iter().position(|t| t == word)
+}
+
+/// The row of the teacher's map for a word as shown (`"Dog."`): [`teacher_row`] after the word
+/// is keyed as training keys the student's answer words ([`normalise_word`]), so the
+/// explorer's `"Dog."` finds the teacher's `"dog"`.
+pub fn teacher_word_row(teacher_words: &[String], word: &str) -> Option<usize> {
+    teacher_row(teacher_words, &normalise_word(word))
 }
 
 #[cfg(test)]
@@ -79,5 +105,38 @@ mod tests {
         let groups = group_answer_words(&texts(&["\n\n", "A", "\n", "dog", ".", ""]));
         assert_eq!(groups.words, texts(&["a", "dog"]));
         assert_eq!(groups.members, vec![vec![1], vec![3, 4]]);
+    }
+
+    #[test]
+    fn teacher_words_match_as_training_matches_them() {
+        let teacher = texts(&["a", "brown", "dog", "-"]);
+        assert_eq!(teacher_word_row(&teacher, "dog"), Some(2));
+        assert_eq!(teacher_word_row(&teacher, "Dog"), Some(2));
+        assert_eq!(teacher_word_row(&teacher, "dog."), Some(2));
+        assert_eq!(teacher_word_row(&teacher, " BROWN,"), Some(1));
+        assert_eq!(teacher_word_row(&teacher, "dogs"), None);
+        assert_eq!(teacher_word_row(&teacher, "-"), None);
+        assert_eq!(teacher_word_row(&teacher, "."), None);
+        assert_eq!(teacher_word_row(&teacher, ""), None);
+        assert_eq!(teacher_word_row(&texts(&[""]), ""), None);
+        assert_eq!(teacher_row(&teacher, "-"), None);
+    }
+
+    #[test]
+    fn spans_keep_occurrences_apart_and_their_visible_text() {
+        let spans = word_spans(&texts(&["A", " zeb", "ra", "\n", " a", " Dog", "."]));
+        let pairs: Vec<(&str, &[usize])> = spans
+            .iter()
+            .map(|span| (span.text.as_str(), span.tokens.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("A", &[0][..]),
+                ("zebra", &[1, 2][..]),
+                ("a", &[4][..]),
+                ("Dog.", &[5, 6][..])
+            ]
+        );
     }
 }

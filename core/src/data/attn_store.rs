@@ -5,14 +5,27 @@
 
 use std::{collections::HashMap, io::Read, path::Path};
 
+use burn::tensor::Device;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
+use crate::maps::WordMaps;
 
-/// One sample's maps as stored.
+/// One sample as the store keeps it: what identifies it, and the teacher's word maps.
+#[derive(Debug, Clone)]
+pub struct StoredSample {
+    pub id: String,
+    pub text: String,
+    pub image: String,
+    /// The text's CLIP token ids.
+    pub token_ids: Vec<u32>,
+    pub maps: WordMaps,
+}
+
+/// A sample as a shard's `samples` metadata lists it (its maps are the tensor named `id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredMaps {
+pub(crate) struct SampleHeader {
     pub id: String,
     pub text: String,
     pub image: String,
@@ -20,9 +33,11 @@ pub struct StoredMaps {
     pub token_ids: Vec<u32>,
     /// Map side `S`.
     pub side: usize,
-    /// `[words, S, S]` row-major, 0..=255.
-    #[serde(skip)]
-    pub maps: Vec<u8>,
+}
+
+/// Stored bytes back to maps in [0, 1].
+pub fn dequantize(bytes: &[u8]) -> Vec<f32> {
+    bytes.iter().map(|&b| b as f32 / 255.0).collect()
 }
 
 /// Maps in [0, 1] to bytes (values outside are clamped; NaN becomes 0).
@@ -38,28 +53,47 @@ pub fn quantize(maps: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// Serialises a shard; `recipe` is the JSON of the extraction settings.
-pub fn shard_bytes(samples: &[StoredMaps], recipe: &str) -> Result<Vec<u8>, String> {
-    let views = samples
+/// Serialises a shard; `recipe` is the JSON of the extraction settings. Reads the maps from
+/// their device.
+pub fn shard_bytes(samples: &[StoredSample], recipe: &str) -> Result<Vec<u8>, String> {
+    let mut headers = Vec::with_capacity(samples.len());
+    let mut bytes = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let values = sample
+            .maps
+            .to_values()
+            .map_err(|error| format!("sample {}: {error}", sample.id))?;
+        bytes.push(quantize(&values));
+        headers.push(SampleHeader {
+            id: sample.id.clone(),
+            text: sample.text.clone(),
+            image: sample.image.clone(),
+            words: sample.maps.words.clone(),
+            token_ids: sample.token_ids.clone(),
+            side: sample.maps.side(),
+        });
+    }
+    let views = headers
         .iter()
-        .map(|sample| {
-            let shape = vec![sample.words.len(), sample.side, sample.side];
-            TensorView::new(Dtype::U8, shape, &sample.maps)
-                .map(|view| (sample.id.as_str(), view))
-                .map_err(|error| format!("sample {}: {error}", sample.id))
+        .zip(&bytes)
+        .map(|(header, bytes)| {
+            let shape = vec![header.words.len(), header.side, header.side];
+            TensorView::new(Dtype::U8, shape, bytes)
+                .map(|view| (header.id.as_str(), view))
+                .map_err(|error| format!("sample {}: {error}", header.id))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([
         (
             "samples".to_string(),
-            serde_json::to_string(samples).map_err(|e| e.to_string())?,
+            serde_json::to_string(&headers).map_err(|e| e.to_string())?,
         ),
         ("recipe".to_string(), recipe.to_string()),
     ]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 
-fn samples_metadata(path: &Path, header: &str) -> Result<Vec<StoredMaps>, DataError> {
+fn samples_metadata(path: &Path, header: &str) -> Result<Vec<SampleHeader>, DataError> {
     let format = |reason: String| DataError::Format {
         path: path.to_path_buf(),
         reason,
@@ -105,8 +139,11 @@ pub(crate) fn read_header(path: &Path) -> Result<(u64, String), DataError> {
     Ok((length, header))
 }
 
-/// The samples of a shard as its header lists them (maps left empty).
-pub(crate) fn read_shard_metadata(path: &Path, header: &str) -> Result<Vec<StoredMaps>, DataError> {
+/// The samples of a shard as its header lists them.
+pub(crate) fn read_shard_metadata(
+    path: &Path,
+    header: &str,
+) -> Result<Vec<SampleHeader>, DataError> {
     samples_metadata(path, header)
 }
 
@@ -119,8 +156,8 @@ pub fn read_shard_ids(path: &Path) -> Result<Vec<String>, DataError> {
         .collect())
 }
 
-/// Every sample of a shard, maps included.
-pub fn read_shard(path: &Path) -> Result<Vec<StoredMaps>, DataError> {
+/// Every sample of a shard, maps included (on `device`).
+pub fn read_shard(path: &Path, device: &Device) -> Result<Vec<StoredSample>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -133,21 +170,30 @@ pub fn read_shard(path: &Path) -> Result<Vec<StoredMaps>, DataError> {
     let header_length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + header_length])
         .map_err(|_| format("header is not UTF-8".into()))?;
-    let mut samples = samples_metadata(path, header)?;
-    for sample in &mut samples {
+    let mut samples = Vec::new();
+    for header in samples_metadata(path, header)? {
         let view = tensors
-            .tensor(&sample.id)
-            .map_err(|e| format(format!("sample {}: {e}", sample.id)))?;
-        let expected = [sample.words.len(), sample.side, sample.side];
+            .tensor(&header.id)
+            .map_err(|e| format(format!("sample {}: {e}", header.id)))?;
+        let expected = [header.words.len(), header.side, header.side];
         if view.dtype() != Dtype::U8 || view.shape() != expected {
             return Err(format(format!(
                 "sample {}: {:?} {:?}, expected U8 {expected:?}",
-                sample.id,
+                header.id,
                 view.dtype(),
                 view.shape()
             )));
         }
-        sample.maps = view.data().to_vec();
+        let maps =
+            WordMaps::from_values(header.words, header.side, dequantize(view.data()), device)
+                .map_err(|error| format(format!("sample {}: {error}", header.id)))?;
+        samples.push(StoredSample {
+            id: header.id,
+            text: header.text,
+            image: header.image,
+            token_ids: header.token_ids,
+            maps,
+        });
     }
     Ok(samples)
 }
@@ -156,27 +202,58 @@ pub fn read_shard(path: &Path) -> Result<Vec<StoredMaps>, DataError> {
 mod tests {
     use super::*;
 
+    fn sample(
+        id: &str,
+        text: &str,
+        words: &[&str],
+        token_ids: Vec<u32>,
+        bytes: &[u8],
+    ) -> StoredSample {
+        let words = words.iter().map(|w| w.to_string()).collect();
+        StoredSample {
+            id: id.into(),
+            text: text.into(),
+            image: format!("images/{id}"),
+            token_ids,
+            maps: WordMaps::from_values(words, 2, dequantize(bytes), &Device::flex()).unwrap(),
+        }
+    }
+
+    /// What a sample holds, its maps as stored bytes.
+    fn stored(
+        sample: &StoredSample,
+    ) -> (
+        String,
+        String,
+        String,
+        Vec<String>,
+        Vec<u32>,
+        usize,
+        Vec<u8>,
+    ) {
+        (
+            sample.id.clone(),
+            sample.text.clone(),
+            sample.image.clone(),
+            sample.maps.words.clone(),
+            sample.token_ids.clone(),
+            sample.maps.side(),
+            quantize(&sample.maps.to_values().unwrap()),
+        )
+    }
+
     #[test]
     fn shards_round_trip_and_ids_come_from_the_header() {
+        let bytes = [0, 255, 128, 1, 2, 3, 4, 5];
         let samples = vec![
-            StoredMaps {
-                id: "1.jpg".into(),
-                text: "a dog".into(),
-                image: "images/1.jpg".into(),
-                words: vec!["a".into(), "dog".into()],
-                token_ids: vec![49406, 320, 1929, 49407],
-                side: 2,
-                maps: vec![0, 255, 128, 1, 2, 3, 4, 5],
-            },
-            StoredMaps {
-                id: "2.jpg".into(),
-                text: "!".into(),
-                image: "images/2.jpg".into(),
-                words: vec![],
-                token_ids: vec![],
-                side: 2,
-                maps: vec![],
-            },
+            sample(
+                "1.jpg",
+                "a dog",
+                &["a", "dog"],
+                vec![49406, 320, 1929, 49407],
+                &bytes,
+            ),
+            sample("2.jpg", "!", &[], vec![], &[]),
         ];
         let dir = std::env::temp_dir().join(format!("lavender-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -187,7 +264,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_shard_ids(&path).unwrap(), vec!["1.jpg", "2.jpg"]);
-        assert_eq!(read_shard(&path).unwrap(), samples);
+        let read = read_shard(&path, &Device::flex()).unwrap();
+        assert_eq!(
+            read.iter().map(stored).collect::<Vec<_>>(),
+            samples.iter().map(stored).collect::<Vec<_>>()
+        );
+        // The stored bytes survive the round trip through f32 exactly.
+        assert_eq!(stored(&read[0]).6, bytes);
 
         std::fs::write(&path, b"not a shard").unwrap();
         assert!(read_shard_ids(&path).is_err());

@@ -1,6 +1,7 @@
-//! Training samples: an image and a conversation about it. The image belongs to the first user
-//! turn (the chat template puts it there); the assistant turns are what the student learns
-//! (cross-entropy) and, concatenated, the text the teacher drew its maps for (decision D7).
+//! Training samples: an image and a conversation about it. The image belongs to the first user turn
+//! (the chat template puts it there); the assistant turns are what the student learns
+//! (cross-entropy) and, concatenated, the text the teacher drew its maps for (`docs/method.md`,
+//! "Teacher text of a conversation").
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +74,8 @@ impl Conversation {
         }
     }
 
-    /// The teacher's prompt: the assistant answers joined by single spaces (decision D7).
+    /// The teacher's prompt: the assistant answers joined by single spaces (`docs/method.md`,
+    /// "Teacher text of a conversation").
     pub fn teacher_text(&self) -> String {
         self.turns
             .iter()

@@ -21,7 +21,7 @@ pub use conversation::{Conversation, Role, Turn};
 pub use split::{
     DataPosition, EpochShuffler, Holdout, SeededRng, dataset_fingerprint, split_holdout,
 };
-pub use teacher_index::{TeacherMaps, TeacherMapsIndex};
+pub use teacher_index::TeacherMapsIndex;
 
 use std::{fmt, path::PathBuf, str::FromStr};
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use image::{GrayImage, ImageFormat};
 
-use super::DataError;
+use super::{DataError, attn_store::quantize};
+use crate::maps::WordMaps;
 
 /// The folder of one image's maps.
 pub fn sample_dir(root: &Path, image_file_name: &str) -> PathBuf {
@@ -20,21 +21,20 @@ pub fn sample_dir(root: &Path, image_file_name: &str) -> PathBuf {
     root.join(image_file_name).join("lpm_attention").join(stem)
 }
 
-/// Writes one JPEG per word (`maps`: `[words, side, side]` bytes).
-pub fn write_sample(
-    root: &Path,
-    image_file_name: &str,
-    words: &[String],
-    maps: &[u8],
-    side: usize,
-) -> Result<(), DataError> {
+/// Writes one JPEG per word, each map as 8-bit grey levels.
+pub fn write_sample(root: &Path, image_file_name: &str, maps: &WordMaps) -> Result<(), DataError> {
     let dir = sample_dir(root, image_file_name);
+    let bytes = quantize(&maps.to_values().map_err(|error| DataError::Format {
+        path: dir.clone(),
+        reason: error.to_string(),
+    })?);
     std::fs::create_dir_all(&dir).map_err(|source| DataError::Io {
         path: dir.clone(),
         source,
     })?;
-    for (index, word) in words.iter().enumerate() {
-        let pixels = maps[index * side * side..(index + 1) * side * side].to_vec();
+    let side = maps.side();
+    for (index, word) in maps.words.iter().enumerate() {
+        let pixels = bytes[index * side * side..(index + 1) * side * side].to_vec();
         let image = GrayImage::from_raw(side as u32, side as u32, pixels).expect("side^2 bytes");
         let path = dir.join(format!("attention_{word}.jpg"));
         image
@@ -110,14 +110,14 @@ mod tests {
         let dog: Vec<u8> = (0..side * side).map(|i| ((i % side) * 8) as u8).collect();
         let ball: Vec<u8> = (0..side * side).map(|i| ((i / side) * 8) as u8).collect();
         let words = vec!["dog".to_string(), "ball".to_string()];
-        write_sample(
-            &root,
-            "1000092795.jpg",
-            &words,
-            &[dog.clone(), ball].concat(),
+        let maps = WordMaps::from_values(
+            words,
             side,
+            super::super::attn_store::dequantize(&[dog.clone(), ball].concat()),
+            &burn::tensor::Device::flex(),
         )
         .unwrap();
+        write_sample(&root, "1000092795.jpg", &maps).unwrap();
         assert!(
             root.join("1000092795.jpg/lpm_attention/1000092795/attention_dog.jpg")
                 .is_file()

@@ -8,71 +8,22 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::Conversation;
-
-/// SplitMix64: tiny, fast, and its whole state is one `u64`, so it is saved and restored
-/// exactly (e.g. in a checkpoint's `state.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeededRng {
-    state: u64,
-}
-
-impl SeededRng {
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// Continues from a saved [`state`](Self::state).
-    pub fn from_state(state: u64) -> Self {
-        Self { state }
-    }
-
-    pub fn state(&self) -> u64 {
-        self.state
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (`bound > 0`), without modulo bias.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "SeededRng::below(0)");
-        let zone = u64::MAX - u64::MAX % bound;
-        loop {
-            let value = self.next_u64();
-            if value < zone {
-                return value % bound;
-            }
-        }
-    }
-
-    /// Fisher-Yates.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
-        }
-    }
-}
+use crate::fnv::Fnv1a64;
+pub use crate::rng::SeededRng;
 
 /// A short digest of a dataset's sample ids in order (count and FNV-1a 64), saved with a
 /// checkpoint so that a resume over different data (which would silently change the order the
 /// saved position refers to) is caught.
 pub fn dataset_fingerprint<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fnv1a64::default();
     let mut count = 0usize;
     for id in ids {
-        for &byte in id.as_bytes().iter().chain([0xffu8].iter()) {
-            hash ^= byte as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        // 0xff never occurs in UTF-8: it separates the ids.
+        hash.update(id.as_bytes());
+        hash.update(&[0xff]);
         count += 1;
     }
-    format!("{count}:{hash:016x}")
+    format!("{count}:{:016x}", hash.finish())
 }
 
 /// A dataset split into training and held-out samples.

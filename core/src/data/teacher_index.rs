@@ -11,17 +11,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{DataError, attn_store, reference_layout};
+use burn::tensor::Device;
 
-/// One sample's teacher maps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TeacherMaps {
-    pub words: Vec<String>,
-    /// Map side `S`.
-    pub side: usize,
-    /// `[words, S, S]` row-major, in [0, 1].
-    pub maps: Vec<f32>,
-}
+use super::{DataError, attn_store, reference_layout};
+use crate::maps::WordMaps;
 
 /// Where one sample's bytes are in a shard.
 #[derive(Debug, Clone)]
@@ -121,9 +114,9 @@ impl TeacherMapsIndex {
         ids.into_iter().filter(|id| !self.contains(id)).count()
     }
 
-    /// The maps of `id`, or `None` when the store has none for it. A shard that cannot be read
-    /// or a map that cannot be decoded is an error naming the file.
-    pub fn get(&self, id: &str) -> Result<Option<TeacherMaps>, DataError> {
+    /// The maps of `id` on `device`, or `None` when the store has none for it. A shard that
+    /// cannot be read or a map that cannot be decoded is an error naming the file.
+    pub fn get(&self, id: &str, device: &Device) -> Result<Option<WordMaps>, DataError> {
         match &self.source {
             Source::Shards { files, entries } => {
                 let Some(entry) = entries.get(id) else {
@@ -141,11 +134,17 @@ impl TeacherMapsIndex {
                     path: path.clone(),
                     reason: format!("sample {id}: truncated since it was opened"),
                 })?;
-                Ok(Some(TeacherMaps {
-                    words: entry.words.clone(),
-                    side: entry.side,
-                    maps: bytes.into_iter().map(|b| b as f32 / 255.0).collect(),
-                }))
+                let maps = WordMaps::from_values(
+                    entry.words.clone(),
+                    entry.side,
+                    attn_store::dequantize(&bytes),
+                    device,
+                )
+                .map_err(|error| DataError::Format {
+                    path: path.clone(),
+                    reason: format!("sample {id}: {error}"),
+                })?;
+                Ok(Some(maps))
             }
             Source::Reference { root } => {
                 let read = reference_layout::read_sample(root, id)?;
@@ -167,7 +166,13 @@ impl TeacherMapsIndex {
                     words.push(word);
                     maps.extend(values);
                 }
-                Ok(Some(TeacherMaps { words, side, maps }))
+                let maps = WordMaps::from_values(words, side, maps, device).map_err(|error| {
+                    DataError::Format {
+                        path: reference_layout::sample_dir(root, id),
+                        reason: error.to_string(),
+                    }
+                })?;
+                Ok(Some(maps))
             }
         }
     }
@@ -245,18 +250,30 @@ fn shard_entries(path: &Path, shard: usize) -> Result<Vec<(String, Entry)>, Data
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::attn_store::{StoredMaps, shard_bytes};
+    use crate::data::attn_store::{StoredSample, dequantize, shard_bytes};
 
-    fn stored(id: &str, words: &[&str], side: usize, fill: u8) -> StoredMaps {
-        StoredMaps {
+    fn stored(id: &str, words: &[&str], side: usize, fill: u8) -> StoredSample {
+        let values = dequantize(&vec![fill; words.len() * side * side]);
+        StoredSample {
             id: id.into(),
             text: words.join(" "),
             image: format!("{id}.png"),
-            words: words.iter().map(|w| w.to_string()).collect(),
             token_ids: vec![],
-            side,
-            maps: vec![fill; words.len() * side * side],
+            maps: WordMaps::from_values(
+                words.iter().map(|w| w.to_string()).collect(),
+                side,
+                values,
+                &Device::flex(),
+            )
+            .unwrap(),
         }
+    }
+
+    fn get(index: &TeacherMapsIndex, id: &str) -> Option<(Vec<String>, usize, Vec<f32>)> {
+        index
+            .get(id, &Device::flex())
+            .unwrap()
+            .map(|maps| (maps.words.clone(), maps.side(), maps.to_values().unwrap()))
     }
 
     #[test]
@@ -283,14 +300,14 @@ mod tests {
         let index = TeacherMapsIndex::open(&dir).unwrap();
         assert!(!index.is_reference_layout());
         assert_eq!(index.sample_count(), Some(3));
-        let dog = index.get("1.jpg").unwrap().unwrap();
-        assert_eq!(dog.words, ["a", "dog"]);
-        assert_eq!((dog.side, dog.maps.len()), (2, 8));
-        assert!(dog.maps.iter().all(|&v| v == 1.0));
-        let ball = index.get("3.jpg").unwrap().unwrap();
-        assert!(ball.maps.iter().all(|&v| (v - 0.2).abs() < 1e-6));
-        assert_eq!(index.get("2.jpg").unwrap().unwrap().words.len(), 0);
-        assert_eq!(index.get("9.jpg").unwrap(), None);
+        let (words, side, values) = get(&index, "1.jpg").unwrap();
+        assert_eq!(words, ["a", "dog"]);
+        assert_eq!((side, values.len()), (2, 8));
+        assert!(values.iter().all(|&v| v == 1.0));
+        let (_, _, ball) = get(&index, "3.jpg").unwrap();
+        assert!(ball.iter().all(|&v| (v - 0.2).abs() < 1e-6));
+        assert_eq!(get(&index, "2.jpg").unwrap().0.len(), 0);
+        assert_eq!(get(&index, "9.jpg"), None);
         assert_eq!(index.count_missing(["1.jpg", "9.jpg", "8.jpg", "3.jpg"]), 2);
 
         // A truncated shard is refused when opened, naming the file.
@@ -319,28 +336,31 @@ mod tests {
         let root = std::env::temp_dir().join(format!("lavender-index-ref-{}", std::process::id()));
         let side = 32;
         let map: Vec<u8> = (0..side * side).map(|i| ((i % side) * 8) as u8).collect();
-        reference_layout::write_sample(
-            &root,
-            "image_0.jpg",
-            &["emma".to_string(), "austen".to_string()],
-            &[map.clone(), map].concat(),
+        let maps = WordMaps::from_values(
+            vec!["emma".to_string(), "austen".to_string()],
             side,
+            dequantize(&[map.clone(), map].concat()),
+            &Device::flex(),
         )
         .unwrap();
+        reference_layout::write_sample(&root, "image_0.jpg", &maps).unwrap();
         let index = TeacherMapsIndex::open(&root).unwrap();
         assert!(index.is_reference_layout());
         assert!(index.contains("image_0.jpg"));
         assert_eq!(index.count_missing(["image_0.jpg", "image_1.jpg"]), 1);
-        let maps = index.get("image_0.jpg").unwrap().unwrap();
-        assert_eq!(maps.words, ["austen", "emma"]);
-        assert_eq!((maps.side, maps.maps.len()), (32, 2 * 32 * 32));
-        assert!(maps.maps.iter().all(|v| (0.0..=1.0).contains(v)));
-        assert_eq!(index.get("image_1.jpg").unwrap(), None);
+        let (words, side, values) = get(&index, "image_0.jpg").unwrap();
+        assert_eq!(words, ["austen", "emma"]);
+        assert_eq!((side, values.len()), (32, 2 * 32 * 32));
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(get(&index, "image_1.jpg"), None);
 
         let broken = reference_layout::sample_dir(&root, "image_2.jpg");
         std::fs::create_dir_all(&broken).unwrap();
         std::fs::write(broken.join("attention_x.jpg"), b"not a jpeg").unwrap();
-        let error = index.get("image_2.jpg").unwrap_err().to_string();
+        let error = index
+            .get("image_2.jpg", &Device::flex())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("attention_x.jpg"), "{error}");
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -4,10 +4,13 @@
 
 use burn::{
     nn::Linear,
-    tensor::{Device, Tensor, activation::softmax, module::attention, ops::AttentionModuleOptions},
+    tensor::{Device, Tensor, activation::softmax},
 };
 
-use crate::weights::{LoadError, Weights};
+use crate::{
+    fused_attention::{Causal, fused_attention},
+    weights::{LoadError, Weights},
+};
 
 /// Accumulates the softmax probabilities of the cross-attention layers whose query length
 /// (the number of latent pixels, `res * res`) equals `query_len`: a running sum of the
@@ -129,20 +132,7 @@ impl Attention {
                 capture.record(probs.clone());
                 probs.matmul(v)
             }
-            _ => attention(
-                q,
-                k,
-                v,
-                None,
-                None,
-                AttentionModuleOptions {
-                    // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
-                    // the flash kernel only when no scale is given (an explicit one falls back).
-                    scale: None,
-                    softcap: None,
-                    is_causal: false,
-                },
-            ),
+            _ => fused_attention(q, k, v, None, Causal::No),
         };
         let out = out
             .swap_dims(1, 2)

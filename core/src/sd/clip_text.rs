@@ -9,12 +9,13 @@ use burn::{
     tensor::{
         Device, Int, Tensor,
         activation::{gelu, sigmoid},
-        module::attention,
-        ops::AttentionModuleOptions,
     },
 };
 
-use crate::weights::{LoadError, Weights, component_weight_files, read_json};
+use crate::{
+    fused_attention::{Causal, fused_attention},
+    weights::{LoadError, Weights, component_weight_files, read_json},
+};
 
 /// The fields of transformers' `CLIPTextConfig` (`text_encoder/config.json`) that the forward
 /// pass needs; defaults are transformers'.
@@ -139,20 +140,7 @@ impl ClipAttention {
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let out = attention(
-            q,
-            k,
-            v,
-            None,
-            None,
-            AttentionModuleOptions {
-                // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
-                // the flash kernel only when no scale is given (an explicit one falls back).
-                scale: None,
-                softcap: None,
-                is_causal: true,
-            },
-        );
+        let out = fused_attention(q, k, v, None, Causal::Yes);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch, seq, hidden]))
     }

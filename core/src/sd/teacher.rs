@@ -7,7 +7,8 @@
 //! 3. regeneration in decreasing order with classifier-free guidance, recording the conditional
 //!    branch's attn2 probabilities of down/up layers whose maps are `attn_res x attn_res`;
 //! 4. mean over heads, layers and steps, bilinear (half-pixel) resize to `map_size`;
-//! 5. prompt tokens only; words merged and min-max normalised ([`crate::sd::words`]).
+//! 5. prompt tokens only; words grouped ([`crate::sd::words`]), merged by mean and min-max
+//!    normalised ([`crate::maps`]).
 //!
 //! `Recipe::Noise` replaces 2-3 by one conditional pass per timestep on the noised latent.
 
@@ -27,9 +28,12 @@ use super::{
     tokenizer::{ClipTokenizer, ClipTokens, MAX_LENGTH, pieces_to_text},
     unet::{PerBlock, UNet2DConditionModel, UNetConfig},
     vae::AutoencoderKl,
-    words::{group_words, word_maps},
+    words::group_words,
 };
-use crate::weights::LoadError;
+use crate::{
+    maps::{WordMaps, words::word_maps},
+    weights::LoadError,
+};
 
 /// How the attention maps are obtained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,19 +72,18 @@ impl Default for TeacherConfig {
     }
 }
 
-/// The maps of one (image, text) pair.
+/// What the teacher extracts from one (image, text) pair.
 #[derive(Debug, Clone)]
-pub struct TeacherMaps {
+pub struct TeacherAttention {
     /// The 77 CLIP ids of the text.
     pub token_ids: Vec<u32>,
     /// The prompt's BPE pieces (no start, end or padding tokens).
     pub pieces: Vec<String>,
     /// `[pieces, map_size, map_size]`: mean probabilities, not normalised.
     pub token_maps: Tensor<3>,
-    /// Lower-cased words, punctuation dropped, duplicates merged.
-    pub words: Vec<String>,
+    /// Lower-cased words (punctuation dropped, duplicates merged) and their maps
     /// `[words, map_size, map_size]`, each min-max normalised.
-    pub word_maps: Tensor<3>,
+    pub word_maps: WordMaps,
     /// `[1, 4, h, w]` (scaled): what the teacher ended on. The regenerated latent for the
     /// inversion recipe, the VAE latent for the noise recipe; see [`StableDiffusion::decode`].
     pub latent: Tensor<4>,
@@ -267,7 +270,7 @@ impl StableDiffusion {
         texts: &[&str],
         config: &TeacherConfig,
         noise: Option<Tensor<5>>,
-    ) -> Result<Vec<TeacherMaps>, TeacherError> {
+    ) -> Result<Vec<TeacherAttention>, TeacherError> {
         let [batch, _, height, width] = images.dims();
         if batch != texts.len() {
             return Err(TeacherError::Input(format!(
@@ -409,13 +412,15 @@ impl StableDiffusion {
                 config.map_size,
             ]);
             let groups = group_words(&tokens.pieces, pieces_to_text);
-            let word_maps = word_maps(token_maps.clone(), &groups);
-            outputs.push(TeacherMaps {
+            let maps = word_maps(token_maps.clone(), &groups);
+            outputs.push(TeacherAttention {
                 token_ids: tokens.ids,
                 pieces: tokens.pieces,
                 token_maps,
-                words: groups.words,
-                word_maps,
+                word_maps: WordMaps {
+                    words: groups.words,
+                    maps,
+                },
                 latent: final_latent.clone().narrow(0, index, 1),
             });
         }
@@ -473,14 +478,14 @@ mod tests {
         let pieces: Vec<String> = serde_json::from_str(&sd_golden_metadata("tokens")).unwrap();
         let words: Vec<String> = serde_json::from_str(&sd_golden_metadata("words")).unwrap();
         assert_eq!(maps.pieces, pieces);
-        assert_eq!(maps.words, words);
+        assert_eq!(maps.word_maps.words, words);
         let n = pieces.len();
         let expected = golden.tensor("token_maps", [n, 32, 32], &device()).unwrap();
         assert_close("token maps", maps.token_maps, expected, 1e-4);
         let expected = golden
             .tensor("word_maps", [words.len(), 32, 32], &device())
             .unwrap();
-        assert_close("word maps", maps.word_maps, expected, 1e-4);
+        assert_close("word maps", maps.word_maps.maps, expected, 1e-4);
     }
 
     #[test]
@@ -502,11 +507,11 @@ mod tests {
             .tensor("noise_token_maps", [n, 32, 32], &device())
             .unwrap();
         assert_close("noise token maps", maps.token_maps, expected, 1e-4);
-        let w = maps.words.len();
+        let w = maps.word_maps.words.len();
         let expected = golden
             .tensor("noise_word_maps", [w, 32, 32], &device())
             .unwrap();
-        assert_close("noise word maps", maps.word_maps, expected, 1e-4);
+        assert_close("noise word maps", maps.word_maps.maps, expected, 1e-4);
     }
 
     #[test]

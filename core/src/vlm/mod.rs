@@ -1,31 +1,6 @@
-//! The student: vision-language models whose text-to-image attention Lavender aligns.
+//! The students: vision-language models whose text-to-image attention Lavender aligns.
 //! Llama-3.2-Vision (Mllama) first; a second family is one more folder here implementing
-//! [`StudentVlm`].
+//! [`crate::align::student::StudentVlm`].
 
+pub(crate) mod chat_template;
 pub mod mllama;
-
-use burn::tensor::Tensor;
-
-use crate::align::grid::TileGeometry;
-
-/// A student's text-to-image attention for one sequence, with what places it on the image.
-#[derive(Debug, Clone)]
-pub struct TextToImageAttention {
-    /// `(layer index, [heads, seq, image keys])` softmax probabilities of each aligned layer.
-    pub layers: Vec<(usize, Tensor<3>)>,
-    /// How the image keys were cut into tiles and patches.
-    pub geometry: TileGeometry,
-}
-
-/// What the method needs from a model family: one forward pass giving the logits and the
-/// attention of the layers it aligns.
-pub trait StudentVlm {
-    /// An image and a conversation, ready for the model.
-    type Prepared;
-
-    /// Logits `[1, seq, vocab]` and the text-to-image attention of the same pass.
-    fn forward_with_attention(
-        &self,
-        prepared: &Self::Prepared,
-    ) -> (Tensor<3>, TextToImageAttention);
-}

@@ -64,7 +64,8 @@ pub fn run(args: AttendArgs) -> anyhow::Result<()> {
         bail!("the answer has no words to locate");
     }
     let values = tensor_values(maps, "the word maps")?;
-    let grid = lavender_core::maps::overlay_grid(&image, &words, &values, args.student.map_size);
+    let grid =
+        lavender_core::maps::picture::overlay_grid(&image, &words, &values, args.student.map_size);
     write_png(&args.png, &grid)?;
     println!(
         "wrote {} ({} words: {})",

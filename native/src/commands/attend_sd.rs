@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use lavender_core::sd::{
     preprocess::{image_to_tensor, tensor_to_image},
-    teacher::{StableDiffusion, TeacherConfig, TeacherMaps},
+    teacher::{StableDiffusion, TeacherAttention, TeacherConfig},
 };
 
 use crate::{
@@ -82,7 +82,7 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
         .remove(0);
     tracing::info!(
         "{} words from {} tokens in {:.1?}",
-        maps.words.len(),
+        maps.word_maps.words.len(),
         maps.pieces.len(),
         started.elapsed()
     );
@@ -92,13 +92,17 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
     println!(
         "wrote {} ({} words: {})",
         args.out.display(),
-        maps.words.len(),
-        maps.words.join(", ")
+        maps.word_maps.words.len(),
+        maps.word_maps.words.join(", ")
     );
     if let Some(png) = &args.png {
-        let word_maps = tensor_values(maps.word_maps.clone(), "the word maps")?;
-        let grid =
-            lavender_core::maps::overlay_grid(&image, &maps.words, &word_maps, config.map_size);
+        let word_maps = tensor_values(maps.word_maps.maps.clone(), "the word maps")?;
+        let grid = lavender_core::maps::picture::overlay_grid(
+            &image,
+            &maps.word_maps.words,
+            &word_maps,
+            config.map_size,
+        );
         write_png(png, &grid)?;
         println!("wrote {}", png.display());
     }
@@ -113,7 +117,7 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
 
 /// Everything needed to interpret the maps, as safetensors string metadata (JSON values).
 fn maps_metadata(
-    maps: &TeacherMaps,
+    maps: &TeacherAttention,
     config: &TeacherConfig,
     text: &str,
     image: &Path,
@@ -126,7 +130,10 @@ fn maps_metadata(
             "token_ids".to_string(),
             serde_json::to_string(&maps.token_ids)?,
         ),
-        ("words".to_string(), serde_json::to_string(&maps.words)?),
+        (
+            "words".to_string(),
+            serde_json::to_string(&maps.word_maps.words)?,
+        ),
         ("recipe".to_string(), serde_json::to_string(config)?),
         ("image".to_string(), image.display().to_string()),
         ("sd".to_string(), sd.display().to_string()),
@@ -138,13 +145,13 @@ fn maps_metadata(
 }
 
 fn maps_safetensors(
-    maps: &TeacherMaps,
+    maps: &TeacherAttention,
     metadata: HashMap<String, String>,
 ) -> anyhow::Result<Vec<u8>> {
     f32_safetensors(
         vec![
             ("token_maps".to_string(), maps.token_maps.clone()),
-            ("word_maps".to_string(), maps.word_maps.clone()),
+            ("word_maps".to_string(), maps.word_maps.maps.clone()),
         ],
         metadata,
     )

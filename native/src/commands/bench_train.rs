@@ -1,6 +1,6 @@
 //! `lavender bench-train`: one Lavender LoRA training step (forward, backward, AdamW) and
 //! greedy decoding of Llama-3.2-11B-Vision with random weights, the student-side counterpart of
-//! `shared/bench/torch_reference.py mllama`, which does the same work in PyTorch + peft: 96 text
+//! `bench/torch_reference.py mllama`, which does the same work in PyTorch + peft: 96 text
 //! tokens, one image (one valid tile of four), labels on the last 56 tokens, LoRA r 8 / alpha 32
 //! on q_proj and v_proj of both towers, AdamW at 1e-4, and with `align` the cross-attention of
 //! every cross-attention layer (head mean, layer mean, first tile without its class token, on
@@ -19,10 +19,11 @@ use burn::{
 };
 use clap::Args;
 use lavender_core::{
-    align::{loss::cross_entropy, resize::resize_bilinear},
+    adapters::lora::{LoraSettings, apply_lora, apply_qlora},
+    align::loss::cross_entropy,
+    maps::resize::resize_bilinear,
     vlm::mllama::{
         config::MllamaConfig,
-        lora::{LoraSettings, apply_lora, apply_qlora},
         model::MllamaModel,
         text::{KvCache, Sampler},
     },
@@ -253,7 +254,7 @@ fn reserved_gb(device: &Device) -> String {
 }
 
 fn trainable_params(model: &MllamaModel) -> usize {
-    lavender_core::vlm::mllama::lora::lora_factor_count(model)
+    lavender_core::adapters::lora::lora_factor_count(model)
 }
 
 /// The reference's random batch: ids with `<|image|>` second, one image of four tile slots of

@@ -1,6 +1,6 @@
 //! `lavender bench-unet`: UNet evaluations per second with cross-attention capture, on random
 //! weights of a real configuration (SD v1.4 by default): speed does not depend on the values.
-//! The PyTorch side of the comparison is `shared/bench/torch_reference.py sd`.
+//! The PyTorch side of the comparison is `bench/torch_reference.py sd`.
 
 use std::{path::PathBuf, time::Instant};
 

@@ -17,14 +17,12 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use lavender_core::{
     align::aligner::AlignerActivation,
-    data::{DataSpec, ImageLoader, TeacherMapsIndex},
-    vlm::mllama::{
-        bundle::{
-            ALIGNER_FILE, AlignerInput, BundleExtras, BundleFiles, BundleQuant, ExampleInput,
-            MANIFEST_FILE, export_bundle_with,
-        },
-        student::Mllama,
+    bundle::{
+        ALIGNER_FILE, AlignerInput, BundleExtras, BundleFiles, BundleQuant, ExampleInput,
+        MANIFEST_FILE, export_bundle_with,
     },
+    data::{DataSpec, ImageLoader, TeacherMapsIndex},
+    vlm::mllama::student::Mllama,
     weights::FileSource,
 };
 
@@ -255,7 +253,7 @@ fn read_examples(maps: &Path, data: &DataSpec, limit: usize) -> anyhow::Result<V
         if examples.len() == limit {
             break;
         }
-        let teacher = index.get(&sample.id).with_context(|| {
+        let teacher = index.get(&sample.id, &Device::flex()).with_context(|| {
             format!(
                 "cannot read the teacher maps of `{}` in {}",
                 sample.id,

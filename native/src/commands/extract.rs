@@ -16,23 +16,19 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     data::{
         DataSpec, ImageLoader, Sample, Shard,
-        attn_store::{StoredMaps, quantize, read_shard, read_shard_ids, shard_bytes},
+        attn_store::{StoredSample, read_shard, read_shard_ids, shard_bytes},
         reference_layout,
     },
     sd::{preprocess::image_to_tensor, teacher::StableDiffusion},
 };
 
-use crate::{
-    commands::{teacher_args::TeacherArgs, tensor_values},
-    device::DeviceSpec,
-    output::write_atomically,
-};
+use crate::{commands::teacher_args::TeacherArgs, device::DeviceSpec, output::write_atomically};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -189,15 +185,12 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
             .attend(Tensor::cat(images, 0), &texts, &config, None)
             .with_context(|| format!("extracting {}", ready[0].id))?;
         for (sample, maps) in ready.into_iter().zip(maps) {
-            let values = tensor_values(maps.word_maps, &format!("the maps of {}", sample.id))?;
-            writer.push(StoredMaps {
+            writer.push(StoredSample {
                 id: sample.id.clone(),
                 text: sample.text.clone(),
                 image: sample.image.to_string(),
-                words: maps.words,
                 token_ids: maps.token_ids,
-                side: config.map_size,
-                maps: quantize(&values),
+                maps: maps.word_maps,
             })?;
             tally.extracted += 1;
             progress.inc(1);
@@ -275,7 +268,7 @@ struct ShardWriter {
     reference: bool,
     next: usize,
     written: usize,
-    pending: Vec<StoredMaps>,
+    pending: Vec<StoredSample>,
 }
 
 impl ShardWriter {
@@ -326,7 +319,7 @@ impl ShardWriter {
             if ids.iter().all(|id| indexed.contains(id)) {
                 continue;
             }
-            let missing: Vec<StoredMaps> = read_shard(&path)
+            let missing: Vec<StoredSample> = read_shard(&path, &Device::flex())
                 .with_context(damaged)?
                 .into_iter()
                 .filter(|sample| !indexed.contains(&sample.id))
@@ -338,13 +331,13 @@ impl ShardWriter {
     }
 
     /// One line per sample: id, shard file, words.
-    fn append_index(&self, shard: &str, samples: &[StoredMaps]) -> anyhow::Result<()> {
+    fn append_index(&self, shard: &str, samples: &[StoredSample]) -> anyhow::Result<()> {
         let mut lines = String::new();
         for sample in samples {
             lines.push_str(&serde_json::to_string(&serde_json::json!({
                 "id": sample.id,
                 "shard": shard,
-                "words": sample.words,
+                "words": sample.maps.words,
             }))?);
             lines.push('\n');
         }
@@ -358,7 +351,7 @@ impl ShardWriter {
             .with_context(|| format!("cannot append to {}", self.index.display()))
     }
 
-    fn push(&mut self, maps: StoredMaps) -> anyhow::Result<()> {
+    fn push(&mut self, maps: StoredSample) -> anyhow::Result<()> {
         self.pending.push(maps);
         if self.pending.len() >= self.shard_size {
             self.flush()?;
@@ -376,13 +369,7 @@ impl ShardWriter {
             let root = self.out.join("reference");
             for sample in &self.pending {
                 let file_name = reference_file_name(sample);
-                reference_layout::write_sample(
-                    &root,
-                    &file_name,
-                    &sample.words,
-                    &sample.maps,
-                    sample.side,
-                )?;
+                reference_layout::write_sample(&root, &file_name, &sample.maps)?;
             }
         }
         write_atomically(&self.out.join(&name), &bytes)?;
@@ -397,7 +384,7 @@ impl ShardWriter {
 /// The image file name that keys a sample in the reference layout: the image's own file name,
 /// or for images embedded in a dataset file, the id with `.jpg` added unless it ends so already
 /// (OCR-VQA's `image_{row}.jpg`, as the reference names them).
-fn reference_file_name(sample: &StoredMaps) -> String {
+fn reference_file_name(sample: &StoredSample) -> String {
     let path = Path::new(&sample.image);
     match path.file_name() {
         Some(name) if path.is_file() => name.to_string_lossy().into_owned(),

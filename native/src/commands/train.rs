@@ -1,5 +1,6 @@
 //! `lavender train`: Lavender fine-tuning (or plain SFT with `--lambda 0`, the same code path)
-//! of the Mllama student against teacher attention maps.
+//! of the Mllama student against teacher attention maps. This file holds the flags and their
+//! resolution into a [`TrainConfig`]; the run itself is `crate::train::run`.
 //!
 //! Run folder: `config.toml` (every resolved setting), `metrics.jsonl`, `loss.png`,
 //! `checkpoints/step-NNNNNN/` (atomic; LoRA runs keep only the factors and the Aligner), and at
@@ -7,81 +8,19 @@
 //! run from its latest checkpoint with the settings in its `config.toml`, exactly where it
 //! stopped (data order, optimiser state, learning rate).
 
-use std::{
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use burn::{
-    grad_clipping::GradientClippingConfig,
-    optim::{AdamWConfig, ModuleOptimizer},
-    tensor::Device,
-};
-use clap::{Args, ValueEnum};
-use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
-use lavender_core::{
-    align::{
-        aligner::{AlignerActivation, AlignerConfig, AlignerDepth},
-        grid::GridMode,
-        loss::{LossConfig, Positions},
-        student_maps::Aggregation,
-    },
-    data::{
-        Conversation, DataSpec, EpochShuffler, ImageLoader, TeacherMaps, TeacherMapsIndex,
-        dataset_fingerprint, split_holdout,
-    },
-    vlm::mllama::{
-        lora::{LoraSettings, apply_lora, export_peft, load_peft_factors},
-        student::Mllama,
-    },
-};
-use serde::{Deserialize, Serialize};
+use clap::Args;
+use lavender_core::adapters::lora::LoraSettings;
 
 use crate::{
     commands::GridArg,
-    device::DeviceSpec,
-    output::{write_atomically, write_folder_atomically},
+    device::{DeviceList, DeviceSpec},
     train::{
-        checkpoint::{self, Checkpoints, TrainState},
-        guard::check_finite,
-        parallel::{
-            DataParallel, SampleInput, StepSettings, check_device_list, format_device_list,
-            parse_device_list,
-        },
-        run_dir::{MetricsRecord, RunDir, Split},
-        trainer::{LORA_CHECKPOINT_FILTER, LossValues, Trainable, sample_loss, teacher_word_maps},
+        config::{AggregationArg, DepthArg, PositionsArg, PrecisionArg, TrainConfig},
+        run_dir::RunDir,
     },
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AggregationArg {
-    /// The Aligner on every layer's heads, then the mean over layers (the reference default).
-    Aligner,
-    /// The mean over layers first, then the Aligner.
-    MeanFirst,
-    /// Max over heads, then max over layers; no Aligner.
-    MaxMax,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PositionsArg {
-    /// Supervised answer tokens, keyed by the ground-truth next token, lower-cased whole words.
-    Answer,
-    /// The reference's: every position keyed by the predicted token, exact token strings.
-    Reference,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DepthArg {
-    Light,
-    Sim,
-    Deep,
-}
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -205,426 +144,44 @@ pub struct TrainSettingsArgs {
     pub precision: PrecisionArg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum PrecisionArg {
-    #[default]
-    F32,
-    Bf16,
-}
-
-/// Every resolved setting of a run: written to `config.toml`, read back by `--resume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub vlm: PathBuf,
-    pub data: String,
-    pub teacher_maps: Option<PathBuf>,
-    pub adapter: Option<PathBuf>,
-    pub lambda: f64,
-    pub full: bool,
-    pub lora: LoraSettings,
-    pub lr: f64,
-    pub lr_gamma: f64,
-    pub epochs: usize,
-    pub max_steps: u64,
-    pub batch: usize,
-    pub clip_norm: f64,
-    pub eval_fraction: f64,
-    pub eval_every: u64,
-    pub eval_samples: usize,
-    pub checkpoint_every: u64,
-    pub keep_checkpoints: usize,
-    pub seed: u64,
-    pub map_size: usize,
-    pub grid: String,
-    pub positions: PositionsArg,
-    pub aggregation: AggregationArg,
-    pub aligner_depth: DepthArg,
-    #[serde(default)]
-    pub precision: PrecisionArg,
-    pub device: String,
-    pub train_samples: usize,
-    pub eval_samples_held_out: usize,
-}
-
-impl TrainConfig {
-    fn loss(&self) -> LossConfig {
-        LossConfig {
-            lambda: if self.teacher_maps.is_some() {
-                self.lambda
-            } else {
-                0.0
-            },
-            map_size: self.map_size,
-            grid: if self.grid == "legacy" {
-                GridMode::Legacy
-            } else {
-                GridMode::Corrected
-            },
-            aggregation: match self.aggregation {
-                AggregationArg::Aligner => Aggregation::AlignerPerLayer,
-                AggregationArg::MeanFirst => Aggregation::MeanFirst,
-                AggregationArg::MaxMax => Aggregation::MaxMax,
-            },
-            positions: match self.positions {
-                PositionsArg::Answer => Positions::Answer,
-                PositionsArg::Reference => Positions::Reference,
-            },
-        }
-    }
-
-    /// StepLR: `lr * gamma^epoch`.
-    fn lr_at(&self, epoch: usize) -> f64 {
-        self.lr * self.lr_gamma.powi(epoch as i32)
-    }
-
-    fn checkpoint_filter(&self) -> Option<&'static str> {
-        (!self.full).then_some(LORA_CHECKPOINT_FILTER)
-    }
-
-    fn optimizer(&self) -> ModuleOptimizer {
-        let mut config = AdamWConfig::new().with_weight_decay(0.0);
-        if self.clip_norm > 0.0 {
-            config = config
-                .with_grad_clipping(Some(GradientClippingConfig::Norm(self.clip_norm as f32)));
-        }
-        config.init()
-    }
-}
-
-/// The main device `train` will use, for `BURN_DEVICE` (see [`checkpoint::burn_device_env`]):
-/// the first of [`device_specs`].
+/// The main device `train` will use, for `BURN_DEVICE` (see [`DeviceSpec::burn_device_env`]):
+/// the first of [`device_list`].
 pub fn device_spec(args: &TrainArgs) -> anyhow::Result<DeviceSpec> {
-    Ok(device_specs(args)?[0])
+    Ok(device_list(args)?.main())
 }
 
 /// The devices `train` will use, the main one first: the flags, else the resumed run's, else
 /// the best available.
-pub fn device_specs(args: &TrainArgs) -> anyhow::Result<Vec<DeviceSpec>> {
-    let specs = if let Some(spec) = args.device {
-        vec![spec]
+pub fn device_list(args: &TrainArgs) -> anyhow::Result<DeviceList> {
+    if let Some(spec) = args.device {
+        DeviceList::new(vec![spec])
     } else if !args.devices.is_empty() {
-        args.devices.clone()
+        DeviceList::new(args.devices.clone())
     } else if let Some(run) = &args.resume {
         let config: TrainConfig = RunDir::open(run)?.read_config()?;
-        parse_device_list(&config.device)
-            .map_err(|error| anyhow::anyhow!("{}: device {error}", run.display()))?
+        config
+            .device
+            .parse()
+            .map_err(|error| anyhow::anyhow!("{}: device {error}", run.display()))
     } else {
-        vec![DeviceSpec::best_available()]
-    };
-    check_device_list(&specs)?;
-    Ok(specs)
+        DeviceList::new(vec![DeviceSpec::best_available()])
+    }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let specs = device_specs(&args)?;
-    let device_list = format_device_list(&specs);
-    let (existing, config) = match &args.resume {
+    let devices = device_list(&args)?;
+    match &args.resume {
         Some(path) => {
             let run_dir = RunDir::open(path)?;
             let mut config: TrainConfig = run_dir.read_config()?;
-            config.device = device_list.clone();
-            (Some(run_dir), config)
+            config.device = devices.to_string();
+            crate::train::run::run(&devices, Some(run_dir), config, None)
         }
-        None => (None, resolve(&args, &device_list)?),
-    };
-    // Idle devices would hold a model copy for nothing: refuse rather than waste them.
-    anyhow::ensure!(
-        config.batch >= specs.len(),
-        "--batch {} is smaller than the {} devices ({device_list}): every device needs at least \
-         one sample per step; raise --batch or list fewer devices",
-        config.batch,
-        specs.len()
-    );
-    // Every device is opened before a new run folder is created, so a device that cannot be
-    // used leaves nothing behind.
-    let devices = specs
-        .iter()
-        .map(|spec| {
-            let opened = match config.precision {
-                PrecisionArg::F32 => spec.open(),
-                PrecisionArg::Bf16 => spec.open_with_float(burn::tensor::FloatDType::BF16),
-            };
-            Ok(opened
-                .with_context(|| format!("cannot open training device {spec}"))?
-                .autodiff())
-        })
-        .collect::<anyhow::Result<Vec<Device>>>()?;
-    // Seeded after every device is open: opening runs a probe, which must not move the RNG.
-    for device in &devices {
-        device.seed(config.seed);
-    }
-    let resuming = existing.is_some();
-    let run_dir = match existing {
-        Some(run_dir) => run_dir,
-        None => RunDir::create(args.out.as_deref().expect("clap requires --out"))?,
-    };
-    let device = devices[0].clone();
-
-    // Data: the same split and order on every (re)start.
-    let spec_data: DataSpec = config
-        .data
-        .parse()
-        .map_err(|error| anyhow::anyhow!("--data {}: {error}", config.data))?;
-    let conversations = spec_data
-        .read_conversations()
-        .with_context(|| format!("cannot read {}", config.data))?;
-    anyhow::ensure!(!conversations.is_empty(), "{} has no samples", config.data);
-    let holdout = split_holdout(conversations, config.eval_fraction, config.seed)
-        .map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        !holdout.train.is_empty(),
-        "no training samples are left after holding out {} for evaluation",
-        config.eval_fraction
-    );
-    let fingerprint = dataset_fingerprint(holdout.train.iter().map(|c| c.id.as_str()));
-    let teacher = match &config.teacher_maps {
-        Some(dir) => Some(
-            TeacherMapsIndex::open(dir)
-                .with_context(|| format!("cannot open the teacher maps {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    let missing = teacher.as_ref().map_or(holdout.train.len(), |index| {
-        index.count_missing(holdout.train.iter().map(|c| c.teacher_id.as_str()))
-    });
-
-    let mut config = config;
-    config.train_samples = holdout.train.len();
-    config.eval_samples_held_out = holdout.eval.len();
-    if config.max_steps == 0 {
-        config.max_steps = (config.epochs * holdout.train.len()).div_ceil(config.batch) as u64;
-    }
-    if !resuming {
-        run_dir.write_config(&config)?;
-    }
-    tracing::info!(
-        "{} training and {} held-out samples; {} training samples have no teacher maps (cross-entropy only)",
-        holdout.train.len(),
-        holdout.eval.len(),
-        missing
-    );
-
-    // Model, optimiser and where the run stands.
-    let mut trainable = build_trainable(&config, &device)?;
-    let mut optimizer = config.optimizer();
-    let checkpoints = Checkpoints::new(run_dir.checkpoints_dir(), config.keep_checkpoints);
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        data_position: Default::default(),
-        data_fingerprint: fingerprint.clone(),
-        seed: config.seed,
-        rng_state: config.seed,
-        lr: config.lr,
-        best_eval_loss: None,
-        last_train_loss: None,
-        last_eval_loss: None,
-    };
-    if resuming {
-        match checkpoints.latest()? {
-            Some(latest) => {
-                let loaded =
-                    checkpoint::load(&latest, trainable, optimizer, config.checkpoint_filter())?;
-                trainable = loaded.module;
-                optimizer = loaded.optimizer;
-                state = loaded.state;
-                anyhow::ensure!(
-                    state.data_fingerprint == fingerprint,
-                    "the training data changed since {} was written: resuming would not continue the same run",
-                    latest.display()
-                );
-                eprintln!(
-                    "resuming {} from step {}",
-                    run_dir.path().display(),
-                    state.step
-                );
-            }
-            None => eprintln!(
-                "{} has no checkpoint yet: starting from step 0",
-                run_dir.path().display()
-            ),
+        None => {
+            let config = resolve(&args, &devices.to_string())?;
+            crate::train::run::run(&devices, None, config, args.out.as_deref())
         }
     }
-    // After the checkpoint is loaded: the replicas take its parameter ids and values.
-    let mut parallel = DataParallel::new(trainable, &devices)?;
-    if devices.len() > 1 {
-        eprintln!(
-            "data-parallel over {device_list}: {} samples per step",
-            config.batch
-        );
-    }
-    let mut metrics = run_dir.metrics(resuming.then_some(state.step))?;
-    let mut order = EpochShuffler::resume(holdout.train.len(), config.seed, state.data_position)
-        .map_err(anyhow::Error::msg)?;
-    let loss_config = config.loss();
-    let mut images = ImageLoader::default();
-
-    let progress = ProgressBar::new(config.max_steps).with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta} left) {msg}",
-        )
-        .expect("a valid template"),
-    );
-    progress.set_position(state.step);
-
-    // Images and teacher maps are read here, on the main thread; the maps become tensors on
-    // the device that processes the sample.
-    let read_sample = |sample: &Conversation,
-                       images: &mut ImageLoader|
-     -> anyhow::Result<(RgbImage, Option<TeacherMaps>)> {
-        let image = images
-            .load(&sample.image)
-            .with_context(|| format!("sample {}: image {}", sample.id, sample.image))?
-            .to_rgb8();
-        let maps = match &teacher {
-            Some(index) => index
-                .get(&sample.teacher_id)
-                .with_context(|| format!("the teacher maps of {}", sample.teacher_id))?,
-            None => None,
-        };
-        Ok((image, maps))
-    };
-    let run_loss = |trainable: &Trainable,
-                    sample: &Conversation,
-                    images: &mut ImageLoader|
-     -> anyhow::Result<(_, LossValues)> {
-        let (image, maps) = read_sample(sample, images)?;
-        let teacher_maps = teacher_word_maps(maps, config.map_size, &device)?;
-        sample_loss(trainable, sample, &image, &teacher_maps, &loss_config)
-    };
-
-    let (mut seen, mut without_maps) = (0usize, 0usize);
-    while state.step < config.max_steps {
-        let started = Instant::now();
-        // The epoch of the batch's first sample (StepLR's), the same whether or not the run
-        // was resumed at an epoch's end.
-        let epoch = order.next_epoch();
-        let lr = config.lr_at(epoch);
-        let mut inputs = Vec::with_capacity(config.batch);
-        for _ in 0..config.batch {
-            let index = order.next().expect("a non-empty dataset never ends");
-            let sample = &holdout.train[index];
-            let (image, maps) = read_sample(sample, &mut images)?;
-            inputs.push(SampleInput {
-                sample,
-                image,
-                maps,
-            });
-        }
-        let step_number = state.step + 1;
-        let check = |sample: &Conversation, values: &LossValues| {
-            check_finite(step_number, values.ce, values.align).map_err(|error| {
-                anyhow::anyhow!(
-                    "{error} (sample {}); the run stopped, its last good checkpoint is kept in {}",
-                    sample.id,
-                    checkpoints.dir().display()
-                )
-            })
-        };
-        let settings = StepSettings {
-            loss: &loss_config,
-            map_size: config.map_size,
-            batch: config.batch,
-            check: &check,
-        };
-        let mut sums = Sums::default();
-        for values in parallel.step(inputs, &settings, &mut optimizer, lr)? {
-            seen += 1;
-            without_maps += usize::from(!values.has_maps);
-            sums.add(values);
-        }
-        state.step += 1;
-        state.epoch = order.position().epoch;
-        state.data_position = order.position();
-        state.lr = lr;
-        let mean = sums.mean();
-        let samples_per_s = config.batch as f64 / started.elapsed().as_secs_f64();
-        state.last_train_loss = Some(mean.total);
-        metrics.append(MetricsRecord {
-            step: state.step,
-            epoch,
-            split: Split::Train,
-            ce: mean.ce,
-            align: mean.align,
-            total: mean.total,
-            matched_words: mean.matched,
-            lr,
-            samples_per_s,
-        })?;
-        progress.set_message(format!(
-            "ce {:.4} align {:.4} words {:.1} | {samples_per_s:.2} samples/s",
-            mean.ce, mean.align, mean.matched
-        ));
-        progress.inc(1);
-
-        let last = state.step == config.max_steps;
-        if !holdout.eval.is_empty()
-            && (last || (config.eval_every > 0 && state.step.is_multiple_of(config.eval_every)))
-        {
-            let eval = evaluate(
-                parallel.main(),
-                &holdout.eval,
-                config.eval_samples,
-                &mut |t, s| run_loss(t, s, &mut images),
-            )?;
-            state.last_eval_loss = Some(eval.total);
-            if state.best_eval_loss.is_none_or(|best| eval.total < best) {
-                state.best_eval_loss = Some(eval.total);
-            }
-            metrics.append(MetricsRecord {
-                step: state.step,
-                epoch,
-                split: Split::Eval,
-                ce: eval.ce,
-                align: eval.align,
-                total: eval.total,
-                matched_words: eval.matched,
-                lr,
-                samples_per_s: 0.0,
-            })?;
-        }
-        if last || state.step.is_multiple_of(config.checkpoint_every) {
-            checkpoints.save(
-                parallel.main(),
-                &optimizer,
-                &state,
-                config.checkpoint_filter(),
-            )?;
-        }
-    }
-    progress.finish_and_clear();
-
-    run_dir.write_loss_plot(metrics.records())?;
-    export(&run_dir, parallel.main(), &config)?;
-    println!(
-        "trained {} steps ({}): {}",
-        state.step,
-        if config.lambda > 0.0 && config.teacher_maps.is_some() {
-            "Lavender"
-        } else {
-            "plain SFT"
-        },
-        run_dir.path().display()
-    );
-    if let Some(loss) = state.last_train_loss {
-        println!("  last training loss {loss:.4}");
-    }
-    if let Some(loss) = state.last_eval_loss {
-        println!("  held-out loss {loss:.4}");
-    }
-    if without_maps > 0 {
-        println!(
-            "  {without_maps} of the {seen} samples trained in this session had no teacher maps \
-             (cross-entropy only)"
-        );
-    }
-    println!(
-        "  metrics {}, plot {}",
-        run_dir.metrics_path().display(),
-        run_dir.loss_plot_path().display()
-    );
-    Ok(())
 }
 
 /// The settings of a new run from the flags.
@@ -704,118 +261,4 @@ fn absolute_data(spec: &str) -> String {
         }
         _ => spec.to_string(),
     }
-}
-
-/// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
-fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
-    let mut student = Mllama::load(&config.vlm, None, device)
-        .with_context(|| format!("cannot load the model from {}", config.vlm.display()))?;
-    if !config.full {
-        student = student.try_map_model(|model| {
-            let model = apply_lora(model, &config.lora)?;
-            match &config.adapter {
-                Some(adapter) => load_peft_factors(model, adapter),
-                None => Ok(model),
-            }
-        })?;
-    }
-    let heads = student.model.config.text_config.num_attention_heads;
-    let aligner = AlignerConfig::new(heads)
-        .with_depth(match config.aligner_depth {
-            DepthArg::Light => AlignerDepth::Light,
-            DepthArg::Sim => AlignerDepth::Sim,
-            DepthArg::Deep => AlignerDepth::Deep,
-        })
-        .with_activation(AlignerActivation::Relu6)
-        .init(device);
-    Ok(Trainable { student, aligner })
-}
-
-/// A sample's loss graph and its values.
-type SampleLoss = (lavender_core::align::loss::LavenderLoss, LossValues);
-
-/// Mean losses over (at most `limit`) held-out samples; no backward pass.
-fn evaluate(
-    trainable: &Trainable,
-    samples: &[Conversation],
-    limit: usize,
-    run_loss: &mut dyn FnMut(&Trainable, &Conversation) -> anyhow::Result<SampleLoss>,
-) -> anyhow::Result<Mean> {
-    let mut sums = Sums::default();
-    for sample in samples.iter().take(limit.max(1)) {
-        let (_, values) = run_loss(trainable, sample)?;
-        sums.add(values);
-    }
-    Ok(sums.mean())
-}
-
-#[derive(Debug, Default)]
-struct Sums {
-    ce: f64,
-    align: f64,
-    total: f64,
-    matched: f64,
-    count: usize,
-}
-
-#[derive(Debug)]
-struct Mean {
-    ce: f64,
-    align: f64,
-    total: f64,
-    matched: f64,
-}
-
-impl Sums {
-    fn add(&mut self, values: LossValues) {
-        self.ce += values.ce;
-        self.align += values.align;
-        self.total += values.total;
-        self.matched += values.matched as f64;
-        self.count += 1;
-    }
-
-    fn mean(&self) -> Mean {
-        let n = self.count.max(1) as f64;
-        Mean {
-            ce: self.ce / n,
-            align: self.align / n,
-            total: self.total / n,
-            matched: self.matched / n,
-        }
-    }
-}
-
-/// `adapter/` (PEFT) for a LoRA run and `aligner.safetensors`, each written atomically.
-fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyhow::Result<()> {
-    if !config.full {
-        let peft = export_peft(
-            &trainable.student.model,
-            &config.lora,
-            Some(&config.vlm.display().to_string()),
-        )?;
-        write_folder_atomically(
-            &run_dir.path().join("adapter"),
-            [
-                ("adapter_config.json", peft.adapter_config_json.as_bytes()),
-                (
-                    "adapter_model.safetensors",
-                    &peft.adapter_model_safetensors[..],
-                ),
-            ],
-        )?;
-    }
-    let aligner = trainable
-        .aligner
-        .to_safetensors()
-        .map_err(|error| anyhow::anyhow!("cannot serialise the Aligner: {error}"))?;
-    write_atomically(&run_dir.path().join("aligner.safetensors"), &aligner)?;
-    if config.full {
-        // No Hugging Face export of a whole model yet: its weights are the checkpoint's.
-        eprintln!(
-            "note: the fine-tuned weights are in the last checkpoint's model.bpk \
-             (no Hugging Face export of a full fine-tune yet)"
-        );
-    }
-    Ok(())
 }

@@ -73,12 +73,7 @@ struct FileRecord {
 }
 
 fn fnv1a64(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", lavender_core::fnv::fnv1a64(bytes))
 }
 
 /// The folder name of step `step`.
@@ -319,23 +314,11 @@ fn read_state_file(dir: &Path) -> anyhow::Result<StateFile> {
 
 /// The `BURN_DEVICE` value that makes `Device::default()` the backend of `spec`.
 ///
-/// burn-optim 0.22.1's `ModuleOptimizer::load_record` creates the loaded optimizer state on
-/// `Device::default()` (moving it to each parameter's device at the next step), and the
-/// default is CUDA whenever CUDA is compiled in: resuming on a machine without a CUDA driver
-/// would panic. A resuming `train` must therefore set `BURN_DEVICE` to this value before
-/// [`load`], in `main` before any thread starts (`std::env::set_var` is unsafe otherwise).
-pub fn burn_device_env(spec: crate::device::DeviceSpec) -> &'static str {
-    match spec {
-        crate::device::DeviceSpec::Cuda(_) => "cuda",
-        crate::device::DeviceSpec::Wgpu(_) => "wgpu",
-        crate::device::DeviceSpec::Cpu => "flex",
-    }
-}
-
 /// Loads the checkpoint in `dir` into `module` (which must have the same structure) and
 /// `optimizer` (built from the same config). Parameter ids come from the checkpoint, so the
-/// optimizer's per-parameter state lines up with the loaded weights. See [`burn_device_env`]
-/// for where the optimizer state is created.
+/// optimizer's per-parameter state lines up with the loaded weights. See
+/// [`DeviceSpec::burn_device_env`](crate::device::DeviceSpec::burn_device_env) for where the
+/// optimizer state is created.
 ///
 /// `filter` must be the one the checkpoint was saved with: only those parameters are loaded
 /// (the others keep `module`'s values) and every one of them must be in the file.
@@ -473,7 +456,7 @@ mod tests {
     }
 
     /// Runs test `name` again in a child process with `BURN_DEVICE=flex` (see
-    /// [`burn_device_env`]); true in that child, which then does the work.
+    /// [`DeviceSpec::burn_device_env`](crate::device::DeviceSpec::burn_device_env)); true in that child, which then does the work.
     fn in_child_with_flex_default(name: &str) -> bool {
         if std::env::var("BURN_DEVICE").as_deref() == Ok("flex") {
             return true;

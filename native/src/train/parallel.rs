@@ -40,12 +40,7 @@ use burn::{
     tensor::{Device, Tensor, container::TensorContainer},
 };
 use image::RgbImage;
-use lavender_core::{
-    align::loss::LossConfig,
-    data::{Conversation, TeacherMaps},
-};
-
-use crate::device::DeviceSpec;
+use lavender_core::{align::loss::LossConfig, data::Conversation, maps::WordMaps};
 
 use super::trainer::{BatchGradients, LossValues, Trainable, sample_loss, teacher_word_maps};
 
@@ -63,7 +58,7 @@ const _: fn() = || {
 pub struct SampleInput<'a> {
     pub sample: &'a Conversation,
     pub image: RgbImage,
-    pub maps: Option<TeacherMaps>,
+    pub maps: Option<WordMaps>,
 }
 
 /// What a replica needs besides its module and samples.
@@ -217,46 +212,6 @@ impl DataParallel {
     }
 }
 
-/// `config.toml`'s `device`: one spec, or several separated by commas.
-pub fn parse_device_list(text: &str) -> Result<Vec<DeviceSpec>, String> {
-    text.split(',').map(str::parse).collect()
-}
-
-pub fn format_device_list(specs: &[DeviceSpec]) -> String {
-    specs
-        .iter()
-        .map(DeviceSpec::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// One backend for every device (the optimiser state's default device, `BURN_DEVICE`, is per
-/// backend, and mixing backends would mix numerics), and no GPU twice (a second copy of the
-/// model on the same GPU only costs memory). `cpu` may repeat: that is how the data-parallel
-/// path is tested without GPUs.
-pub fn check_device_list(specs: &[DeviceSpec]) -> anyhow::Result<()> {
-    anyhow::ensure!(!specs.is_empty(), "--devices needs at least one device");
-    let backend = |spec: &DeviceSpec| match spec {
-        DeviceSpec::Cuda(_) => "CUDA",
-        DeviceSpec::Wgpu(_) => "wgpu",
-        DeviceSpec::Cpu => "the CPU",
-    };
-    let main = backend(&specs[0]);
-    for (position, spec) in specs.iter().enumerate() {
-        anyhow::ensure!(
-            backend(spec) == main,
-            "--devices {}: every device must use the first one's backend ({main}), {spec} does not",
-            format_device_list(specs),
-        );
-        anyhow::ensure!(
-            *spec == DeviceSpec::Cpu || !specs[..position].contains(spec),
-            "--devices {}: {spec} is listed twice",
-            format_device_list(specs)
-        );
-    }
-    Ok(())
-}
-
 /// Cuts `inputs` into `parts` contiguous shares whose sizes differ by at most one, the larger
 /// ones first.
 fn split_shares<T>(inputs: Vec<T>, parts: usize) -> Vec<Vec<T>> {
@@ -345,38 +300,13 @@ mod tests {
         optim::{SgdConfig, momentum::MomentumConfig},
     };
     use lavender_core::{
+        adapters::lora::{LoraSettings, apply_lora},
         align::aligner::AlignerConfig,
         data::ImageSource,
-        vlm::mllama::{
-            lora::{LoraSettings, apply_lora},
-            student::Mllama,
-        },
+        vlm::mllama::student::Mllama,
     };
 
     use super::*;
-
-    #[test]
-    fn device_lists_round_trip_and_are_checked() {
-        let list = parse_device_list("cuda:0,cuda:1").unwrap();
-        assert_eq!(list, vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]);
-        assert_eq!(format_device_list(&list), "cuda:0,cuda:1");
-        assert_eq!(parse_device_list("cpu").unwrap(), vec![DeviceSpec::Cpu]);
-        assert!(parse_device_list("cpu,gpu").is_err());
-
-        check_device_list(&list).unwrap();
-        check_device_list(&[DeviceSpec::Cpu, DeviceSpec::Cpu]).unwrap();
-        let error = check_device_list(&[DeviceSpec::Cuda(1), DeviceSpec::Cuda(1)]).unwrap_err();
-        assert!(
-            error.to_string().contains("cuda:1 is listed twice"),
-            "{error}"
-        );
-        let error = check_device_list(&[DeviceSpec::Cuda(0), DeviceSpec::Cpu]).unwrap_err();
-        assert!(
-            error.to_string().contains("backend (CUDA), cpu does not"),
-            "{error}"
-        );
-        assert!(check_device_list(&[]).is_err());
-    }
 
     #[test]
     fn shares_are_contiguous_and_balanced() {
@@ -445,11 +375,7 @@ mod tests {
         SampleInput {
             sample,
             image,
-            maps: Some(TeacherMaps {
-                words,
-                side: map_size,
-                maps,
-            }),
+            maps: Some(WordMaps::from_values(words, map_size, maps, &Device::flex()).unwrap()),
         }
     }
 

@@ -7,19 +7,18 @@ use anyhow::Context;
 use burn::{
     module::Module,
     optim::{GradientsAccumulator, GradientsParams},
-    tensor::{Device, Tensor, TensorData},
+    tensor::{Device, Tensor},
 };
 use image::RgbImage;
 use lavender_core::{
     align::{
         aligner::Aligner,
-        loss::{LavenderLoss, LossConfig, WordMaps, lavender_loss},
+        loss::{LavenderLoss, LossConfig, lavender_loss},
+        student::StudentVlm,
     },
-    data::{Conversation, Role, TeacherMaps},
-    vlm::{
-        StudentVlm,
-        mllama::{prompt::Message, student::Mllama},
-    },
+    data::{Conversation, Role},
+    maps::WordMaps,
+    vlm::mllama::{prompt::Message, student::Mllama},
 };
 
 /// Everything the optimiser updates: the student's parameters (only the LoRA factors are
@@ -91,28 +90,21 @@ pub fn messages(sample: &Conversation) -> Vec<Message> {
 /// Teacher maps as the loss wants them, `[words, side, side]` on `device`; `None` (no maps for
 /// this sample) gives no words, so only the cross-entropy counts.
 pub fn teacher_word_maps(
-    maps: Option<TeacherMaps>,
+    maps: Option<WordMaps>,
     map_size: usize,
     device: &Device,
 ) -> anyhow::Result<WordMaps> {
     match maps {
         Some(maps) if !maps.words.is_empty() => {
             anyhow::ensure!(
-                maps.side == map_size,
+                maps.side() == map_size,
                 "the teacher maps are {0}x{0}, the student's are {map_size}x{map_size}: \
                  extract with --map-size {map_size} or train with --map-size {0}",
-                maps.side
+                maps.side()
             );
-            let shape = [maps.words.len(), maps.side, maps.side];
-            Ok(WordMaps {
-                words: maps.words,
-                maps: Tensor::from_data(TensorData::new(maps.maps, shape), device),
-            })
+            Ok(maps.to_device(device))
         }
-        _ => Ok(WordMaps {
-            words: Vec::new(),
-            maps: Tensor::zeros([1, map_size, map_size], device),
-        }),
+        _ => Ok(WordMaps::empty(map_size, device)),
     }
 }
 

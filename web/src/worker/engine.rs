@@ -7,10 +7,10 @@ use std::{cell::RefCell, rc::Rc};
 use image::RgbImage;
 use lavender_core::{
     align::{aligner::Aligner, student_maps::Aggregation},
+    bundle::WEIGHTS_FILE,
+    explore::{Pick, SequenceAttention, SequenceWord, WordSource},
     vlm::mllama::{
-        bundle::WEIGHTS_FILE,
         config::MllamaConfig,
-        explore::{Pick, SequenceAttention, SequenceWord, WordSource},
         prompt::Message,
         student::{Mllama, Prepared},
         text::{DecodeSession, Sampler, logits_to_f32},
@@ -220,9 +220,12 @@ async fn build(
         .map_err(|error| error.to_string())?;
     let mut examples = Vec::new();
     for example in &manifest.examples {
+        // Host values the page draws: read on the CPU, whatever the model's device.
         let maps = files
-            .example_maps(example)
+            .example_maps(example, &burn::tensor::Device::flex())
             .map_err(|error| error.to_string())?;
+        let side = maps.side();
+        let values = maps.to_values().map_err(|error| error.to_string())?;
         let image = files
             .get(&example.image)
             .ok_or_else(|| format!("the bundle lacks {}", example.image))?
@@ -232,10 +235,10 @@ async fn build(
                 id: example.id.clone(),
                 caption: example.caption.clone(),
                 words: maps.words,
-                side: maps.side,
+                side,
             },
             image,
-            maps.maps,
+            values,
         ));
     }
     let config = {

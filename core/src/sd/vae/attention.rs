@@ -5,10 +5,13 @@
 
 use burn::{
     nn::{GroupNorm, Linear},
-    tensor::{Device, Tensor, module::attention, ops::AttentionModuleOptions},
+    tensor::{Device, Tensor},
 };
 
-use crate::weights::{LoadError, Weights};
+use crate::{
+    fused_attention::{Causal, fused_attention},
+    weights::{LoadError, Weights},
+};
 
 #[derive(Debug)]
 pub(super) struct VaeAttention {
@@ -76,19 +79,12 @@ impl VaeAttention {
             .swap_dims(1, 2); // [b, h*w, c]
         // One head: `[b, 1, h*w, c]`.
         let head = |linear: &Linear| linear.forward(hidden.clone()).unsqueeze_dim::<4>(1);
-        let out = attention(
+        let out = fused_attention(
             head(&self.to_q),
             head(&self.to_k),
             head(&self.to_v),
             None,
-            None,
-            AttentionModuleOptions {
-                // None means 1/sqrt(head_dim), which is this scale; Burn's CubeCL backends take
-                // the flash kernel only when no scale is given (an explicit one falls back).
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            },
+            Causal::No,
         );
         let out = self.to_out.forward(out.reshape([batch, pixels, channels]));
         out.swap_dims(1, 2)

@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use crate::weights::{FileSource, LoadError};
 
+/// A Llama-3.2-Vision folder's `config.json` (transformers' `MllamaConfig`, field names kept):
+/// the vision tower's (tile size, patches, layers, heads) and the text decoder's (width, layers,
+/// heads, cross-attention layers, vocabulary) settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MllamaConfig {
     pub vision_config: MllamaVisionConfig,

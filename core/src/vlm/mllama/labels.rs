@@ -1,6 +1,6 @@
-//! Training labels for a whole conversation, as the reference's collators mask them
-//! (llama-recipes' `tokenize_dialogs`, lavender-method.md §4.1): only the assistant's turns
-//! are learned. Per input id:
+//! Training labels for a whole conversation, as the reference's collators mask them (llama-recipes'
+//! `tokenize_dialogs`, `docs/method.md`, "Supervised tokens"): only the assistant's turns are
+//! learned. Per input id:
 //!
 //! - `-100` for everything before the first header, the system and user turns (header,
 //!   content, `<|eot_id|>`), every `<|start_header_id|>role<|end_header_id|>` header, `<|image|>`
@@ -13,8 +13,7 @@
 
 use super::prompt::{Message, MllamaPrompt, PromptError, PromptInputs};
 
-/// The label of a position the loss ignores (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
+use crate::align::student::IGNORE_INDEX;
 
 /// The special token ids the masking reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,12 @@
 //! released checkpoints' key names (`vision_model.*`, `language_model.model.*`,
 //! `language_model.lm_head.*`, `multi_modal_projector.*`).
 
-pub mod bundle;
-pub mod bundle_aligner;
-pub mod bundle_examples;
 pub mod config;
-pub mod explore;
 pub mod labels;
-pub mod lora;
+#[cfg(test)]
+mod lora_parity;
+#[cfg(test)]
+mod loss_parity;
 pub mod model;
 pub mod processor;
 pub mod prompt;

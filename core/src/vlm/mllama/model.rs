@@ -11,23 +11,35 @@ use burn::{
 
 use super::{
     config::MllamaConfig,
-    lora::LoraSettings,
     text::MllamaTextModel,
     vision::{MllamaVisionModel, MultiModalProjector},
 };
 use crate::{
-    adapters::peft::PeftAdapter,
+    adapters::{
+        lora::{LoraModel, LoraSettings},
+        peft::PeftAdapter,
+    },
     weights::{LoadError, Weights, component_weight_files},
 };
 
+/// transformers' `MllamaForConditionalGeneration`: the vision encoder and the projector turn the
+/// processor's pixels `[batch, images, tiles, 3, size, size]` into the image states
+/// `[images x tiles, tokens_per_tile, text hidden]` ([`MllamaModel::image_states`]; 560 px tiles
+/// of 40x40 patches plus a class token, 1601 tokens, for the 11B model), and the text decoder
+/// gives logits `[batch, seq, vocab]`, its gated cross-attention layers reading those states.
+/// Weights keep the released checkpoints' key names.
 #[derive(Module, Debug)]
 pub struct MllamaModel {
     #[module(skip)]
     pub config: MllamaConfig,
+    /// `vision_model.*`.
     pub vision: MllamaVisionModel,
+    /// `multi_modal_projector.*`.
     pub projector: MultiModalProjector,
+    /// `language_model.*`.
     pub text: MllamaTextModel,
-    /// The LoRA this model carries ([`super::lora::apply_lora`]); `None` for a dense model.
+    /// The LoRA this model carries ([`crate::adapters::lora::apply_lora`]); `None` for a dense
+    /// model.
     #[module(skip)]
     pub(crate) lora: Option<LoraSettings>,
 }
@@ -99,20 +111,80 @@ impl MllamaModel {
     }
 }
 
-/// A module path in transformers 5's naming (`model.language_model.layers...`) to the released
-/// checkpoints' key (`language_model.model.layers...`); released names pass unchanged.
+/// LoRA on Mllama: its key names in the released checkpoints and in PEFT's current files.
+impl LoraModel for MllamaModel {
+    fn lora(&self) -> Option<&LoraSettings> {
+        self.lora.as_ref()
+    }
+
+    fn set_lora(&mut self, lora: Option<LoraSettings>) {
+        self.lora = lora;
+    }
+
+    fn checkpoint_module(burn_path: &str) -> String {
+        released_module(burn_path)
+    }
+
+    fn released_key(name: &str) -> String {
+        released_key(name)
+    }
+
+    /// peft 0.21 saves and loads transformers 5's names for `MllamaForConditionalGeneration`.
+    fn peft_module(released: &str) -> String {
+        transformers5_key(released)
+    }
+}
+
+/// The checkpoint key prefixes of transformers 5 and of the released checkpoints (transformers
+/// 4.x), one table for both directions.
+const KEY_PREFIXES: [(&str, &str); 4] = [
+    ("model.vision_model.", "vision_model."),
+    ("model.language_model.", "language_model.model."),
+    ("model.multi_modal_projector", "multi_modal_projector"),
+    ("lm_head", "language_model.lm_head"),
+];
+
+/// A transformers 5 key or module name (`model.language_model.layers.0...`) in the released
+/// checkpoints' naming (`language_model.model.layers.0...`); other names are kept.
 pub fn released_key(name: &str) -> String {
-    for (new, old) in [
-        ("model.vision_model.", "vision_model."),
-        ("model.language_model.", "language_model.model."),
-        ("model.multi_modal_projector.", "multi_modal_projector."),
-        ("lm_head.", "language_model.lm_head."),
-    ] {
-        if let Some(rest) = name.strip_prefix(new) {
-            return format!("{old}{rest}");
+    swap_prefix(name, |(transformers5, released)| (transformers5, released))
+}
+
+/// A released checkpoint key or module name in transformers 5's naming; the inverse of
+/// [`released_key`].
+pub fn transformers5_key(name: &str) -> String {
+    swap_prefix(name, |(transformers5, released)| (released, transformers5))
+}
+
+fn swap_prefix(
+    name: &str,
+    direction: fn((&'static str, &'static str)) -> (&'static str, &'static str),
+) -> String {
+    for pair in KEY_PREFIXES {
+        let (from, to) = direction(pair);
+        if let Some(rest) = name.strip_prefix(from) {
+            return format!("{to}{rest}");
         }
     }
     name.to_string()
+}
+
+/// A Burn module path (`text.layers.1.CrossAttention.cross_attn.q_proj`) to the released
+/// checkpoints' module name (`language_model.model.layers.1.cross_attn.q_proj`).
+fn released_module(burn_path: &str) -> String {
+    let segments: Vec<&str> = burn_path.split('.').collect();
+    match segments.as_slice() {
+        ["vision", rest @ ..] => format!("vision_model.{}", rest.join(".")),
+        ["projector", "linear"] => "multi_modal_projector".into(),
+        ["projector", rest @ ..] => format!("multi_modal_projector.{}", rest.join(".")),
+        ["text", "lm_head"] => "language_model.lm_head".into(),
+        // The decoder layer enum's variant name is a path segment in Burn, not in PyTorch.
+        ["text", "layers", index, _variant, rest @ ..] => {
+            format!("language_model.model.layers.{index}.{}", rest.join("."))
+        }
+        ["text", rest @ ..] => format!("language_model.model.{}", rest.join(".")),
+        _ => burn_path.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -697,13 +697,6 @@ mod tests {
         pixels
     }
 
-    /// FNV-1a over the bytes.
-    fn fnv1a(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf29ce484222325, |hash, &b| {
-            (hash ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        })
-    }
-
     #[test]
     fn resampling_matches_pillow() {
         // FNV-1a of `np.array(Image.fromarray(pattern).resize((ow, oh), resample))`, Pillow
@@ -728,7 +721,11 @@ mod tests {
         for ((h, w), (oh, ow), filter, expected) in cases {
             let out = resample(&pattern(h, w), [h, w], [oh, ow], filter);
             assert_eq!(out.len(), oh * ow * 3);
-            assert_eq!(fnv1a(&out), expected, "{h}x{w} -> {oh}x{ow} {filter:?}");
+            assert_eq!(
+                crate::fnv::fnv1a64(&out),
+                expected,
+                "{h}x{w} -> {oh}x{ow} {filter:?}"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! Llama-3.2-Vision as a student: model, processor and prompt together, from one folder. Turns
 //! an image and a conversation into model inputs, generates, and captures the cross-attention
-//! that Lavender aligns, placed on the image grid.
+//! that Lavender aligns, placed on the image grid: the family's implementation of the method's
+//! [`StudentVlm`], so it lives with the model.
 
 use std::path::Path;
 
@@ -18,11 +19,9 @@ use super::{
 };
 use crate::{
     align::{
-        grid::{GridMode, TileGeometry, attention_to_grid, legacy_attention_to_grid},
-        words::group_answer_words,
+        grid::TileGeometry,
+        student::{StudentVlm, TextToImageAttention},
     },
-    sd::words::word_maps,
-    vlm::{StudentVlm, TextToImageAttention},
     weights::{FileSource, LoadError},
 };
 
@@ -220,72 +219,6 @@ impl Mllama {
         self.forward_with_attention(prepared).1.layers
     }
 
-    /// Per-token maps `[seq, size, size]`: the cross-attention averaged over heads and layers,
-    /// placed on the image grid.
-    pub fn grid_maps(
-        &self,
-        prepared: &Prepared,
-        attention: &[(usize, Tensor<3>)],
-        size: usize,
-        mode: GridMode,
-    ) -> Tensor<3> {
-        let layers: Vec<Tensor<2>> = attention
-            .iter()
-            .map(|(_, probs)| {
-                let [_, seq, keys] = probs.dims();
-                probs.clone().mean_dim(0).reshape([seq, keys])
-            })
-            .collect();
-        let count = layers.len().max(1) as f32;
-        let mean = layers
-            .into_iter()
-            .reduce(|a, b| a + b)
-            .expect("Mllama has cross-attention layers")
-            .div_scalar(count);
-        match mode {
-            GridMode::Corrected => attention_to_grid(mean, &self.geometry(prepared), size),
-            GridMode::Legacy => legacy_attention_to_grid(
-                mean,
-                &self.geometry(prepared),
-                &prepared.image.aspect_ratio_mask,
-                size,
-            ),
-        }
-    }
-
-    /// Per-word maps of an answer: `prepared` holds the conversation with the answer as the
-    /// assistant's turn, `answer` its token positions. A token's map is the head- and
-    /// layer-mean grid map of the position that predicts it (the one before it), as training
-    /// keys them (`align::loss`, decision D6): where the model looked while producing the word.
-    /// Maps are merged per word and min-max normalised.
-    pub fn answer_word_maps(
-        &self,
-        prepared: &Prepared,
-        answer: std::ops::Range<usize>,
-        size: usize,
-        mode: GridMode,
-    ) -> Result<(Vec<String>, Tensor<3>), StudentError> {
-        let ids = &prepared.inputs.input_ids;
-        if answer.is_empty() || answer.start == 0 || answer.end > ids.len() {
-            return Err(StudentError::Input(format!(
-                "answer positions {answer:?} are outside the {} tokens",
-                ids.len()
-            )));
-        }
-        let texts = ids[answer.clone()]
-            .iter()
-            .map(|&id| self.prompt.decode(&[id], false))
-            .collect::<Result<Vec<_>, _>>()?;
-        let groups = group_answer_words(&texts);
-        let attention = self.cross_attention(prepared);
-        let maps = self.grid_maps(prepared, &attention, size, mode).narrow(
-            0,
-            answer.start - 1,
-            answer.len(),
-        );
-        Ok((groups.words.clone(), word_maps(maps, &groups)))
-    }
-
     /// The same student with its model replaced by `change(model)` (LoRA factors applied,
     /// merged, moved): the tokenizer, processor and device stay.
     pub fn try_map_model<E>(
@@ -341,7 +274,7 @@ impl Mllama {
 
 /// The decoder's captured cross-attention, `(layer, [1, heads, seq, keys])` of a batch of
 /// one, as `(layer, [heads, seq, keys])`.
-pub(super) fn per_layer_attention(captured: Vec<(usize, Tensor<4>)>) -> Vec<(usize, Tensor<3>)> {
+pub(crate) fn per_layer_attention(captured: Vec<(usize, Tensor<4>)>) -> Vec<(usize, Tensor<3>)> {
     captured
         .into_iter()
         .map(|(layer, probs)| {
@@ -373,6 +306,7 @@ impl StudentVlm for Mllama {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::align::grid::GridMode;
     use crate::testing::{device, mllama_golden_ids, mllama_golden_path, mllama_tiny_dir};
 
     fn student() -> Mllama {

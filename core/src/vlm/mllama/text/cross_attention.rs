@@ -5,10 +5,7 @@
 use burn::{
     module::{Module, Param},
     nn::{Linear, RmsNorm},
-    tensor::{
-        Bool, DType, Device, Tensor, activation::softmax, module::attention,
-        ops::AttentionModuleOptions,
-    },
+    tensor::{Bool, DType, Device, Tensor, activation::softmax},
 };
 
 use super::{
@@ -18,6 +15,7 @@ use super::{
     repeat_kv,
 };
 use crate::{
+    fused_attention::{Causal, fused_attention},
     vlm::mllama::config::MllamaTextConfig,
     weights::{LoadError, Weights},
 };
@@ -173,13 +171,7 @@ impl CrossAttention {
             let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
             (probs.clone().matmul(v), Some(probs))
         } else {
-            let options = AttentionModuleOptions {
-                // 1/sqrt(head_dim); see `SelfAttention::forward`.
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            };
-            (attention(q, k, v, blocked, None, options), None)
+            (fused_attention(q, k, v, blocked, Causal::No), None)
         };
         let out = out.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
         (self.o_proj.forward(out), probs)

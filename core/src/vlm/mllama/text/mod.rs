@@ -9,9 +9,9 @@
 pub mod cache;
 pub mod cross_attention;
 pub mod decode;
-pub mod generate;
 pub mod mlp;
 pub mod rope;
+pub mod sampler;
 pub mod self_attention;
 
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use burn::{
 pub use cache::KvCache;
 pub use cross_attention::{CrossAttentionDecoderLayer, CrossAttentionMask};
 pub use decode::{DecodeSession, logits_to_f32};
-pub use generate::Sampler;
+pub use sampler::Sampler;
 pub use self_attention::SelfAttentionDecoderLayer;
 
 use self::{mlp::rms_norm, rope::RotaryEmbedding};

@@ -4,7 +4,7 @@
 use burn::{
     module::Module,
     nn::{Linear, RmsNorm},
-    tensor::{Device, Tensor, module::attention, ops::AttentionModuleOptions},
+    tensor::{Device, Tensor},
 };
 
 use super::{
@@ -15,6 +15,7 @@ use super::{
     rope::RopeTables,
 };
 use crate::{
+    fused_attention::{Causal, fused_attention},
     vlm::mllama::config::MllamaTextConfig,
     weights::{LoadError, Weights},
 };
@@ -70,20 +71,12 @@ impl SelfAttention {
         let v = split(self.v_proj.forward(x), kv_heads);
         let kv = cache.append(layer, k, v);
 
-        let out = attention(
+        let out = fused_attention(
             q,
             repeat_kv(kv.key, heads),
             repeat_kv(kv.value, heads),
             None,
-            None,
-            AttentionModuleOptions {
-                // None is 1/sqrt(head_dim), transformers' scaling; an explicit scale would
-                // keep Burn's CubeCL backends off their flash kernel.
-                scale: None,
-                softcap: None,
-                // Aligned bottom-right: new queries see every cached key and themselves.
-                is_causal: true,
-            },
+            Causal::Yes,
         );
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]))

@@ -7,12 +7,13 @@ use burn::{
     tensor::{
         Bool, Device, Tensor,
         activation::{gelu, gelu_approximate},
-        module::attention,
-        ops::AttentionModuleOptions,
     },
 };
 
-use crate::weights::{LoadError, Weights};
+use crate::{
+    fused_attention::{Causal, fused_attention},
+    weights::{LoadError, Weights},
+};
 
 /// The MLP activation, from `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,20 +94,7 @@ impl VisionAttention {
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let out = attention(
-            q,
-            k,
-            v,
-            Some(mask),
-            None,
-            AttentionModuleOptions {
-                // None means 1/sqrt(head_dim), the model's scale; an explicit one would make
-                // Burn's CubeCL backends skip the flash kernel.
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            },
-        );
+        let out = fused_attention(q, k, v, Some(mask), Causal::No);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([images, tokens, hidden]))
     }

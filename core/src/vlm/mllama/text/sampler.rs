@@ -1,6 +1,8 @@
 //! Choosing the next token from logits: greedy, or temperature + nucleus (top-p) sampling
 //! with a seeded generator, so a run repeats exactly on every backend.
 
+use crate::rng::SeededRng;
+
 /// How [`MllamaTextModel::generate`](super::MllamaTextModel::generate) picks tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampler {
@@ -40,7 +42,7 @@ impl Sampler {
     }
 
     /// The next token from one position's `logits` `[vocab]`.
-    pub(crate) fn pick(&self, logits: &[f32], rng: &mut SplitMix64) -> u32 {
+    pub(crate) fn pick(&self, logits: &[f32], rng: &mut SeededRng) -> u32 {
         if self.is_greedy() {
             return argmax(logits);
         }
@@ -84,36 +86,13 @@ pub(crate) fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
-/// SplitMix64: small, seedable and identical on every target (no dependency needed).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn greedy_takes_the_first_maximum() {
-        let mut rng = SplitMix64::new(0);
+        let mut rng = SeededRng::new(0);
         assert_eq!(Sampler::greedy().pick(&[0.0, 2.0, 2.0, -1.0], &mut rng), 1);
     }
 
@@ -122,12 +101,12 @@ mod tests {
         // Probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.5 leaves only the first token.
         let logits = [3.0, 2.0, 1.0, 0.0];
         let narrow = Sampler::new(1.0, 0.5, 7);
-        let mut rng = SplitMix64::new(narrow.seed);
+        let mut rng = SeededRng::new(narrow.seed);
         assert!((0..50).all(|_| narrow.pick(&logits, &mut rng) == 0));
 
         let wide = Sampler::new(1.0, 1.0, 7);
         let draw = |seed| {
-            let mut rng = SplitMix64::new(seed);
+            let mut rng = SeededRng::new(seed);
             (0..200)
                 .map(|_| wide.pick(&logits, &mut rng))
                 .collect::<Vec<_>>()
@@ -140,7 +119,7 @@ mod tests {
         );
         // top_p 0.8 keeps the first two (0.64 < 0.8 <= 0.88).
         let two = Sampler::new(1.0, 0.8, 3);
-        let mut rng = SplitMix64::new(3);
+        let mut rng = SeededRng::new(3);
         let picks: Vec<u32> = (0..200).map(|_| two.pick(&logits, &mut rng)).collect();
         assert!(picks.iter().all(|&id| id < 2) && picks.contains(&1));
     }

@@ -61,6 +61,35 @@ pub fn bilinear_weights(input: usize, output: usize) -> Vec<f32> {
     weights
 }
 
+/// A square `from x from` map resized to `to x to`: the separable bilinear resize of
+/// [`bilinear_weights`] (rows, then columns).
+pub fn resize_square(map: &[f32], from: usize, to: usize) -> Vec<f32> {
+    let weights = bilinear_weights(from, to);
+    // Rows: [to, from].
+    let mut rows = vec![0f32; to * from];
+    for (i, out) in rows.chunks_exact_mut(from).enumerate() {
+        for (y, &w) in weights[i * from..(i + 1) * from].iter().enumerate() {
+            if w != 0.0 {
+                for (o, &v) in out.iter_mut().zip(&map[y * from..(y + 1) * from]) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+    // Columns: [to, to].
+    let mut resized = vec![0f32; to * to];
+    for (row, out) in rows.chunks_exact(from).zip(resized.chunks_exact_mut(to)) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = weights[j * from..(j + 1) * from]
+                .iter()
+                .zip(row)
+                .map(|(w, v)| w * v)
+                .sum();
+        }
+    }
+    resized
+}
+
 /// `[n, height, width]` -> `[n, size[0], size[1]]`: PyTorch's
 /// `F.interpolate(x[:, None], size, mode="bilinear", align_corners=False, antialias=True)`,
 /// which is torchvision's `Resize(size)` on a float tensor. Separable: one matrix product per

@@ -13,35 +13,19 @@ use std::{collections::HashSet, io::Cursor};
 
 use image::{ImageFormat, RgbImage, imageops::FilterType};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use serde::{Deserialize, Serialize};
 
-use super::bundle::{BundleError, BundleFiles};
-use crate::{
-    align::{loss::teacher_row, resize::bilinear_weights, words::normalise_word},
-    data::TeacherMaps,
+use burn::tensor::Device;
+
+use super::{
+    files::BundleFiles,
+    manifest::{BundleError, BundleExample},
 };
+use crate::maps::WordMaps;
 
 /// The longest side, in pixels, of an example image in a bundle.
 pub const EXAMPLE_MAX_SIDE: u32 = 512;
 /// The name of the one tensor of an example's maps file.
 pub const MAPS_TENSOR: &str = "maps";
-
-/// One example image shipped in a bundle with the SD teacher's word maps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BundleExample {
-    pub id: String,
-    /// Bundle file name of the image (PNG), e.g. "example-<id>.png".
-    pub image: String,
-    /// The caption the teacher maps were extracted with.
-    pub caption: String,
-    /// Teacher words, in the order of the rows of the maps file.
-    pub words: Vec<String>,
-    /// Teacher map side S.
-    pub side: usize,
-    /// Bundle file name of the maps: a safetensors file with one f32 tensor "maps"
-    /// [words, S, S] in [0, 1].
-    pub maps: String,
-}
 
 /// An example to put into a bundle: a dataset sample's id, image and caption, and the
 /// teacher's maps of it (what `lavender extract` stored for that id).
@@ -50,7 +34,7 @@ pub struct ExampleInput {
     pub id: String,
     pub image: RgbImage,
     pub caption: String,
-    pub maps: TeacherMaps,
+    pub maps: WordMaps,
 }
 
 /// Bundle files as (name, bytes), in order.
@@ -72,7 +56,11 @@ pub(super) fn example_files(
         if !ids.insert(example.id.as_str()) {
             return Err(refuse("the id appears twice".into()));
         }
-        check_maps(&example.maps).map_err(refuse)?;
+        let values = example
+            .maps
+            .to_values()
+            .map_err(|error| refuse(error.to_string()))?;
+        check_values(&values).map_err(refuse)?;
         let (width, height) = example.image.dimensions();
         if width == 0 || height == 0 {
             return Err(refuse(format!("the image is {width}x{height}")));
@@ -87,30 +75,25 @@ pub(super) fn example_files(
         let image = format!("example-{stem}.png");
         let maps = format!("example-{stem}.maps.safetensors");
         files.push((image.clone(), png_bytes(&example.image).map_err(refuse)?));
-        files.push((maps.clone(), maps_bytes(&example.maps).map_err(refuse)?));
+        files.push((
+            maps.clone(),
+            maps_bytes(&example.maps, &values).map_err(refuse)?,
+        ));
         entries.push(BundleExample {
             id: example.id.clone(),
             image,
             caption: example.caption.clone(),
             words: example.maps.words.clone(),
-            side: example.maps.side,
+            side: example.maps.side(),
             maps,
         });
     }
     Ok((entries, files))
 }
 
-fn check_maps(maps: &TeacherMaps) -> Result<(), String> {
-    let expected = maps.words.len() * maps.side * maps.side;
-    if maps.side == 0 || maps.maps.len() != expected {
-        return Err(format!(
-            "{} map values for {} words of side {}, expected {expected}",
-            maps.maps.len(),
-            maps.words.len(),
-            maps.side
-        ));
-    }
-    if let Some(bad) = maps.maps.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+/// Teacher maps are min-max normalised: a value outside [0, 1] is not one.
+fn check_values(values: &[f32]) -> Result<(), String> {
+    if let Some(bad) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
         return Err(format!("a map value is {bad}, outside [0, 1]"));
     }
     Ok(())
@@ -159,17 +142,22 @@ fn png_bytes(image: &RgbImage) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn maps_bytes(maps: &TeacherMaps) -> Result<Vec<u8>, String> {
-    let data: Vec<u8> = maps.maps.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let shape = vec![maps.words.len(), maps.side, maps.side];
+/// `values` (those of `maps`) as a safetensors file with the one tensor [`MAPS_TENSOR`].
+fn maps_bytes(maps: &WordMaps, values: &[f32]) -> Result<Vec<u8>, String> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = vec![maps.words.len(), maps.side(), maps.side()];
     let view = TensorView::new(Dtype::F32, shape, &data).map_err(|error| error.to_string())?;
     safetensors::serialize([(MAPS_TENSOR, view)], None).map_err(|error| error.to_string())
 }
 
 impl BundleFiles {
-    /// The teacher maps of one example, checked against the entry (`[words, side, side]` f32);
-    /// errors name the file.
-    pub fn example_maps(&self, example: &BundleExample) -> Result<TeacherMaps, BundleError> {
+    /// The teacher maps of one example on `device`, checked against the entry (`[words, side,
+    /// side]` f32); errors name the file.
+    pub fn example_maps(
+        &self,
+        example: &BundleExample,
+        device: &Device,
+    ) -> Result<WordMaps, BundleError> {
         let path = self.label().join(&example.maps);
         let error = |reason: String| BundleError::Example {
             path: path.clone(),
@@ -203,77 +191,9 @@ impl BundleFiles {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        Ok(TeacherMaps {
-            words: example.words.clone(),
-            side: example.side,
-            maps,
-        })
+        WordMaps::from_values(example.words.clone(), example.side, maps, device)
+            .map_err(|e| error(e.to_string()))
     }
-}
-
-/// Row of `word` in the teacher's `words`: the same matching rule as training's alignment loss
-/// ([`teacher_row`]: punctuation and empty words never match) after the word is keyed as
-/// training keys the student's answer words ([`normalise_word`]: lower-cased, surrounding
-/// punctuation removed, so the explorer's `"Dog."` finds the teacher's `"dog"`).
-pub fn teacher_word_row(teacher_words: &[String], word: &str) -> Option<usize> {
-    teacher_row(teacher_words, &normalise_word(word))
-}
-
-/// Mean squared error between a student map (side `student_side`, row-major) and a teacher map
-/// (side `teacher_side`); when the sides differ the student map is resized bilinearly
-/// (align_corners = false, as torch's `F.interpolate` default, no antialiasing) to the
-/// teacher's side first. Pure CPU on slices: the browser calls it on read-back values. NaN when
-/// a side is 0 or a slice's length is not its side squared (nothing to compare).
-pub fn map_mse(student: &[f32], student_side: usize, teacher: &[f32], teacher_side: usize) -> f32 {
-    if student_side == 0
-        || teacher_side == 0
-        || student.len() != student_side * student_side
-        || teacher.len() != teacher_side * teacher_side
-    {
-        return f32::NAN;
-    }
-    let resized;
-    let student = if student_side == teacher_side {
-        student
-    } else {
-        resized = resize_square(student, student_side, teacher_side);
-        &resized
-    };
-    let sum: f64 = student
-        .iter()
-        .zip(teacher)
-        .map(|(&s, &t)| (f64::from(s) - f64::from(t)).powi(2))
-        .sum();
-    (sum / teacher.len() as f64) as f32
-}
-
-/// A square `from x from` map resized to `to x to`: the separable bilinear resize of
-/// [`bilinear_weights`] (rows, then columns).
-fn resize_square(map: &[f32], from: usize, to: usize) -> Vec<f32> {
-    let weights = bilinear_weights(from, to);
-    // Rows: [to, from].
-    let mut rows = vec![0f32; to * from];
-    for (i, out) in rows.chunks_exact_mut(from).enumerate() {
-        for (y, &w) in weights[i * from..(i + 1) * from].iter().enumerate() {
-            if w != 0.0 {
-                for (o, &v) in out.iter_mut().zip(&map[y * from..(y + 1) * from]) {
-                    *o += w * v;
-                }
-            }
-        }
-    }
-    // Columns: [to, to].
-    let mut resized = vec![0f32; to * to];
-    for (row, out) in rows.chunks_exact(from).zip(resized.chunks_exact_mut(to)) {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = weights[j * from..(j + 1) * from]
-                .iter()
-                .zip(row)
-                .map(|(w, v)| w * v)
-                .sum();
-        }
-    }
-    resized
 }
 
 #[cfg(test)]
@@ -284,69 +204,19 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
-    fn close(actual: f32, expected: f32) {
-        assert!(
-            (actual - expected).abs() < 1e-6,
-            "{actual} != {expected} (expected)"
-        );
-    }
-
-    #[test]
-    fn map_mse_of_maps_of_the_same_side() {
-        // Squared errors 1, 0, 0, 1.
-        close(map_mse(&[0., 1., 0., 1.], 2, &[1., 1., 0., 0.], 2), 0.5);
-        close(map_mse(&[0.25; 9], 3, &[0.75; 9], 3), 0.25);
-        assert!(map_mse(&[0.; 3], 2, &[0.; 4], 2).is_nan());
-        assert!(map_mse(&[], 0, &[], 0).is_nan());
-    }
-
-    /// `F.interpolate([[0, 4], [8, 12]], size=4, mode="bilinear", align_corners=False)`: output
-    /// pixel `i` reads the input at `max((i + 0.5) / 2 - 0.5, 0)` = 0, 0.25, 0.75, 1.25 (the
-    /// last clamped to 1), so the weights of the second input row / column are 0, 1/4, 3/4, 1
-    /// and the value at (i, j) is `8 r_i + 4 r_j`.
-    #[test]
-    fn map_mse_resizes_the_student_bilinearly_to_the_teacher() {
-        let student = [0., 4., 8., 12.];
-        #[rustfmt::skip]
-        let resized = [
-            0., 1., 3., 4.,
-            2., 3., 5., 6.,
-            6., 7., 9., 10.,
-            8., 9., 11., 12.,
-        ];
-        assert_eq!(resize_square(&student, 2, 4), resized);
-        close(map_mse(&student, 2, &resized, 4), 0.0);
-        // Against zeros: (26 + 74 + 266 + 410) / 16, the rows' sums of squares.
-        close(map_mse(&student, 2, &[0.; 16], 4), 48.5);
-        // Downscaling 4 -> 2 reads at 0.5 and 2.5: the means of the 2x2 blocks.
-        close(map_mse(&resized, 4, &[1.5, 4.5, 7.5, 10.5], 2), 0.0);
-    }
-
-    #[test]
-    fn teacher_words_match_as_training_matches_them() {
-        let teacher = strings(&["a", "brown", "dog", "-"]);
-        assert_eq!(teacher_word_row(&teacher, "dog"), Some(2));
-        assert_eq!(teacher_word_row(&teacher, "Dog"), Some(2));
-        assert_eq!(teacher_word_row(&teacher, "dog."), Some(2));
-        assert_eq!(teacher_word_row(&teacher, " BROWN,"), Some(1));
-        assert_eq!(teacher_word_row(&teacher, "dogs"), None);
-        assert_eq!(teacher_word_row(&teacher, "-"), None);
-        assert_eq!(teacher_word_row(&teacher, "."), None);
-        assert_eq!(teacher_word_row(&teacher, ""), None);
-        assert_eq!(teacher_word_row(&strings(&[""]), ""), None);
-    }
-
     fn input(id: &str, words: &[&str], side: usize) -> ExampleInput {
         let count = words.len() * side * side;
         ExampleInput {
             id: id.into(),
             image: RgbImage::from_fn(4, 2, |x, y| image::Rgb([x as u8 * 60, y as u8 * 60, 7])),
             caption: words.join(" "),
-            maps: TeacherMaps {
-                words: strings(words),
+            maps: WordMaps::from_values(
+                strings(words),
                 side,
-                maps: (0..count).map(|i| i as f32 / count as f32).collect(),
-            },
+                (0..count).map(|i| i as f32 / count as f32).collect(),
+                &Device::flex(),
+            )
+            .unwrap(),
         }
     }
 
@@ -371,7 +241,12 @@ mod tests {
         assert_eq!(entries[1].image, "example-a_1.jpg-1.png");
         let files = bundle(files);
         for (entry, example) in entries.iter().zip(&examples) {
-            assert_eq!(files.example_maps(entry).unwrap(), example.maps);
+            let shipped = files.example_maps(entry, &Device::flex()).unwrap();
+            assert_eq!(shipped.words, example.maps.words);
+            assert_eq!(
+                shipped.to_values().unwrap(),
+                example.maps.to_values().unwrap()
+            );
             let png = image::load_from_memory(files.get(&entry.image).unwrap()).unwrap();
             assert_eq!(png.to_rgb8(), example.image);
         }
@@ -388,11 +263,11 @@ mod tests {
 
     #[test]
     fn bad_examples_are_refused_by_id() {
-        let mut short = input("short", &["sky"], 2);
-        short.maps.maps.pop();
-        let error = example_files(&[short]).unwrap_err().to_string();
+        let mut loud = input("loud", &["sky"], 2);
+        loud.maps.maps = loud.maps.maps.mul_scalar(2.0);
+        let error = example_files(&[loud]).unwrap_err().to_string();
         assert!(
-            error.contains("`short`") && error.contains("expected 4"),
+            error.contains("`loud`") && error.contains("outside [0, 1]"),
             "{error}"
         );
         let error = example_files(&[input("x", &["a"], 1), input("x", &["b"], 1)])
@@ -406,7 +281,10 @@ mod tests {
         let (mut entries, files) = example_files(&[input("sky", &["blue", "sky"], 2)]).unwrap();
         let files = bundle(files);
         entries[0].side = 3;
-        let error = files.example_maps(&entries[0]).unwrap_err().to_string();
+        let error = files
+            .example_maps(&entries[0], &Device::flex())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("bundle/example-sky.maps.safetensors")
                 && error.contains("[2, 2, 2]")
@@ -414,7 +292,10 @@ mod tests {
             "{error}"
         );
         entries[0].maps = "nothing.safetensors".into();
-        let error = files.example_maps(&entries[0]).unwrap_err().to_string();
+        let error = files
+            .example_maps(&entries[0], &Device::flex())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("bundle/nothing.safetensors: missing"),
             "{error}"

@@ -1,27 +1,35 @@
-//! What the browser explorer shows: every word of the prompt and of a generated answer, and
-//! each word's map on the image grid for a chosen cross-attention layer and head (or their
-//! mean, or their maximum). As in training (`align::loss`, decision D6), a token's map is read at the position
-//! that predicts it (the one before it); a word's map is the mean of its tokens' maps,
-//! min-max normalised. Unlike [`Mllama::answer_word_maps`], repeated words stay separate: each
-//! occurrence is its own button.
+//! What the browser explorer shows: every word of the prompt and of a generated answer, and each
+//! word's map on the image grid for a chosen cross-attention layer and head (or their mean, or
+//! their maximum). As in training (`align::loss`; `docs/method.md`, "Word keying"), a token's map
+//! is read at the position that predicts it (the one before it); a word's map is the mean of its
+//! tokens' maps, min-max normalised. Unlike [`Mllama::answer_word_maps`], repeated words stay
+//! separate: each occurrence is its own button.
 //!
 //! Besides those plain attention maps, [`Mllama::sequence_word_maps_aggregated`] gives a
 //! word's map as training's alignment loss sees it: all layers combined by one of the
 //! [`Aggregation`]s (the trained Aligner's, when the bundle carries it).
 //!
 //! Nothing here reads a tensor back: the caller reads the maps (asynchronously in a browser).
+//!
+//! A whole answer's maps for the CLI's `attend` are [`answer`]'s.
+
+pub mod answer;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::student::{Mllama, Prepared, per_layer_attention};
 use crate::{
     align::{
         aligner::Aligner,
         grid::{GridMode, attention_to_grid},
+        student::TextToImageAttention,
         student_maps::{Aggregation, StudentMapsError, token_maps},
+        words::word_spans,
     },
-    sd::words::mean_rows_normalised,
-    vlm::{TextToImageAttention, mllama::text::KvCache},
+    maps::normalise::mean_rows_normalised,
+    vlm::mllama::{
+        student::{Mllama, Prepared, per_layer_attention},
+        text::KvCache,
+    },
 };
 
 /// Which part of the conversation a word comes from.
@@ -287,33 +295,17 @@ fn find_text_tokens(texts: &[String], text: &str) -> Option<std::ops::Range<usiz
     Some(first..last + 1)
 }
 
-/// Words of consecutive token `texts` (the first at sequence position `offset`): a token whose
-/// text starts with whitespace opens a word, as Llama-3's byte-level BPE marks word starts;
-/// tokens without visible text belong to none.
+/// Words of consecutive token `texts` (the first at sequence position `offset`), cut by the
+/// rule training uses ([`word_spans`]); each occurrence stays its own word.
 fn group_occurrences(texts: &[String], offset: usize, source: WordSource) -> Vec<SequenceWord> {
-    let mut words: Vec<SequenceWord> = Vec::new();
-    let mut open = false;
-    for (index, text) in texts.iter().enumerate() {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            open = false;
-            continue;
-        }
-        let position = offset + index;
-        match words.last_mut() {
-            Some(word) if open && !text.starts_with(char::is_whitespace) => {
-                word.text.push_str(trimmed);
-                word.positions.push(position);
-            }
-            _ => words.push(SequenceWord {
-                text: trimmed.to_string(),
-                source,
-                positions: vec![position],
-            }),
-        }
-        open = true;
-    }
-    words
+    word_spans(texts)
+        .into_iter()
+        .map(|span| SequenceWord {
+            text: span.text,
+            source,
+            positions: span.tokens.iter().map(|&index| offset + index).collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -435,7 +427,7 @@ mod tests {
                 .collect();
             let min = mean.iter().copied().fold(f32::MAX, f32::min);
             let max = mean.iter().copied().fold(f32::MIN, f32::max);
-            let range = max - min + crate::sd::words::NORMALISE_EPS;
+            let range = max - min + crate::maps::normalise::NORMALISE_EPS;
             out.extend(mean.iter().map(|v| (v - min) / range));
         }
         out

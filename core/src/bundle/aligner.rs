@@ -13,54 +13,18 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
 
-use super::bundle::{BundleError, BundleFiles, MANIFEST_FILE, Manifest};
+use super::{
+    files::BundleFiles,
+    manifest::{BundleAligner, BundleError, MANIFEST_FILE, Manifest},
+};
 use crate::{
-    align::aligner::{Aligner, AlignerActivation, AlignerConfig, AlignerDepth},
+    align::aligner::{Aligner, AlignerActivation, AlignerDepth},
     weights::Weights,
 };
 
 /// The bundle file of the Aligner.
 pub const ALIGNER_FILE: &str = "aligner.safetensors";
-
-/// The trained Aligner a bundle may carry; its tensors are in [`ALIGNER_FILE`] (the names
-/// `train` writes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BundleAligner {
-    /// Bundle file name of the tensors ([`ALIGNER_FILE`]).
-    pub file: String,
-    /// Input channels: the model's cross-attention heads.
-    pub heads: usize,
-    /// Channels of its 3x3 convs.
-    pub hidden: usize,
-    /// "light" | "sim" | "deep" ([`AlignerDepth::id`]).
-    pub depth: String,
-    /// "relu6" | "leaky-relu" ([`AlignerActivation::id`]).
-    pub activation: String,
-}
-
-impl BundleAligner {
-    /// The configuration that loads the file; `Err` says which field holds an unknown name.
-    pub fn config(&self) -> Result<AlignerConfig, String> {
-        let depth = AlignerDepth::from_id(&self.depth).ok_or_else(|| {
-            format!(
-                "aligner depth `{}` is not light, sim or deep (written by a newer lavender?)",
-                self.depth
-            )
-        })?;
-        let activation = AlignerActivation::from_id(&self.activation).ok_or_else(|| {
-            format!(
-                "aligner activation `{}` is not relu6 or leaky-relu (written by a newer lavender?)",
-                self.activation
-            )
-        })?;
-        Ok(AlignerConfig::new(self.heads)
-            .with_hidden(self.hidden)
-            .with_depth(depth)
-            .with_activation(activation))
-    }
-}
 
 /// An Aligner to put into a bundle: the bytes of a training run's `aligner.safetensors`, the
 /// activation it was trained with (`train` always uses [`AlignerActivation::Relu6`]), and
@@ -171,6 +135,7 @@ impl BundleFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::align::aligner::AlignerConfig;
     use crate::testing::device;
 
     fn input(heads: usize, depth: AlignerDepth) -> AlignerInput {

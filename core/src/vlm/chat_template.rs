@@ -1,0 +1,297 @@
+//! Hugging Face chat templates rendered as transformers' `apply_chat_template` renders them:
+//! where a model folder keeps its template, and a minijinja environment with the Jinja options
+//! and the Python string methods and `tojson` that templates written for Python rely on. Any
+//! student family with a chat template uses it.
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, ErrorKind, Value};
+
+use crate::weights::{FileSource, LoadError};
+
+/// The name the template is registered under (and its key in the config files).
+pub(crate) const TEMPLATE_NAME: &str = "chat_template";
+
+/// The template source and the file it came from.
+pub(crate) fn find_chat_template(
+    source: &FileSource<'_>,
+    tokenizer_config: Option<&serde_json::Value>,
+) -> Result<(String, std::path::PathBuf), LoadError> {
+    let json = "chat_template.json";
+    if source.has(json) {
+        let value: serde_json::Value = source.json(json)?;
+        if let Some(template) = value.get(TEMPLATE_NAME).and_then(pick_template) {
+            return Ok((template, source.path(json)));
+        }
+    }
+    if let Some(template) = tokenizer_config
+        .and_then(|config| config.get(TEMPLATE_NAME))
+        .and_then(pick_template)
+    {
+        return Ok((template, source.path("tokenizer_config.json")));
+    }
+    let jinja = "chat_template.jinja";
+    Ok((source.text(jinja)?, source.path(jinja)))
+}
+
+/// A template string, or the `default` (else first) of a list of `{name, template}`.
+fn pick_template(value: &serde_json::Value) -> Option<String> {
+    if let Some(template) = value.as_str() {
+        return Some(template.to_string());
+    }
+    let named = value.as_array()?;
+    let default = named
+        .iter()
+        .find(|entry| entry.get("name").and_then(|n| n.as_str()) == Some("default"))
+        .or_else(|| named.first())?;
+    Some(default.get("template")?.as_str()?.to_string())
+}
+
+/// A minijinja environment configured as transformers' `_compile_jinja_template`
+/// (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`, a `tojson` that does not
+/// escape HTML), with Python's `str.strip` for `trim` and a few Python methods templates call.
+pub(crate) fn template_environment(
+    source: String,
+) -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()?,
+    );
+    env.add_filter("trim", |value: &str, chars: Option<&str>| {
+        python_strip(value, chars, true, true)
+    });
+    env.add_filter("tojson", tojson);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<Value, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+        },
+    );
+    env.set_unknown_method_callback(python_method);
+    env.add_template_owned(TEMPLATE_NAME, source)?;
+    Ok(env)
+}
+
+/// The error with its cause chain (minijinja puts template details in the source).
+pub(crate) fn describe(error: &minijinja::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Python's `str.isspace` (Rust's `char::is_whitespace` lacks the separators U+001C..U+001F).
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `str.strip` / `lstrip` / `rstrip` with optional characters.
+fn python_strip(value: &str, chars: Option<&str>, left: bool, right: bool) -> String {
+    let strip = |c: char| match chars {
+        Some(chars) => chars.contains(c),
+        None => python_space(c),
+    };
+    let mut text = value;
+    if left {
+        text = text.trim_start_matches(strip);
+    }
+    if right {
+        text = text.trim_end_matches(strip);
+    }
+    text.to_string()
+}
+
+/// Python methods chat templates call on strings and dicts.
+fn python_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    use minijinja::value::from_args;
+    if let Some(text) = value.as_str() {
+        match method {
+            "strip" | "lstrip" | "rstrip" => {
+                let (chars,): (Option<&str>,) = from_args(args)?;
+                let (left, right) = (method != "rstrip", method != "lstrip");
+                return Ok(Value::from(python_strip(text, chars, left, right)));
+            }
+            "startswith" | "endswith" => {
+                let (affix,): (&str,) = from_args(args)?;
+                let hit = if method == "startswith" {
+                    text.starts_with(affix)
+                } else {
+                    text.ends_with(affix)
+                };
+                return Ok(Value::from(hit));
+            }
+            "lower" => return Ok(Value::from(text.to_lowercase())),
+            "upper" => return Ok(Value::from(text.to_uppercase())),
+            _ => {}
+        }
+    } else if value.kind() == ValueKind::Map {
+        match method {
+            "items" => {
+                let () = from_args(args)?;
+                return state.apply_filter("items", std::slice::from_ref(value));
+            }
+            "keys" | "values" => {
+                let () = from_args(args)?;
+                let keys = value.try_iter()?;
+                return Ok(if method == "keys" {
+                    Value::from_iter(keys)
+                } else {
+                    Value::from_iter(keys.map(|key| value.get_item(&key).unwrap_or_default()))
+                });
+            }
+            "get" => {
+                let (key, default): (Value, Option<Value>) = from_args(args)?;
+                let found = value.get_item(&key)?;
+                return Ok(if found.is_undefined() {
+                    default.unwrap_or(Value::from(()))
+                } else {
+                    found
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(minijinja::Error::new(
+        ErrorKind::UnknownMethod,
+        format!("{} has no method named {method}", value.kind()),
+    ))
+}
+
+/// transformers' `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, so `", "` / `": "` separators, keys in insertion order
+/// and no HTML escaping.
+fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let separators = match separators {
+        Some(pair) => match <[String; 2]>::try_from(pair) {
+            Ok([item, key]) => Some((item, key)),
+            Err(_) => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson separators must be (item, key)",
+                ));
+            }
+        },
+        None => None,
+    };
+    let (item, key) = separators.unwrap_or_else(|| {
+        // Python drops the space after "," when indenting.
+        let item = if indent.is_some() { "," } else { ", " };
+        (item.to_string(), ": ".to_string())
+    });
+    let style = JsonStyle {
+        indent,
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        sort_keys: sort_keys.unwrap_or(false),
+        item,
+        key,
+    };
+    let mut out = String::new();
+    style.write(value, 0, &mut out)?;
+    Ok(out)
+}
+
+struct JsonStyle {
+    indent: Option<usize>,
+    ensure_ascii: bool,
+    sort_keys: bool,
+    item: String,
+    key: String,
+}
+
+impl JsonStyle {
+    fn write(&self, value: &Value, depth: usize, out: &mut String) -> Result<(), minijinja::Error> {
+        match value.kind() {
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Number => out.push_str(&value.to_string()),
+            ValueKind::String => self.string(value.as_str().unwrap_or_default(), out),
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = value.try_iter()?.collect();
+                self.container(out, depth, '[', ']', &items, |item, out| {
+                    self.write(item, depth + 1, out)
+                })?;
+            }
+            ValueKind::Map => {
+                let mut keys: Vec<Value> = value.try_iter()?.collect();
+                if self.sort_keys {
+                    keys.sort();
+                }
+                self.container(out, depth, '{', '}', &keys, |key, out| {
+                    self.string(&key.to_string(), out);
+                    out.push_str(&self.key);
+                    self.write(&value.get_item(key)?, depth + 1, out)
+                })?;
+            }
+            _ => self.string(&value.to_string(), out),
+        }
+        Ok(())
+    }
+
+    fn container(
+        &self,
+        out: &mut String,
+        depth: usize,
+        open: char,
+        close: char,
+        items: &[Value],
+        mut each: impl FnMut(&Value, &mut String) -> Result<(), minijinja::Error>,
+    ) -> Result<(), minijinja::Error> {
+        out.push(open);
+        if items.is_empty() {
+            out.push(close);
+            return Ok(());
+        }
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&self.item);
+            }
+            if let Some(indent) = self.indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent * (depth + 1)));
+            }
+            each(item, out)?;
+        }
+        if let Some(indent) = self.indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent * depth));
+        }
+        out.push(close);
+        Ok(())
+    }
+
+    fn string(&self, text: &str, out: &mut String) {
+        // serde_json escapes what Python's json.dumps escapes when ensure_ascii is off.
+        let escaped = serde_json::to_string(text).unwrap_or_default();
+        if !self.ensure_ascii {
+            out.push_str(&escaped);
+            return;
+        }
+        for c in escaped.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+}

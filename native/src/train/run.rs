@@ -1,0 +1,574 @@
+//! One training run of `lavender train`, one step a function: open the devices, read the data,
+//! start or resume (model, optimiser, checkpoint), then optimiser steps with their metrics,
+//! evaluations and checkpoints, and at the end the plot, the exported adapter and the report.
+//!
+//! The command (`commands::train`) resolves the flags into a [`TrainConfig`] and the run
+//! folder; everything after that is here.
+
+use std::{path::Path, time::Instant};
+
+use anyhow::Context;
+use burn::{optim::ModuleOptimizer, tensor::Device};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use lavender_core::{
+    adapters::lora::{apply_lora, export_peft, load_peft_factors},
+    align::{
+        aligner::{AlignerActivation, AlignerConfig, AlignerDepth},
+        loss::{LavenderLoss, LossConfig},
+    },
+    data::{
+        Conversation, DataSpec, EpochShuffler, Holdout, ImageLoader, TeacherMapsIndex,
+        dataset_fingerprint, split_holdout,
+    },
+    maps::WordMaps,
+    vlm::mllama::student::Mllama,
+};
+
+use super::{
+    checkpoint::{self, Checkpoints, TrainState},
+    config::{DepthArg, PrecisionArg, TrainConfig},
+    guard::check_finite,
+    parallel::{DataParallel, SampleInput, StepSettings},
+    run_dir::{MetricsLog, MetricsRecord, RunDir, Split},
+    trainer::{LossValues, Trainable, sample_loss, teacher_word_maps},
+};
+use crate::{
+    device::DeviceList,
+    output::{write_atomically, write_folder_atomically},
+};
+
+/// Trains `config` on `devices`: in `existing` (a run being resumed, whose `config.toml`
+/// gave `config`) or in a new run folder `out`.
+pub fn run(
+    devices: &DeviceList,
+    existing: Option<RunDir>,
+    config: TrainConfig,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    // Idle devices would hold a model copy for nothing: refuse rather than waste them.
+    anyhow::ensure!(
+        config.batch >= devices.specs().len(),
+        "--batch {} is smaller than the {} devices ({devices}): every device needs at least \
+         one sample per step; raise --batch or list fewer devices",
+        config.batch,
+        devices.specs().len()
+    );
+    // Every device is opened before a new run folder is created, so a device that cannot be
+    // used leaves nothing behind.
+    let opened = open_devices(devices, config.precision, config.seed)?;
+    let resuming = existing.is_some();
+    let run_dir = match existing {
+        Some(run_dir) => run_dir,
+        None => RunDir::create(out.expect("clap requires --out"))?,
+    };
+    let data = TrainingData::read(&config)?;
+    let config = data.complete(config);
+    if !resuming {
+        run_dir.write_config(&config)?;
+    }
+    tracing::info!(
+        "{} training and {} held-out samples; {} training samples have no teacher maps (cross-entropy only)",
+        data.holdout.train.len(),
+        data.holdout.eval.len(),
+        data.missing
+    );
+    let mut session = Session::start(config, data, run_dir, &opened, resuming)?;
+    if opened.len() > 1 {
+        eprintln!(
+            "data-parallel over {devices}: {} samples per step",
+            session.config.batch
+        );
+    }
+    while session.state.step < session.config.max_steps {
+        session.step()?;
+    }
+    session.finish()
+}
+
+/// The training devices, opened (with autodiff) in `precision` and seeded with `seed`.
+fn open_devices(
+    devices: &DeviceList,
+    precision: PrecisionArg,
+    seed: u64,
+) -> anyhow::Result<Vec<Device>> {
+    let opened = devices
+        .specs()
+        .iter()
+        .map(|spec| {
+            let device = match precision {
+                PrecisionArg::F32 => spec.open(),
+                PrecisionArg::Bf16 => spec.open_with_float(burn::tensor::FloatDType::BF16),
+            };
+            Ok(device
+                .with_context(|| format!("cannot open training device {spec}"))?
+                .autodiff())
+        })
+        .collect::<anyhow::Result<Vec<Device>>>()?;
+    // Seeded after every device is open: opening runs a probe, which must not move the RNG.
+    for device in &opened {
+        device.seed(seed);
+    }
+    Ok(opened)
+}
+
+/// The samples of a run, split the same way on every (re)start, and its teacher maps.
+struct TrainingData {
+    holdout: Holdout,
+    /// Identifies the training samples in order, saved with checkpoints.
+    fingerprint: String,
+    teacher: Option<TeacherMapsIndex>,
+    /// Training samples without teacher maps.
+    missing: usize,
+}
+
+impl TrainingData {
+    fn read(config: &TrainConfig) -> anyhow::Result<Self> {
+        let spec: DataSpec = config
+            .data
+            .parse()
+            .map_err(|error| anyhow::anyhow!("--data {}: {error}", config.data))?;
+        let conversations = spec
+            .read_conversations()
+            .with_context(|| format!("cannot read {}", config.data))?;
+        anyhow::ensure!(!conversations.is_empty(), "{} has no samples", config.data);
+        let holdout = split_holdout(conversations, config.eval_fraction, config.seed)
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            !holdout.train.is_empty(),
+            "no training samples are left after holding out {} for evaluation",
+            config.eval_fraction
+        );
+        let fingerprint = dataset_fingerprint(holdout.train.iter().map(|c| c.id.as_str()));
+        let teacher = match &config.teacher_maps {
+            Some(dir) => Some(
+                TeacherMapsIndex::open(dir)
+                    .with_context(|| format!("cannot open the teacher maps {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let missing = teacher.as_ref().map_or(holdout.train.len(), |index| {
+            index.count_missing(holdout.train.iter().map(|c| c.teacher_id.as_str()))
+        });
+        Ok(Self {
+            holdout,
+            fingerprint,
+            teacher,
+            missing,
+        })
+    }
+
+    /// `config` with what the data decides: the sample counts and, unless given, the steps.
+    fn complete(&self, mut config: TrainConfig) -> TrainConfig {
+        config.train_samples = self.holdout.train.len();
+        config.eval_samples_held_out = self.holdout.eval.len();
+        if config.max_steps == 0 {
+            config.max_steps =
+                (config.epochs * self.holdout.train.len()).div_ceil(config.batch) as u64;
+        }
+        config
+    }
+
+    /// A sample's image and teacher maps, read on the main thread; the maps become tensors on
+    /// the device that processes the sample.
+    fn read_sample(
+        &self,
+        sample: &Conversation,
+        images: &mut ImageLoader,
+    ) -> anyhow::Result<(RgbImage, Option<WordMaps>)> {
+        let image = images
+            .load(&sample.image)
+            .with_context(|| format!("sample {}: image {}", sample.id, sample.image))?
+            .to_rgb8();
+        let maps = match &self.teacher {
+            Some(index) => index
+                .get(&sample.teacher_id, &Device::flex())
+                .with_context(|| format!("the teacher maps of {}", sample.teacher_id))?,
+            None => None,
+        };
+        Ok((image, maps))
+    }
+}
+
+/// A run in progress: the model on its devices, the optimiser, where the run stands, and
+/// where its outputs go.
+struct Session {
+    config: TrainConfig,
+    data: TrainingData,
+    run_dir: RunDir,
+    /// The main device: the optimiser's, evaluation's and the checkpoints'.
+    device: Device,
+    parallel: DataParallel,
+    optimizer: ModuleOptimizer,
+    checkpoints: Checkpoints,
+    state: TrainState,
+    metrics: MetricsLog,
+    order: EpochShuffler,
+    loss_config: LossConfig,
+    images: ImageLoader,
+    progress: ProgressBar,
+    /// Samples trained in this session, and those of them without teacher maps.
+    seen: usize,
+    without_maps: usize,
+}
+
+impl Session {
+    /// A fresh model and optimiser, or the latest checkpoint's when resuming.
+    fn start(
+        config: TrainConfig,
+        data: TrainingData,
+        run_dir: RunDir,
+        devices: &[Device],
+        resuming: bool,
+    ) -> anyhow::Result<Self> {
+        let device = devices[0].clone();
+        let mut trainable = build_trainable(&config, &device)?;
+        let mut optimizer = config.optimizer();
+        let checkpoints = Checkpoints::new(run_dir.checkpoints_dir(), config.keep_checkpoints);
+        let mut state = TrainState {
+            step: 0,
+            epoch: 0,
+            data_position: Default::default(),
+            data_fingerprint: data.fingerprint.clone(),
+            seed: config.seed,
+            rng_state: config.seed,
+            lr: config.lr,
+            best_eval_loss: None,
+            last_train_loss: None,
+            last_eval_loss: None,
+        };
+        if resuming {
+            match checkpoints.latest()? {
+                Some(latest) => {
+                    let loaded = checkpoint::load(
+                        &latest,
+                        trainable,
+                        optimizer,
+                        config.checkpoint_filter(),
+                    )?;
+                    trainable = loaded.module;
+                    optimizer = loaded.optimizer;
+                    state = loaded.state;
+                    anyhow::ensure!(
+                        state.data_fingerprint == data.fingerprint,
+                        "the training data changed since {} was written: resuming would not continue the same run",
+                        latest.display()
+                    );
+                    eprintln!(
+                        "resuming {} from step {}",
+                        run_dir.path().display(),
+                        state.step
+                    );
+                }
+                None => eprintln!(
+                    "{} has no checkpoint yet: starting from step 0",
+                    run_dir.path().display()
+                ),
+            }
+        }
+        // After the checkpoint is loaded: the replicas take its parameter ids and values.
+        let parallel = DataParallel::new(trainable, devices)?;
+        let metrics = run_dir.metrics(resuming.then_some(state.step))?;
+        let order =
+            EpochShuffler::resume(data.holdout.train.len(), config.seed, state.data_position)
+                .map_err(anyhow::Error::msg)?;
+        let progress = ProgressBar::new(config.max_steps).with_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta} left) {msg}",
+            )
+            .expect("a valid template"),
+        );
+        progress.set_position(state.step);
+        Ok(Self {
+            loss_config: config.loss(),
+            config,
+            data,
+            run_dir,
+            device,
+            parallel,
+            optimizer,
+            checkpoints,
+            state,
+            metrics,
+            order,
+            images: ImageLoader::default(),
+            progress,
+            seen: 0,
+            without_maps: 0,
+        })
+    }
+
+    /// One optimiser step over the next `--batch` samples, its metrics, and the evaluation and
+    /// checkpoint that are due after it.
+    fn step(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        // The epoch of the batch's first sample (StepLR's), the same whether or not the run
+        // was resumed at an epoch's end.
+        let epoch = self.order.next_epoch();
+        let lr = self.config.lr_at(epoch);
+        let mean = self.optimise(lr)?;
+        self.state.step += 1;
+        self.state.epoch = self.order.position().epoch;
+        self.state.data_position = self.order.position();
+        self.state.lr = lr;
+        let samples_per_s = self.config.batch as f64 / started.elapsed().as_secs_f64();
+        self.state.last_train_loss = Some(mean.total);
+        self.metrics.append(mean.record(
+            self.state.step,
+            epoch,
+            Split::Train,
+            lr,
+            samples_per_s,
+        ))?;
+        self.progress.set_message(format!(
+            "ce {:.4} align {:.4} words {:.1} | {samples_per_s:.2} samples/s",
+            mean.ce, mean.align, mean.matched
+        ));
+        self.progress.inc(1);
+
+        let last = self.state.step == self.config.max_steps;
+        let eval_due = last
+            || (self.config.eval_every > 0
+                && self.state.step.is_multiple_of(self.config.eval_every));
+        if !self.data.holdout.eval.is_empty() && eval_due {
+            self.evaluate(epoch, lr)?;
+        }
+        if last || self.state.step.is_multiple_of(self.config.checkpoint_every) {
+            self.checkpoints.save(
+                self.parallel.main(),
+                &self.optimizer,
+                &self.state,
+                self.config.checkpoint_filter(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next batch and takes one optimiser step at `lr` on it; the batch's mean losses.
+    fn optimise(&mut self, lr: f64) -> anyhow::Result<Mean> {
+        let mut inputs = Vec::with_capacity(self.config.batch);
+        for _ in 0..self.config.batch {
+            let index = self.order.next().expect("a non-empty dataset never ends");
+            let sample = &self.data.holdout.train[index];
+            let (image, maps) = self.data.read_sample(sample, &mut self.images)?;
+            inputs.push(SampleInput {
+                sample,
+                image,
+                maps,
+            });
+        }
+        let step_number = self.state.step + 1;
+        let checkpoints = self.checkpoints.dir();
+        let check = |sample: &Conversation, values: &LossValues| {
+            check_finite(step_number, values.ce, values.align).map_err(|error| {
+                anyhow::anyhow!(
+                    "{error} (sample {}); the run stopped, its last good checkpoint is kept in {}",
+                    sample.id,
+                    checkpoints.display()
+                )
+            })
+        };
+        let settings = StepSettings {
+            loss: &self.loss_config,
+            map_size: self.config.map_size,
+            batch: self.config.batch,
+            check: &check,
+        };
+        let mut sums = Sums::default();
+        for values in self
+            .parallel
+            .step(inputs, &settings, &mut self.optimizer, lr)?
+        {
+            self.seen += 1;
+            self.without_maps += usize::from(!values.has_maps);
+            sums.add(values);
+        }
+        Ok(sums.mean())
+    }
+
+    /// Mean losses over (at most `--eval-samples`) held-out samples on the main device, no
+    /// backward pass; recorded in the metrics and the state.
+    fn evaluate(&mut self, epoch: usize, lr: f64) -> anyhow::Result<()> {
+        let mut sums = Sums::default();
+        let limit = self.config.eval_samples.max(1);
+        for sample in self.data.holdout.eval.iter().take(limit) {
+            let (image, maps) = self.data.read_sample(sample, &mut self.images)?;
+            let teacher = teacher_word_maps(maps, self.config.map_size, &self.device)?;
+            let (_, values): (LavenderLoss, LossValues) = sample_loss(
+                self.parallel.main(),
+                sample,
+                &image,
+                &teacher,
+                &self.loss_config,
+            )?;
+            sums.add(values);
+        }
+        let eval = sums.mean();
+        self.state.last_eval_loss = Some(eval.total);
+        if self
+            .state
+            .best_eval_loss
+            .is_none_or(|best| eval.total < best)
+        {
+            self.state.best_eval_loss = Some(eval.total);
+        }
+        self.metrics
+            .append(eval.record(self.state.step, epoch, Split::Eval, lr, 0.0))
+    }
+
+    /// The loss plot, the exported adapter and Aligner, and the report.
+    fn finish(self) -> anyhow::Result<()> {
+        self.progress.finish_and_clear();
+        self.run_dir.write_loss_plot(self.metrics.records())?;
+        export(&self.run_dir, self.parallel.main(), &self.config)?;
+        println!(
+            "trained {} steps ({}): {}",
+            self.state.step,
+            if self.config.lambda > 0.0 && self.config.teacher_maps.is_some() {
+                "Lavender"
+            } else {
+                "plain SFT"
+            },
+            self.run_dir.path().display()
+        );
+        if let Some(loss) = self.state.last_train_loss {
+            println!("  last training loss {loss:.4}");
+        }
+        if let Some(loss) = self.state.last_eval_loss {
+            println!("  held-out loss {loss:.4}");
+        }
+        if self.without_maps > 0 {
+            println!(
+                "  {} of the {} samples trained in this session had no teacher maps \
+                 (cross-entropy only)",
+                self.without_maps, self.seen
+            );
+        }
+        println!(
+            "  metrics {}, plot {}",
+            self.run_dir.metrics_path().display(),
+            self.run_dir.loss_plot_path().display()
+        );
+        Ok(())
+    }
+}
+
+/// Sums of sample losses, for their mean over a step or an evaluation.
+#[derive(Debug, Default)]
+struct Sums {
+    ce: f64,
+    align: f64,
+    total: f64,
+    matched: f64,
+    count: usize,
+}
+
+#[derive(Debug)]
+struct Mean {
+    ce: f64,
+    align: f64,
+    total: f64,
+    matched: f64,
+}
+
+impl Sums {
+    fn add(&mut self, values: LossValues) {
+        self.ce += values.ce;
+        self.align += values.align;
+        self.total += values.total;
+        self.matched += values.matched as f64;
+        self.count += 1;
+    }
+
+    fn mean(&self) -> Mean {
+        let n = self.count.max(1) as f64;
+        Mean {
+            ce: self.ce / n,
+            align: self.align / n,
+            total: self.total / n,
+            matched: self.matched / n,
+        }
+    }
+}
+
+impl Mean {
+    fn record(
+        &self,
+        step: u64,
+        epoch: usize,
+        split: Split,
+        lr: f64,
+        samples_per_s: f64,
+    ) -> MetricsRecord {
+        MetricsRecord {
+            step,
+            epoch,
+            split,
+            ce: self.ce,
+            align: self.align,
+            total: self.total,
+            matched_words: self.matched,
+            lr,
+            samples_per_s,
+        }
+    }
+}
+
+/// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
+fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
+    let mut student = Mllama::load(&config.vlm, None, device)
+        .with_context(|| format!("cannot load the model from {}", config.vlm.display()))?;
+    if !config.full {
+        student = student.try_map_model(|model| {
+            let model = apply_lora(model, &config.lora)?;
+            match &config.adapter {
+                Some(adapter) => load_peft_factors(model, adapter),
+                None => Ok(model),
+            }
+        })?;
+    }
+    let heads = student.model.config.text_config.num_attention_heads;
+    let aligner = AlignerConfig::new(heads)
+        .with_depth(match config.aligner_depth {
+            DepthArg::Light => AlignerDepth::Light,
+            DepthArg::Sim => AlignerDepth::Sim,
+            DepthArg::Deep => AlignerDepth::Deep,
+        })
+        .with_activation(AlignerActivation::Relu6)
+        .init(device);
+    Ok(Trainable { student, aligner })
+}
+
+/// `adapter/` (PEFT) for a LoRA run and `aligner.safetensors`, each written atomically.
+fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyhow::Result<()> {
+    if !config.full {
+        let peft = export_peft(
+            &trainable.student.model,
+            &config.lora,
+            Some(&config.vlm.display().to_string()),
+        )?;
+        write_folder_atomically(
+            &run_dir.path().join("adapter"),
+            [
+                ("adapter_config.json", peft.adapter_config_json.as_bytes()),
+                (
+                    "adapter_model.safetensors",
+                    &peft.adapter_model_safetensors[..],
+                ),
+            ],
+        )?;
+    }
+    let aligner = trainable
+        .aligner
+        .to_safetensors()
+        .map_err(|error| anyhow::anyhow!("cannot serialise the Aligner: {error}"))?;
+    write_atomically(&run_dir.path().join("aligner.safetensors"), &aligner)?;
+    if config.full {
+        // No Hugging Face export of a whole model yet: its weights are the checkpoint's.
+        eprintln!(
+            "note: the fine-tuned weights are in the last checkpoint's model.bpk \
+             (no Hugging Face export of a full fine-tune yet)"
+        );
+    }
+    Ok(())
+}
