@@ -23,7 +23,7 @@ const artifacts = process.env.ARTIFACTS_DIR ?? join(here, "artifacts");
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const lavender = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug", "lavender");
 
-// What the page asks by default (web/src/lib.rs, web/src/explorer.rs).
+// What the page asks by default (web/src/lib.rs, web/src/explorer/mod.rs).
 const IMAGE = "images/dog-ball.png";
 const PROMPT = "What is in the picture?";
 const MAX_NEW_TOKENS = 48;

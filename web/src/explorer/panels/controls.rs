@@ -1,0 +1,124 @@
+//! How the selected word's map is made and drawn (aggregation, layer, head, opacity,
+//! colormap) and the exports; usable once there are words.
+
+use std::rc::Rc;
+
+use leptos::{html, prelude::*};
+
+use crate::{
+    explorer::{
+        export::{export_json, export_png},
+        requests::request_maps,
+        state::{Aggregation, Pick, RunState, Shared, Ui},
+    },
+    overlay::Colormap,
+    worker::client::Link,
+};
+
+#[component]
+pub(in crate::explorer) fn MapControls(
+    link: Rc<Link>,
+    view_state: Shared,
+    ui: Ui,
+    canvas: NodeRef<html::Canvas>,
+) -> impl IntoView {
+    let rechoose = {
+        let view_state = view_state.clone();
+        move || request_maps(&link, &view_state, ui)
+    };
+    let on_aggregation = {
+        let rechoose = rechoose.clone();
+        move |event: web_sys::Event| {
+            // The options are `Aggregation` ids.
+            if let Some(aggregation) = Aggregation::from_id(&event_target_value(&event)) {
+                ui.aggregation.set(aggregation);
+            }
+            rechoose();
+        }
+    };
+    let on_layer = {
+        let rechoose = rechoose.clone();
+        move |event: web_sys::Event| {
+            // The options are `Pick` ids.
+            if let Some(layer) = Pick::from_id(&event_target_value(&event)) {
+                ui.layer.set(layer);
+            }
+            rechoose();
+        }
+    };
+    let on_head = move |event: web_sys::Event| {
+        if let Some(head) = Pick::from_id(&event_target_value(&event)) {
+            ui.head.set(head);
+        }
+        rechoose();
+    };
+    let on_export_png = move |_| {
+        if let Some(canvas) = canvas.get_untracked() {
+            export_png(&canvas, ui);
+        }
+    };
+    let on_export_json = move |_| export_json(&view_state, ui);
+    // Usable once there are words, also after a choice of map failed.
+    let has_maps = move || !ui.words.get().is_empty() && ui.run_state.get() != RunState::Running;
+    let is_grid = move || ui.aggregation.get() == Aggregation::Grid;
+
+    view! {
+        <fieldset class="lx-controls" disabled=move || !has_maps()>
+            <legend>"Map"</legend>
+            <label>
+                "Aggregation "
+                <select class="lx-aggregation" on:change=on_aggregation prop:value=move || ui.aggregation.get().id()>
+                    {move || ui.has_aligner.get().then(|| view! {
+                        <option value=Aggregation::AlignerPerLayer.id()>{Aggregation::AlignerPerLayer.label()}</option>
+                        <option value=Aggregation::MeanFirst.id()>{Aggregation::MeanFirst.label()}</option>
+                    })}
+                    <option value=Aggregation::MaxMax.id()>{Aggregation::MaxMax.label()}</option>
+                    <option value=Aggregation::Grid.id()>{Aggregation::Grid.label()}</option>
+                </select>
+            </label>
+            <label>
+                "Layer "
+                <select class="lx-layer" on:change=on_layer prop:value=move || ui.layer.get().id() disabled=move || !is_grid()>
+                    <option value=Pick::Mean.id()>"mean of layers"</option>
+                    <option value=Pick::Max.id()>"max over layers"</option>
+                    {move || ui.layers.get().into_iter().enumerate().map(|(i, layer)| view! {
+                        <option value=Pick::One(i).id()>{format!("cross-attention layer {layer}")}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <label>
+                "Head "
+                <select class="lx-head" on:change=on_head prop:value=move || ui.head.get().id() disabled=move || !is_grid()>
+                    <option value=Pick::Mean.id()>"mean of heads"</option>
+                    <option value=Pick::Max.id()>"max over heads"</option>
+                    {move || (0..ui.heads.get()).map(|h| view! {
+                        <option value=Pick::One(h).id()>{format!("head {h}")}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <label>
+                "Opacity "
+                <input
+                    type="range"
+                    class="lx-opacity"
+                    min="0"
+                    max="1"
+                    step="0.05"
+                    prop:value=move || ui.opacity.get().to_string()
+                    on:input=move |ev| ui.opacity.set(event_target_value(&ev).parse().unwrap_or(0.6))
+                />
+            </label>
+            <label>
+                "Colormap "
+                <select
+                    class="lx-colormap"
+                    on:change=move |ev| ui.colormap.set(Colormap::from_id(&event_target_value(&ev)))
+                >
+                    {Colormap::ALL.into_iter().map(|map| view! { <option value=map.id()>{map.id()}</option> }).collect_view()}
+                </select>
+            </label>
+            <button type="button" class="lx-export-png" on:click=on_export_png>"Export PNG"</button>
+            <button type="button" class="lx-export-json" on:click=on_export_json>"Export maps (JSON)"</button>
+        </fieldset>
+    }
+}
