@@ -42,7 +42,7 @@ run="$staging/run.tmp"
     --image-size 32 --device cpu >/dev/null
 "$lavender" train --vlm tests/fixtures/mllama-tiny --adapter tests/fixtures/mllama-tiny/adapter \
     --data jsonl:native/demo/captions.jsonl --teacher-maps "$teacher_maps" --out "$run" \
-    --lr 5e-3 --max-steps 6 --device cpu >"$staging/train.log" 2>&1 \
+    --lr 5e-3 --batch 1 --max-steps 6 --device cpu >"$staging/train.log" 2>&1 \
     || { cat "$staging/train.log" >&2; echo "build-web: the example's training run failed" >&2; exit 1; }
 "$lavender" export-web --vlm tests/fixtures/mllama-tiny --adapter "$run/adapter" \
     --aligner "$run/aligner.safetensors" --quant q8 --out "$staging/example" \

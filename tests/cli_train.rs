@@ -60,8 +60,8 @@ fn extract_teacher(dir: &Path) -> PathBuf {
     out
 }
 
-/// The arguments of a new run on the CPU: the fixture model, `data`, `teacher`, `out`, then
-/// `extra`.
+/// The arguments of a new run on the CPU: the fixture model, `data`, `teacher`, `out`, one
+/// sample per step (the steps these tests count), then `extra`.
 fn train_args(data: &str, teacher: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "train",
@@ -79,6 +79,9 @@ fn train_args(data: &str, teacher: &Path, out: &Path, extra: &[&str]) -> Vec<Str
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if !extra.contains(&"--batch") {
+        args.extend(["--batch".to_string(), "1".to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

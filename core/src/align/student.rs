@@ -9,6 +9,18 @@ use super::grid::TileGeometry;
 /// The label of a position the loss ignores (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
 
+/// Which tokens of a training conversation the cross-entropy learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Supervision {
+    /// The assistant's answers and their end tokens: what the reference's collators intend.
+    #[default]
+    Answers,
+    /// Every token but the assistant headers, padding and image tokens: what the reference's
+    /// Flickr30k and RLAIF-V collators actually do (their prompt test never fires), and so
+    /// what the paper's runs on those datasets learned.
+    All,
+}
+
 /// A student's text-to-image attention for one sequence, with what places it on the image.
 #[derive(Debug, Clone)]
 pub struct TextToImageAttention {

@@ -124,9 +124,12 @@ pub fn run(args: DemoArgs, run_command: RunCommand) -> anyhow::Result<()> {
             &path(&run),
             "--lambda",
             lambda,
-            // A large rate so that a dozen steps visibly move the tiny model.
+            // A large rate and one sample per step, so that a dozen steps visibly move the tiny
+            // model in seconds.
             "--lr",
             "5e-3",
+            "--batch",
+            "1",
             "--max-steps",
             &steps,
             "--eval-every",

@@ -10,14 +10,21 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
-use lavender_core::adapters::lora::LoraSettings;
+use lavender_core::adapters::{
+    lora::LoraSettings,
+    peft::{LoraConfig as PeftLoraConfig, TargetModules},
+};
 
 use crate::{
     commands::GridArg,
     device::{DeviceList, DeviceSpec},
     train::{
-        config::{AggregationArg, DepthArg, PositionsArg, PrecisionArg, TrainConfig},
+        config::{
+            AggregationArg, DepthArg, ImageFitArg, PositionsArg, PrecisionArg, SuperviseArg,
+            TrainConfig,
+        },
         run_dir::RunDir,
     },
 };
@@ -83,33 +90,53 @@ pub struct TrainSettingsArgs {
     /// Fine-tune every parameter instead of LoRA factors.
     #[arg(long)]
     pub full: bool,
-    /// Start the LoRA factors from this PEFT adapter folder.
+    /// Start the LoRA factors from this PEFT adapter folder (its r, alpha and target modules
+    /// come from its adapter_config.json).
     #[arg(long, value_name = "DIR", conflicts_with = "full")]
     pub adapter: Option<PathBuf>,
-    #[arg(long, default_value_t = 8)]
-    pub lora_r: usize,
-    #[arg(long, default_value_t = 32.0)]
-    pub lora_alpha: f64,
-    /// Module names given LoRA factors, in both towers.
-    #[arg(long, value_delimiter = ',', default_values_t = ["q_proj".to_string(), "v_proj".to_string()])]
-    pub lora_targets: Vec<String>,
+    /// LoRA rank (default 8; with --adapter, the adapter's).
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA alpha: the factors are scaled by alpha / r (default 32; with --adapter, the
+    /// adapter's).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Module names given LoRA factors, in both towers (default q_proj,v_proj; with
+    /// --adapter, the adapter's `target_modules`).
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
     /// AdamW learning rate (no weight decay).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// The learning rate is multiplied by this after every epoch (StepLR).
     #[arg(long, default_value_t = 0.85)]
     pub lr_gamma: f64,
-    #[arg(long, default_value_t = 1)]
+    /// Passes over the training samples (the authors' default: 3; StepLR decays after each).
+    #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     /// Stop after this many optimiser steps (default: the epochs).
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// Samples per optimiser step (gradients accumulated one sample at a time).
-    #[arg(long, default_value_t = 1)]
+    /// Samples per optimiser step, over all devices (gradients accumulated one sample at a
+    /// time). The authors' run: 1 per GPU on 8 GPUs.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Clip each parameter's gradient to this L2 norm (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    /// Clip the L2 norm of all gradients together to this, as PyTorch's `clip_grad_norm_`
+    /// (0: no clipping, the authors' default).
+    #[arg(long, default_value_t = 0.0)]
+    pub clip_grad_norm: f64,
+    /// Clip each parameter's gradient tensor to this L2 norm on its own (Burn's clipping; 0:
+    /// off).
+    #[arg(long, default_value_t = 0.0)]
     pub clip_norm: f64,
+    /// Which tokens the cross-entropy learns: the answers (the authors' intent), or all but
+    /// the assistant headers, padding and images (what their Flickr30k and RLAIF-V runs did).
+    #[arg(long, value_enum, default_value_t = SuperviseArg::Answers)]
+    pub supervise: SuperviseArg,
+    /// How an image meets the student's processor: squashed to one tile (the authors'
+    /// Flickr30k and RLAIF-V runs), or the processor's aspect-keeping tiles (inference's).
+    #[arg(long, value_enum, default_value_t = ImageFitArg::Squash)]
+    pub image_fit: ImageFitArg,
     /// Fraction of the images held out for evaluation.
     #[arg(long, default_value_t = 0.1)]
     pub eval_fraction: f64,
@@ -191,6 +218,10 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     anyhow::ensure!(s.epochs > 0, "--epochs must be positive");
     anyhow::ensure!(s.lr > 0.0, "--lr must be positive");
     anyhow::ensure!(s.lambda >= 0.0, "--lambda cannot be negative");
+    anyhow::ensure!(
+        s.clip_grad_norm >= 0.0 && s.clip_norm >= 0.0,
+        "--clip-grad-norm and --clip-norm cannot be negative"
+    );
     anyhow::ensure!(s.map_size > 0, "--map-size must be positive");
     anyhow::ensure!(
         s.checkpoint_every > 0,
@@ -200,7 +231,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         (0.0..1.0).contains(&s.eval_fraction),
         "--eval-fraction must be in [0, 1)"
     );
-    anyhow::ensure!(s.lora_r > 0, "--lora-r must be positive");
+    let lora = lora_settings(s)?;
     let vlm = args.vlm.clone().expect("clap requires --vlm");
     anyhow::ensure!(vlm.is_dir(), "--vlm {} is not a folder", vlm.display());
     if let Some(dir) = &args.teacher_maps {
@@ -217,17 +248,17 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         adapter: s.adapter.as_deref().map(absolute),
         lambda: s.lambda,
         full: s.full,
-        lora: LoraSettings {
-            r: s.lora_r,
-            alpha: s.lora_alpha,
-            target_modules: s.lora_targets.clone(),
-        },
+        lora,
         lr: s.lr,
         lr_gamma: s.lr_gamma,
         epochs: s.epochs,
         max_steps: s.max_steps.unwrap_or(0),
         batch: s.batch,
         clip_norm: s.clip_norm,
+        clip_grad_norm: s.clip_grad_norm,
+        adam_epsilon: 1e-8,
+        supervise: s.supervise,
+        image_fit: s.image_fit,
         eval_fraction: s.eval_fraction,
         eval_every: s.eval_every,
         eval_samples: s.eval_samples,
@@ -249,6 +280,86 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     })
 }
 
+/// The LoRA of a new run: the flags (r 8, alpha 32 on q_proj and v_proj by default), or with
+/// `--adapter` the adapter's own `adapter_config.json`, as PEFT takes them; a flag that
+/// contradicts the adapter is an error naming both.
+fn lora_settings(s: &TrainSettingsArgs) -> anyhow::Result<LoraSettings> {
+    let defaults = LoraSettings::default();
+    let Some(adapter) = &s.adapter else {
+        let settings = LoraSettings {
+            r: s.lora_r.unwrap_or(defaults.r),
+            alpha: s.lora_alpha.unwrap_or(defaults.alpha),
+            target_modules: s.lora_targets.clone().unwrap_or(defaults.target_modules),
+        };
+        anyhow::ensure!(settings.r > 0, "--lora-r must be positive");
+        return Ok(settings);
+    };
+    let path = adapter.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--adapter: cannot read {}", path.display()))?;
+    let config: PeftLoraConfig = serde_json::from_str(&text)
+        .with_context(|| format!("--adapter: {} is not a PEFT LoRA config", path.display()))?;
+    anyhow::ensure!(config.r > 0, "{}: r must be positive", path.display());
+    let targets = match config.target_modules {
+        TargetModules::List(names) => names,
+        TargetModules::Regex(pattern) => anyhow::bail!(
+            "{}: target_modules is the pattern `{pattern}`; training from an adapter needs a \
+             list of module names",
+            path.display()
+        ),
+        TargetModules::None => anyhow::bail!("{}: no target_modules", path.display()),
+    };
+    // rsLoRA scales by alpha / sqrt(r): the same scale as alpha * sqrt(r) / r.
+    let alpha = if config.use_rslora {
+        config.lora_alpha * (config.r as f64).sqrt()
+    } else {
+        config.lora_alpha
+    };
+    let contradiction = |flag: &str, ours: String, theirs: String| {
+        anyhow::anyhow!(
+            "{flag} {ours} contradicts the adapter's {theirs} ({}); leave {flag} out to take \
+             the adapter's",
+            path.display()
+        )
+    };
+    if let Some(r) = s.lora_r.filter(|&r| r != config.r) {
+        return Err(contradiction(
+            "--lora-r",
+            r.to_string(),
+            format!("r {}", config.r),
+        ));
+    }
+    if let Some(flag) = s.lora_alpha.filter(|&a| a != alpha) {
+        return Err(contradiction(
+            "--lora-alpha",
+            flag.to_string(),
+            format!("lora_alpha {alpha}"),
+        ));
+    }
+    let sorted = |names: &[String]| {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        names
+    };
+    if let Some(flag) = s
+        .lora_targets
+        .as_ref()
+        .filter(|flag| sorted(flag) != sorted(&targets))
+    {
+        return Err(contradiction(
+            "--lora-targets",
+            flag.join(","),
+            format!("target_modules {}", targets.join(",")),
+        ));
+    }
+    Ok(LoraSettings {
+        r: config.r,
+        alpha,
+        target_modules: targets,
+    })
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -260,5 +371,80 @@ fn absolute_data(spec: &str) -> String {
             format!("{kind}:{}", absolute(Path::new(path)).display())
         }
         _ => spec.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    /// A new run's defaults are the authors' (docs/method.md, "Optimisation defaults"): AdamW
+    /// eps 1e-8, no clipping, a global batch of 8, 3 epochs, PEFT's LoRA (r 8, alpha 32, q/v).
+    #[test]
+    fn defaults_are_the_authors_run() {
+        let folder = std::env::temp_dir().join(format!("lavender-defaults-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let cli = Cli::try_parse_from([
+            "train",
+            "--vlm",
+            folder.to_str().unwrap(),
+            "--data",
+            "jsonl:data.jsonl",
+            "--out",
+            "run",
+        ])
+        .unwrap();
+        let config = resolve(&cli.train, "cpu").unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
+        assert_eq!(config.adam_epsilon, 1e-8);
+        assert_eq!((config.clip_grad_norm, config.clip_norm), (0.0, 0.0));
+        assert_eq!((config.batch, config.epochs), (8, 3));
+        assert_eq!(config.lora, LoraSettings::default());
+        assert_eq!(config.supervise, SuperviseArg::Answers);
+        assert_eq!(config.image_fit, ImageFitArg::Squash);
+    }
+
+    /// `--adapter` gives the LoRA its r, alpha and targets (the fixture adapter: r 8, alpha 32,
+    /// q/v); a flag that contradicts them is an error naming both.
+    #[test]
+    fn an_adapter_brings_its_own_lora_settings() {
+        let adapter = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/mllama-tiny/adapter");
+        let settings = |extra: &[&str]| {
+            let mut args = vec!["train", "--adapter", adapter.to_str().unwrap()];
+            args.extend(extra);
+            let cli = Cli::try_parse_from(
+                ["train", "--vlm", ".", "--data", "jsonl:x", "--out", "run"]
+                    .into_iter()
+                    .chain(args.into_iter().skip(1)),
+            )
+            .unwrap();
+            lora_settings(&cli.train.settings)
+        };
+        assert_eq!(settings(&[]).unwrap(), LoraSettings::default());
+        assert_eq!(
+            settings(&["--lora-r", "8", "--lora-targets", "v_proj,q_proj"]).unwrap(),
+            LoraSettings::default()
+        );
+        let error = settings(&["--lora-r", "4"]).unwrap_err().to_string();
+        assert!(
+            error.contains("--lora-r 4 contradicts the adapter's r 8")
+                && error.contains("adapter_config.json"),
+            "{error}"
+        );
+        let error = settings(&["--lora-alpha", "16"]).unwrap_err().to_string();
+        assert!(error.contains("lora_alpha 32"), "{error}");
+        let error = settings(&["--lora-targets", "q_proj"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("target_modules q_proj,v_proj"), "{error}");
     }
 }

@@ -14,12 +14,13 @@ use lavender_core::{
     align::{
         grid::GridMode,
         loss::{LossConfig, Positions},
+        student::Supervision,
         student_maps::Aggregation,
     },
 };
 use serde::{Deserialize, Serialize};
 
-use super::trainer::LORA_CHECKPOINT_FILTER;
+use super::trainer::{LORA_CHECKPOINT_FILTER, SampleSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +58,36 @@ pub enum PrecisionArg {
     Bf16,
 }
 
+/// Which tokens of a conversation the cross-entropy learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuperviseArg {
+    /// The assistant's answers and their end tokens (what the authors' collators intend).
+    #[default]
+    Answers,
+    /// Every token but the assistant headers, padding and `<|image|>`: what the authors'
+    /// Flickr30k and RLAIF-V collators actually did (their prompt mask never fires).
+    All,
+}
+
+/// How a training image meets the student's processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFitArg {
+    /// Squashed to one tile first, aspect ratio not kept: what the reference's Flickr30k and
+    /// RLAIF-V datasets do (`--image-fit`'s default).
+    Squash,
+    /// The processor's own fit: aspect ratio kept, up to `max_image_tiles` tiles (what
+    /// inference, bundles and the explorer use). Runs written before `--image-fit` had it.
+    #[default]
+    Tiles,
+}
+
+/// AdamW's epsilon of runs that did not record it (Burn's default).
+fn burn_adam_epsilon() -> f64 {
+    1e-5
+}
+
 /// Every resolved setting of a run: written to `config.toml`, read back by `--resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -72,7 +103,22 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub max_steps: u64,
     pub batch: usize,
+    /// Burn's per-parameter clipping (each gradient tensor to this L2 norm); 0: off.
     pub clip_norm: f64,
+    /// PyTorch's `clip_grad_norm_`: all gradients together to this L2 norm; 0: off. Absent
+    /// from runs written before it existed.
+    #[serde(default)]
+    pub clip_grad_norm: f64,
+    /// AdamW's epsilon: PyTorch's 1e-8 for new runs; runs written before it was recorded used
+    /// Burn's default, 1e-5, and keep it on `--resume`.
+    #[serde(default = "burn_adam_epsilon")]
+    pub adam_epsilon: f64,
+    /// Which tokens the cross-entropy learns.
+    #[serde(default)]
+    pub supervise: SuperviseArg,
+    /// How images meet the processor.
+    #[serde(default)]
+    pub image_fit: ImageFitArg,
     pub eval_fraction: f64,
     pub eval_every: u64,
     pub eval_samples: usize,
@@ -117,6 +163,17 @@ impl TrainConfig {
         }
     }
 
+    /// How a sample becomes the student's input.
+    pub fn sample_settings(&self) -> SampleSettings {
+        SampleSettings {
+            supervision: match self.supervise {
+                SuperviseArg::Answers => Supervision::Answers,
+                SuperviseArg::All => Supervision::All,
+            },
+            squash: self.image_fit == ImageFitArg::Squash,
+        }
+    }
+
     /// StepLR: `lr * gamma^epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         self.lr * self.lr_gamma.powi(epoch as i32)
@@ -127,11 +184,19 @@ impl TrainConfig {
     }
 
     pub fn optimizer(&self) -> ModuleOptimizer {
-        let mut config = AdamWConfig::new().with_weight_decay(0.0);
-        if self.clip_norm > 0.0 {
-            config = config
-                .with_grad_clipping(Some(GradientClippingConfig::Norm(self.clip_norm as f32)));
-        }
-        config.init()
+        adamw(self.adam_epsilon, self.clip_norm)
     }
+}
+
+/// The run's optimiser: AdamW without weight decay (betas 0.9 / 0.999) with `epsilon`, and
+/// Burn's per-parameter clipping at `clip_norm` when it is positive. (The global clipping of
+/// `clip_grad_norm` happens before the step: `train::clip`.)
+pub fn adamw(epsilon: f64, clip_norm: f64) -> ModuleOptimizer {
+    let mut config = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .with_epsilon(epsilon as f32);
+    if clip_norm > 0.0 {
+        config = config.with_grad_clipping(Some(GradientClippingConfig::Norm(clip_norm as f32)));
+    }
+    config.init()
 }

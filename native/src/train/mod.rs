@@ -6,6 +6,7 @@
 //! `lavender_core::data`.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod guard;
 pub mod parallel;

@@ -371,7 +371,9 @@ impl Session {
         let settings = StepSettings {
             loss: &self.loss_config,
             map_size: self.config.map_size,
+            sample: self.config.sample_settings(),
             batch: self.config.batch,
+            clip_grad_norm: self.config.clip_grad_norm,
             check: &check,
         };
         let mut sums = Sums::default();
@@ -400,6 +402,7 @@ impl Session {
                 &image,
                 &teacher,
                 &self.loss_config,
+                &self.config.sample_settings(),
             )?;
             sums.add(values);
         }

@@ -14,7 +14,7 @@ use lavender_core::{
     align::{
         aligner::Aligner,
         loss::{LavenderLoss, LossConfig, lavender_loss},
-        student::StudentVlm,
+        student::{StudentVlm, Supervision},
     },
     data::{Conversation, Role},
     maps::WordMaps,
@@ -108,6 +108,15 @@ pub fn teacher_word_maps(
     }
 }
 
+/// How a sample becomes the student's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SampleSettings {
+    /// Which tokens the cross-entropy learns.
+    pub supervision: Supervision,
+    /// Squash the image to one tile first (`--image-fit squash`).
+    pub squash: bool,
+}
+
 /// The loss of one sample through `trainable` (a graph to differentiate on an autodiff device).
 pub fn sample_loss(
     trainable: &Trainable,
@@ -115,10 +124,18 @@ pub fn sample_loss(
     image: &RgbImage,
     teacher: &WordMaps,
     config: &LossConfig,
+    inputs: &SampleSettings,
 ) -> anyhow::Result<(LavenderLoss, LossValues)> {
     let student = &trainable.student;
+    let squashed;
+    let image = if inputs.squash {
+        squashed = student.processor.squash(image);
+        &squashed
+    } else {
+        image
+    };
     let (prepared, labels) = student
-        .prepare_conversation(image, &messages(sample))
+        .prepare_supervised(image, &messages(sample), inputs.supervision)
         .with_context(|| format!("sample {}", sample.id))?;
     let (logits, attention) = student.forward_with_attention(&prepared);
     let aligner = matches!(

@@ -1,12 +1,12 @@
-//! LoRA on the Mllama student with Burn's built-in reparameterization.
+//! LoRA on a student model with Burn's built-in reparameterization.
 //!
 //! [`apply_lora`] freezes every parameter and gives the weight of each targeted `Linear` two
 //! trainable factors, `a` `[in, r]` and `b` `[r, out]` (Burn's `Linear` weight is `[in, out]`,
 //! the transpose of PyTorch's), so the layer uses `W + (alpha / r) * a @ b`. Targets are matched
 //! as PEFT matches `target_modules`: by the last segment of the module name, in both towers
-//! (`q_proj` is the vision encoders' and the text self- and cross-attention's). Unlike PEFT,
-//! Burn's LoRA has no dropout on the layer input, and it initialises `a` from N(0, 1/r) where
-//! PEFT uses Kaiming-uniform (`b` is zero in both, so a fresh adapter changes nothing).
+//! (`q_proj` is the vision encoders' and the text self- and cross-attention's). `a` is
+//! initialised as PEFT does (Kaiming-uniform) and `b` to zero, so a fresh adapter changes
+//! nothing. Unlike PEFT, Burn's LoRA has no dropout on the layer input.
 //!
 //! The factors in PEFT's file layout (load, set, export) are [`peft_layout`]'s.
 
@@ -17,7 +17,7 @@ use std::{
 
 use burn::{
     module::{Lora, Module, ModuleMapper, ModuleVisitor, Param, ParamGroup},
-    tensor::Tensor,
+    tensor::{Distribution, Tensor},
 };
 use serde::{Deserialize, Serialize};
 
@@ -115,9 +115,33 @@ pub fn apply_lora<M: LoraModel>(model: M, settings: &LoraSettings) -> Result<M, 
     }
     let lora =
         Lora::new(settings.r, settings.alpha).set_param_group(ParamGroup::from_paths(targets));
-    let mut model = model.apply_lora(lora);
+    let mut model = peft_init(model.apply_lora(lora));
     model.set_lora(Some(settings.clone()));
     Ok(model)
+}
+
+/// PEFT's initialisation of every `a` factor (`lora_A`: `nn.init.kaiming_uniform_` with
+/// `a = sqrt(5)`): uniform in `(-1/sqrt(in), 1/sqrt(in))` for a layer of `in` inputs, drawn
+/// from the device's seeded generator. Burn draws `a` from N(0, 1/r) for every layer, 8-14x
+/// larger on Llama-3.2-Vision; Adam normalises `b`'s gradient, so the first updates scale with
+/// `a`. `b` stays zero, as in both, so a fresh adapter changes nothing.
+fn peft_init<M: LoraModel>(model: M) -> M {
+    let mut values = HashMap::new();
+    for factors in lora_factors(&model) {
+        let [inputs, rank] = factors.a_shape;
+        let bound = 1.0 / (inputs as f64).sqrt();
+        let fresh = Tensor::<2>::random(
+            [inputs, rank],
+            Distribution::Uniform(-bound, bound),
+            &factors.a.device(),
+        )
+        .cast(factors.a.dtype());
+        values.insert(format!("{}.lora.a", factors.path), fresh);
+    }
+    model.map(&mut SetFactors {
+        path: Vec::new(),
+        values,
+    })
 }
 
 /// QLoRA: [`apply_lora`] over a quantized base. Every `Linear` weight but the `lm_head` is
@@ -167,7 +191,7 @@ pub fn apply_qlora<M: LoraModel>(
     if let Some(dtype) = factor_dtype {
         lora = lora.set_dtype(dtype);
     }
-    let mut model = model.apply_qlora(burn::module::QLora::new(lora, quantizer));
+    let mut model = peft_init(model.apply_qlora(burn::module::QLora::new(lora, quantizer)));
     model.set_lora(Some(settings.clone()));
     Ok(model)
 }

@@ -13,7 +13,7 @@
 
 use super::prompt::{Message, MllamaPrompt, PromptError, PromptInputs};
 
-use crate::align::student::IGNORE_INDEX;
+use crate::align::student::{IGNORE_INDEX, Supervision};
 
 /// The special token ids the masking reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +25,22 @@ pub struct LabelTokens {
     pub pad: Option<u32>,
 }
 
-/// Labels for `ids`; `role_of` turns a header's role tokens (between `<|start_header_id|>` and
-/// `<|end_header_id|>`) into its text.
+/// Labels for `ids` under `supervision`; `role_of` turns a header's role tokens (between
+/// `<|start_header_id|>` and `<|end_header_id|>`) into its text.
 pub fn conversation_labels(
+    ids: &[u32],
+    tokens: &LabelTokens,
+    supervision: Supervision,
+    role_of: impl Fn(&[u32]) -> String,
+) -> Vec<i64> {
+    match supervision {
+        Supervision::Answers => answer_labels(ids, tokens, role_of),
+        Supervision::All => all_but_assistant_headers(ids, tokens, role_of),
+    }
+}
+
+/// Only the assistant turns' contents and end tokens.
+fn answer_labels(
     ids: &[u32],
     tokens: &LabelTokens,
     role_of: impl Fn(&[u32]) -> String,
@@ -59,6 +72,37 @@ pub fn conversation_labels(
     labels
 }
 
+/// The reference's Flickr30k / RLAIF-V labels: every id is its own label but the
+/// `<|start_header_id|>assistant<|end_header_id|>` triples, padding and `<|image|>`.
+fn all_but_assistant_headers(
+    ids: &[u32],
+    tokens: &LabelTokens,
+    role_of: impl Fn(&[u32]) -> String,
+) -> Vec<i64> {
+    let mut labels: Vec<i64> = ids
+        .iter()
+        .map(|&id| {
+            if id == tokens.image || Some(id) == tokens.pad {
+                IGNORE_INDEX
+            } else {
+                i64::from(id)
+            }
+        })
+        .collect();
+    let mut header_start: Option<usize> = None;
+    for (position, &id) in ids.iter().enumerate() {
+        if id == tokens.start_header {
+            header_start = Some(position);
+        } else if id == tokens.end_header
+            && let Some(start) = header_start.take()
+            && role_of(&ids[start + 1..position]).trim() == "assistant"
+        {
+            labels[start..=position].fill(IGNORE_INDEX);
+        }
+    }
+    labels
+}
+
 impl MllamaPrompt {
     /// The special token ids of this tokenizer that the label masking reads.
     pub fn label_tokens(&self) -> Result<LabelTokens, PromptError> {
@@ -81,10 +125,11 @@ impl MllamaPrompt {
 
     /// A whole conversation (the assistant's answers included) for training: the template
     /// rendered without the generation prompt, encoded as [`encode`](Self::encode) does, and
-    /// one label per input id ([`conversation_labels`]).
+    /// one label per input id ([`conversation_labels`] under `supervision`).
     pub fn encode_conversation(
         &self,
         messages: &[Message],
+        supervision: Supervision,
         num_tiles: &[usize],
         max_num_tiles: usize,
         max_position_embeddings: usize,
@@ -92,7 +137,7 @@ impl MllamaPrompt {
         let text = self.render(messages, false)?;
         let inputs = self.encode(&text, num_tiles, max_num_tiles, max_position_embeddings)?;
         let tokens = self.label_tokens()?;
-        let labels = conversation_labels(&inputs.input_ids, &tokens, |role| {
+        let labels = conversation_labels(&inputs.input_ids, &tokens, supervision, |role| {
             self.decode(role, false).unwrap_or_default()
         });
         Ok((inputs, labels))
@@ -118,7 +163,9 @@ mod tests {
                 "A brown dog rides a red skateboard near the water.",
             ),
         ];
-        let (inputs, labels) = prompt.encode_conversation(&messages, &[2], 4, 256).unwrap();
+        let (inputs, labels) = prompt
+            .encode_conversation(&messages, Supervision::Answers, &[2], 4, 256)
+            .unwrap();
         let (ids, _) = golden_i64(&lavender_golden(), "input_ids");
         let ours: Vec<i64> = inputs.input_ids.iter().map(|&id| i64::from(id)).collect();
         assert_eq!(ours, ids);
@@ -152,7 +199,7 @@ mod tests {
             1, 52, 2, 25, 3, // assistant
             0, 0, // pad
         ];
-        let labels = conversation_labels(&ids, &tokens, role);
+        let labels = conversation_labels(&ids, &tokens, Supervision::Answers, role);
         let m = IGNORE_INDEX;
         #[rustfmt::skip]
         let expected = vec![
@@ -162,6 +209,43 @@ mod tests {
             m, m, m, 22, 23, m, 3,
             m, m, m, m, m,
             m, m, m, 25, 3,
+            m, m,
+        ];
+        assert_eq!(labels, expected);
+    }
+
+    /// The same conversation as the reference's Flickr30k / RLAIF-V collators label it: all
+    /// but the assistant headers' three tokens, padding and image tokens.
+    #[test]
+    fn supervising_all_masks_only_assistant_headers_padding_and_images() {
+        let tokens = LabelTokens {
+            start_header: 1,
+            end_header: 2,
+            eot: 3,
+            image: 9,
+            pad: Some(0),
+        };
+        let role = |ids: &[u32]| match ids {
+            [50] => "system".to_string(),
+            [51] => "user".to_string(),
+            [52] => " assistant".to_string(),
+            _ => "other".to_string(),
+        };
+        let ids = [
+            7, // bos
+            1, 50, 2, 20, 3, // system
+            1, 51, 2, 9, 21, 3, // user with image
+            1, 52, 2, 22, 23, 9, 3, // assistant (a stray image token)
+            0, 0, // pad
+        ];
+        let labels = conversation_labels(&ids, &tokens, Supervision::All, role);
+        let m = IGNORE_INDEX;
+        #[rustfmt::skip]
+        let expected = vec![
+            7,
+            1, 50, 2, 20, 3,
+            1, 51, 2, m, 21, 3,
+            m, m, m, 22, 23, m, 3,
             m, m,
         ];
         assert_eq!(labels, expected);

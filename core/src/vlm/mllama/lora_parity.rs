@@ -123,6 +123,55 @@ fn targets_are_the_modules_peft_adapts() {
     assert!(ours.contains(&"language_model.model.layers.1.cross_attn.q_proj".to_string()));
 }
 
+/// A fresh LoRA's `a` factors are PEFT's Kaiming-uniform (`a = sqrt(5)`): uniform in
+/// `(-1/sqrt(in), 1/sqrt(in))` for each layer's `in`, so std `1/sqrt(3 in)`; checked per tower.
+/// Burn's own N(0, 1/r) would fail both checks (std 0.125 against 0.102 here). `b` is zero.
+#[test]
+fn fresh_factors_follow_peft_initialisation() {
+    let d = device();
+    d.seed(7);
+    let model = lora_model(&d);
+    let mut towers: std::collections::BTreeMap<String, (usize, Vec<f32>)> = Default::default();
+    for factors in lora_factors(&model) {
+        let tower = if factors.module.starts_with("vision_model.") {
+            "vision"
+        } else {
+            "text"
+        };
+        let [inputs, rank] = factors.a_shape;
+        assert_eq!(rank, 8, "{}", factors.module);
+        assert!(
+            values(factors.b).iter().all(|&v| v == 0.0),
+            "{}",
+            factors.module
+        );
+        let entry = towers
+            .entry(tower.to_string())
+            .or_insert((inputs, Vec::new()));
+        assert_eq!(entry.0, inputs, "one input width per tower");
+        entry.1.extend(values(factors.a));
+    }
+    assert_eq!(towers.len(), 2);
+    for (tower, (inputs, a)) in towers {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        assert!(
+            a.iter().all(|v| v.abs() <= bound),
+            "{tower}: a value beyond {bound}"
+        );
+        let n = a.len() as f32;
+        let mean = a.iter().sum::<f32>() / n;
+        let std = (a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
+        let expected = bound / 3f32.sqrt();
+        // Thousands of draws: the sample std is within a few per cent of the uniform's.
+        assert!(
+            (std - expected).abs() < 0.1 * expected,
+            "{tower} ({inputs} inputs, {} values): std {std}, PEFT's {expected}",
+            a.len()
+        );
+        assert!(mean.abs() < 0.1 * expected, "{tower}: mean {mean}");
+    }
+}
+
 /// Burn's LoRA with the fixture's factors computes peft's logits, unmerged and merged.
 #[test]
 fn peft_factors_give_peft_logits() {

@@ -187,6 +187,25 @@ impl MllamaImageProcessor {
         self.size.height
     }
 
+    /// `image` squashed to one tile (`tile_size` x `tile_size`, aspect ratio not kept) with
+    /// Pillow's bicubic filter, as the reference's Flickr30k and RLAIF-V datasets do
+    /// (`image.resize((560, 560))`, Pillow's default filter) before the processor, so that every
+    /// training sample is one tile. [`preprocess`](Self::preprocess) then keeps it as it is.
+    pub fn squash(&self, image: &RgbImage) -> RgbImage {
+        let tile = self.tile_size();
+        let (width, height) = image.dimensions();
+        if (width as usize, height as usize) == (tile, tile) {
+            return image.clone();
+        }
+        let pixels = resample(
+            image.as_raw(),
+            [height as usize, width as usize],
+            [tile, tile],
+            Resample::Bicubic,
+        );
+        RgbImage::from_raw(tile as u32, tile as u32, pixels).expect("tile x tile x 3 bytes")
+    }
+
     /// Tiles `image` as `MllamaImageProcessor` does. `supported_aspect_ratios` is the vision
     /// config's list of `[rows, cols]` (transformers builds the same list from
     /// `max_image_tiles`, see [`supported_aspect_ratios`]).
@@ -695,6 +714,47 @@ mod tests {
             }
         }
         pixels
+    }
+
+    /// `train --image-fit squash`: the fixture image squashed to one tile gives the pixels
+    /// transformers' processor gives the same image after `image.resize((56, 56))` (Pillow's
+    /// default, bicubic), as the reference's Flickr30k and RLAIF-V datasets prepare it
+    /// (tests/fixtures/make_training_fixtures.py).
+    #[test]
+    fn squashed_image_matches_transformers_on_a_pil_resized_image() {
+        let dir = mllama_tiny_dir();
+        let processor = MllamaImageProcessor::load(&dir).unwrap();
+        let config = MllamaConfig::load(&dir).unwrap();
+        let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+        let squashed = processor.squash(&image);
+        assert_eq!(squashed.dimensions(), (56, 56));
+        let out = processor
+            .preprocess(
+                &squashed,
+                &config.vision_config.supported_aspect_ratios,
+                &device(),
+            )
+            .unwrap();
+        assert_eq!(
+            (out.tiles, out.resized, out.num_tiles),
+            ([1, 1], [56, 56], 1)
+        );
+
+        let golden = dir.join("../training-tiny/golden.safetensors");
+        let (ids, _) = golden_i64(&golden, "squashed_aspect_ratio_ids");
+        assert_eq!(ids, vec![out.aspect_ratio_id as i64]);
+        let bytes = std::fs::read(&golden).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = tensors.tensor("squashed_pixel_values").unwrap();
+        assert_eq!(view.shape(), [4, 3, 56, 56]);
+        let expected: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let ours: Vec<f32> = out.pixel_values.into_data().try_to_vec().unwrap();
+        // Pillow's integer bicubic resampler reproduced bit for bit, then the same arithmetic.
+        assert_eq!(ours, expected);
     }
 
     #[test]

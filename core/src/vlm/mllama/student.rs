@@ -20,7 +20,7 @@ use super::{
 use crate::{
     align::{
         grid::TileGeometry,
-        student::{StudentVlm, TextToImageAttention},
+        student::{StudentVlm, Supervision, TextToImageAttention},
     },
     weights::{FileSource, LoadError},
 };
@@ -130,10 +130,21 @@ impl Mllama {
         image: &RgbImage,
         messages: &[Message],
     ) -> Result<(Prepared, Vec<i64>), StudentError> {
+        self.prepare_supervised(image, messages, Supervision::Answers)
+    }
+
+    /// [`Mllama::prepare_conversation`] with the labels of `supervision`.
+    pub fn prepare_supervised(
+        &self,
+        image: &RgbImage,
+        messages: &[Message],
+        supervision: Supervision,
+    ) -> Result<(Prepared, Vec<i64>), StudentError> {
         let mut labels = Vec::new();
         let prepared = self.prepare_with(image, |processed| {
             let (inputs, conversation_labels) = self.prompt.encode_conversation(
                 messages,
+                supervision,
                 &[processed.num_tiles],
                 processed.aspect_ratio_mask.len(),
                 self.model.config.text_config.max_position_embeddings,
