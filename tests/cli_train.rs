@@ -311,8 +311,9 @@ fn lavender_trains_and_writes_the_run_folder() {
 }
 
 /// Eight steps on one sample with a high learning rate and LoRA on every projection lower the
-/// cross-entropy and the alignment loss. Measured: ce 5.930 -> 5.727, align 0.179 -> 0.043,
-/// total 7.72 -> 6.16.
+/// cross-entropy, and the alignment loss well below where plain SFT (the control) leaves it.
+/// Measured with the authors' defaults: ce 5.930 -> 5.773, align 0.0617 -> 0.0426 (SFT: 0.0613),
+/// total 6.547 -> 6.200.
 #[test]
 fn the_loss_decreases_on_one_sample() {
     let dir = temp_dir("train-decreases");
@@ -330,37 +331,56 @@ fn the_loss_decreases_on_one_sample() {
         ),
     )
     .unwrap();
-    let run = dir.join("run");
-    success(&train(
-        &format!("jsonl:{}", jsonl.display()),
-        &teacher,
-        &run,
-        &[
-            "--max-steps",
-            "8",
-            "--eval-fraction",
-            "0",
-            "--lr",
-            "1e-2",
-            "--lora-targets",
-            "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-        ],
-    ));
-    let records = metrics(&run);
-    assert!(split(&records, "eval").is_empty(), "nothing held out");
-    let train = split(&records, "train");
-    assert_eq!(train.len(), 8);
-    let (first, last) = (&train[0], &train[7]);
+    // The same 8 steps with Lavender and with plain SFT (the control), under the defaults but
+    // a rate that moves the tiny model in a few steps.
+    let run_with = |name: &str, lambda: &str| {
+        let run = dir.join(name);
+        success(&train(
+            &format!("jsonl:{}", jsonl.display()),
+            &teacher,
+            &run,
+            &[
+                "--max-steps",
+                "8",
+                "--eval-fraction",
+                "0",
+                "--lr",
+                "5e-3",
+                "--lambda",
+                lambda,
+                "--lora-targets",
+                "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+            ],
+        ));
+        let records = metrics(&run);
+        assert!(split(&records, "eval").is_empty(), "nothing held out");
+        let train = split(&records, "train");
+        assert_eq!(train.len(), 8);
+        train
+    };
+    let lavender = run_with("lavender", "10");
+    let sft = run_with("sft", "0");
+    let (first, last) = (&lavender[0], &lavender[7]);
     assert!(first.matched_words > 0.0);
+    assert_eq!(
+        (first.ce, first.align),
+        (sft[0].ce, sft[0].align),
+        "the same start"
+    );
+    eprintln!(
+        "ce {:.3} -> {:.3}, align {:.4} -> {:.4} (SFT {:.4}), total {:.3} -> {:.3}",
+        first.ce, last.ce, first.align, last.align, sft[7].align, first.total, last.total
+    );
     assert!(last.ce < first.ce - 0.1, "ce {} -> {}", first.ce, last.ce);
     assert!(
-        last.align < first.align / 2.0,
-        "align {} -> {}",
+        last.align < 0.8 * first.align && last.align < 0.85 * sft[7].align,
+        "align {} -> {} (SFT: {})",
         first.align,
-        last.align
+        last.align,
+        sft[7].align
     );
     assert!(
-        last.total < first.total - 0.5,
+        last.total < first.total - 0.25,
         "total {} -> {}",
         first.total,
         last.total

@@ -173,23 +173,29 @@ mod tests {
         assert_eq!(labels, expected);
     }
 
-    /// System, user and assistant turns twice over, by hand: ids 1 = start, 2 = end header,
-    /// 3 = eot, 9 = image, 0 = pad, role tokens 50 (system) 51 (user) 52 (assistant).
+    /// Special ids by hand: 1 = start, 2 = end header, 3 = eot, 9 = image, 0 = pad.
+    const TOKENS: LabelTokens = LabelTokens {
+        start_header: 1,
+        end_header: 2,
+        eot: 3,
+        image: 9,
+        pad: Some(0),
+    };
+
+    /// Role tokens by hand: 50 (system), 51 (user), 52 (assistant).
+    fn role(ids: &[u32]) -> String {
+        match ids {
+            [50] => "system",
+            [51] => "user",
+            [52] => " assistant",
+            _ => "other",
+        }
+        .to_string()
+    }
+
+    /// System, user and assistant turns twice over, by hand.
     #[test]
     fn only_assistant_content_and_its_eot_are_learned() {
-        let tokens = LabelTokens {
-            start_header: 1,
-            end_header: 2,
-            eot: 3,
-            image: 9,
-            pad: Some(0),
-        };
-        let role = |ids: &[u32]| match ids {
-            [50] => "system".to_string(),
-            [51] => "user".to_string(),
-            [52] => " assistant".to_string(),
-            _ => "other".to_string(),
-        };
         let ids = [
             7, // bos
             1, 50, 2, 20, 3, // system
@@ -199,7 +205,7 @@ mod tests {
             1, 52, 2, 25, 3, // assistant
             0, 0, // pad
         ];
-        let labels = conversation_labels(&ids, &tokens, Supervision::Answers, role);
+        let labels = conversation_labels(&ids, &TOKENS, Supervision::Answers, role);
         let m = IGNORE_INDEX;
         #[rustfmt::skip]
         let expected = vec![
@@ -218,19 +224,6 @@ mod tests {
     /// but the assistant headers' three tokens, padding and image tokens.
     #[test]
     fn supervising_all_masks_only_assistant_headers_padding_and_images() {
-        let tokens = LabelTokens {
-            start_header: 1,
-            end_header: 2,
-            eot: 3,
-            image: 9,
-            pad: Some(0),
-        };
-        let role = |ids: &[u32]| match ids {
-            [50] => "system".to_string(),
-            [51] => "user".to_string(),
-            [52] => " assistant".to_string(),
-            _ => "other".to_string(),
-        };
         let ids = [
             7, // bos
             1, 50, 2, 20, 3, // system
@@ -238,7 +231,7 @@ mod tests {
             1, 52, 2, 22, 23, 9, 3, // assistant (a stray image token)
             0, 0, // pad
         ];
-        let labels = conversation_labels(&ids, &tokens, Supervision::All, role);
+        let labels = conversation_labels(&ids, &TOKENS, Supervision::All, role);
         let m = IGNORE_INDEX;
         #[rustfmt::skip]
         let expected = vec![
