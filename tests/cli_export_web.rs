@@ -281,6 +281,68 @@ fn damaged_incomplete_or_existing_bundles_are_refused() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A bundle from the web is hostile input: a manifest naming a path out of its folder, a listed
+/// file that is a link (to a file outside, or to /dev/zero) or a FIFO, is refused by name, without
+/// reading outside the folder, streaming a device or blocking.
+#[test]
+fn bundles_cannot_reach_outside_their_folder() {
+    use std::os::unix::fs::symlink;
+
+    let dir = temp_dir("export-web-hostile");
+    let bundle = dir.join("bundle");
+    export(&bundle, "none");
+    let dump = dir.join("dump.safetensors");
+    let run = |bundle: &Path| failure(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
+    let pristine = fs::read(bundle.join("manifest.json")).unwrap();
+    let secret = dir.join("secret.json");
+    fs::write(&secret, "{}").unwrap();
+
+    // The manifest names a file outside the folder.
+    let mut json: serde_json::Value = serde_json::from_slice(&pristine).unwrap();
+    json["files"]["../secret.json"] = json["files"]["config.json"].clone();
+    fs::write(
+        bundle.join("manifest.json"),
+        serde_json::to_vec(&json).unwrap(),
+    )
+    .unwrap();
+    let error = run(&bundle);
+    assert!(
+        error.contains("\"../secret.json\"") && error.contains("plain files"),
+        "{error}"
+    );
+    fs::write(bundle.join("manifest.json"), &pristine).unwrap();
+
+    // A listed file replaced by a link to a file outside, or to a device.
+    let config = bundle.join("config.json");
+    let original = fs::read(&config).unwrap();
+    for target in [secret.as_path(), Path::new("/dev/zero")] {
+        fs::remove_file(&config).unwrap();
+        symlink(target, &config).unwrap();
+        let error = run(&bundle);
+        assert!(
+            error.contains("config.json is not a regular file"),
+            "{target:?}: {error}"
+        );
+    }
+    fs::remove_file(&config).unwrap();
+
+    // A FIFO: refused at once, where reading it would wait for a writer forever.
+    let made = std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let error = run(&bundle);
+    assert!(
+        error.contains("config.json is not a regular file"),
+        "{error}"
+    );
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, &original).unwrap();
+    success(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 fn export_overwriting(out: &Path) {
     success(&export_web(out, &["--quant", "none", "--overwrite"]));
 }

@@ -72,6 +72,15 @@ impl BundleFiles {
                 ),
             });
         }
+        if let Some(name) = manifest.files.keys().find(|name| !is_plain_name(name)) {
+            return Err(BundleError::Manifest {
+                path,
+                reason: format!(
+                    "lists the file {name:?}: a bundle names plain files inside its folder only \
+                     (letters, digits, `.`, `-` and `_`, not starting with `.`)"
+                ),
+            });
+        }
         Ok(manifest)
     }
 
@@ -117,4 +126,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// Whether `name` is a plain file name a bundle may list: 1 to 255 ASCII letters, digits, `.`,
+/// `-` and `_`, not starting with `.`. So no path (`../x`, `/dev/zero`, `a/b`, `C:\x`), no
+/// hidden file, and the same name as a URL relative to the bundle (the browser fetches it so).
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }

@@ -22,7 +22,7 @@ mod tests;
 pub use aligner::{ALIGNER_FILE, AlignerInput};
 pub use examples::{EXAMPLE_MAX_SIDE, ExampleInput, MAPS_TENSOR};
 pub use export::{BundleExtras, export_bundle, export_bundle_with, export_bundle_with_examples};
-pub use files::{BundleFiles, sha256_hex};
+pub use files::{BundleFiles, is_plain_name, sha256_hex};
 pub use load::quantized_param_count;
 pub use manifest::{
     BUNDLE_FORMAT, BUNDLE_VERSION, BundleAligner, BundleError, BundleExample, BundleQuant,

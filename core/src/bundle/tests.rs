@@ -347,3 +347,45 @@ fn the_lm_head_is_quantized_when_its_width_divides_unless_kept_dense() {
         assert!(error < bound, "relative error {error:e}");
     }
 }
+
+/// A manifest may list plain file names only: paths out of the folder, absolute paths,
+/// subfolders, hidden files and odd characters are refused by name, before anything is read.
+#[test]
+fn manifests_name_plain_files_only() {
+    let (files, manifest) = export(BundleQuant::None);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(files.get(MANIFEST_FILE).unwrap()).unwrap();
+    let entry = json["files"]["config.json"].clone();
+    for bad in [
+        "../secret",
+        "/dev/zero",
+        "a/b.json",
+        "..",
+        ".hidden",
+        "C:\\x",
+        "",
+        "sp ace",
+        "caf\u{e9}",
+    ] {
+        let mut tampered = json.clone();
+        tampered["files"][bad] = entry.clone();
+        let mut bundle = BundleFiles::new("bundle");
+        bundle.insert(MANIFEST_FILE, serde_json::to_vec(&tampered).unwrap());
+        let error = bundle.manifest().unwrap_err().to_string();
+        assert!(
+            error.contains("bundle/manifest.json") && error.contains("plain files"),
+            "{bad:?}: {error}"
+        );
+    }
+    for good in ["model.bpk", "example-a_1.jpg-1.png", "config.json"] {
+        assert!(is_plain_name(good), "{good}");
+    }
+    assert!(!is_plain_name(&"x".repeat(256)));
+    json["files"]["extra-file_2.bin"] = entry;
+    let mut bundle = BundleFiles::new("bundle");
+    bundle.insert(MANIFEST_FILE, serde_json::to_vec(&json).unwrap());
+    assert_eq!(
+        bundle.manifest().unwrap().files.len(),
+        manifest.files.len() + 1
+    );
+}

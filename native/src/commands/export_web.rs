@@ -8,7 +8,7 @@
 
 use std::{
     fs,
-    io::Write,
+    io::{Read, Write},
     path::{Path, PathBuf},
 };
 
@@ -18,8 +18,8 @@ use clap::{Args, ValueEnum};
 use lavender_core::{
     align::aligner::AlignerActivation,
     bundle::{
-        ALIGNER_FILE, AlignerInput, BundleExtras, BundleFiles, BundleQuant, ExampleInput,
-        MANIFEST_FILE, export_bundle_with,
+        ALIGNER_FILE, AlignerInput, BundleError, BundleExtras, BundleFiles, BundleQuant,
+        ExampleInput, MANIFEST_FILE, export_bundle_with,
     },
     data::{DataSpec, ImageLoader, TeacherMapsIndex},
     vlm::mllama::student::Mllama,
@@ -345,15 +345,34 @@ pub fn load_bundle(dir: &Path, device: &Device, dequantize: bool) -> anyhow::Res
     let manifest = fs::read(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     files.insert(MANIFEST_FILE, manifest);
+    // Only plain names inside `dir` (checked by `manifest`), each read only if it is a regular
+    // file of exactly the listed size, and never past it: a shared bundle cannot make this
+    // read outside its folder, follow a link, block on a FIFO or stream a device.
     let manifest = files.manifest()?;
-    for name in manifest.files.keys() {
+    for (name, entry) in &manifest.files {
         let path = dir.join(name);
         // A missing file is left out here and reported by the check below, with its size.
-        if path.exists() {
-            let bytes =
-                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            files.insert(name.clone(), bytes);
+        let Ok(metadata) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        anyhow::ensure!(
+            metadata.file_type().is_file(),
+            "{} is not a regular file (a link, folder or device); a bundle holds plain files",
+            path.display()
+        );
+        if metadata.len() != entry.size {
+            return Err(BundleError::Size {
+                path,
+                expected: entry.size,
+                found: metadata.len(),
+            }
+            .into());
         }
+        let mut bytes = Vec::with_capacity(entry.size as usize);
+        fs::File::open(&path)
+            .and_then(|file| file.take(entry.size).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        files.insert(name.clone(), bytes);
     }
     files.verify()?;
     if dequantize {
