@@ -18,9 +18,7 @@ pub mod split;
 pub mod teacher_index;
 
 pub use conversation::{Conversation, Role, Turn};
-pub use split::{
-    DataPosition, EpochShuffler, Holdout, SeededRng, dataset_fingerprint, split_holdout,
-};
+pub use split::{DataPosition, EpochShuffler, Holdout, dataset_fingerprint, split_holdout};
 pub use teacher_index::TeacherMapsIndex;
 
 use std::{fmt, path::PathBuf, str::FromStr};

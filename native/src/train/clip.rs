@@ -3,7 +3,7 @@
 //! clipping, `--clip-norm`, clips each parameter's gradient on its own.)
 
 use burn::{
-    module::{Module, ModuleVisitor, Param, ParamId},
+    module::{Module, ModuleVisitor, Param},
     optim::GradientsParams,
     tensor::Tensor,
 };
@@ -54,39 +54,28 @@ pub fn total_norm<M: Module>(module: &M, grads: &GradientsParams) -> anyhow::Res
 }
 
 fn scale<M: Module>(module: &M, mut grads: GradientsParams, factor: f64) -> GradientsParams {
-    struct Scale {
-        ids: Vec<(ParamId, usize)>,
+    struct Scale<'g> {
+        grads: &'g mut GradientsParams,
+        factor: f64,
     }
-    impl ModuleVisitor for Scale {
+    impl ModuleVisitor for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.ids.push((param.id, D));
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, grad.mul_scalar(self.factor));
+            }
         }
     }
-    let mut visitor = Scale { ids: Vec::new() };
-    module.visit(&mut visitor);
-    for (id, rank) in visitor.ids {
-        match rank {
-            1 => scale_one::<1>(&mut grads, id, factor),
-            2 => scale_one::<2>(&mut grads, id, factor),
-            3 => scale_one::<3>(&mut grads, id, factor),
-            4 => scale_one::<4>(&mut grads, id, factor),
-            5 => scale_one::<5>(&mut grads, id, factor),
-            _ => {}
-        }
-    }
+    module.visit(&mut Scale {
+        grads: &mut grads,
+        factor,
+    });
     grads
-}
-
-fn scale_one<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f64) {
-    if let Some(grad) = grads.remove::<D>(id) {
-        grads.register(id, grad.mul_scalar(factor));
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use burn::{
-        module::Module,
+        module::{Module, ParamId},
         nn::{Linear, LinearConfig},
         tensor::Device,
     };

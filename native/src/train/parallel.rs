@@ -439,11 +439,10 @@ mod tests {
 
         let golden =
             Weights::from_files(&[fixture_dir("training-tiny/golden.safetensors")]).unwrap();
-        let metadata = |key: &str| -> String {
-            let bytes = std::fs::read(fixture_dir("training-tiny/golden.safetensors")).unwrap();
-            let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-            header.metadata().as_ref().unwrap()[key].clone()
-        };
+        let bytes = std::fs::read(fixture_dir("training-tiny/golden.safetensors")).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let header = header.metadata().clone().unwrap();
+        let metadata = |key: &str| -> String { header[key].clone() };
         let pairs: Vec<(String, String)> = serde_json::from_str(&metadata("samples")).unwrap();
         let words: Vec<String> = serde_json::from_str(&metadata("teacher_words")).unwrap();
         let lr: f64 = metadata("lr").parse().unwrap();

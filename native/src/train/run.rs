@@ -15,7 +15,7 @@ use lavender_core::{
     adapters::lora::{apply_lora, export_peft, load_peft_factors},
     align::{
         aligner::{AlignerActivation, AlignerConfig, AlignerDepth},
-        loss::{LavenderLoss, LossConfig},
+        loss::LossConfig,
     },
     data::{
         Conversation, DataSpec, EpochShuffler, Holdout, ImageLoader, TeacherMapsIndex,
@@ -396,7 +396,7 @@ impl Session {
         for sample in self.data.holdout.eval.iter().take(limit) {
             let (image, maps) = self.data.read_sample(sample, &mut self.images)?;
             let teacher = teacher_word_maps(maps, self.config.map_size, &self.device)?;
-            let (_, values): (LavenderLoss, LossValues) = sample_loss(
+            let (_, values) = sample_loss(
                 self.parallel.main(),
                 sample,
                 &image,
