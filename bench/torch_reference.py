@@ -26,7 +26,8 @@ with random weights and time the same work on the same shapes:
             alignment term. With it, the cross-attention layers compute their softmax explicitly
             (in f32) and the loss adds 10 x MSE between a random map and the mean over
             cross-attention layers of the head-mean attention of the labelled rows on the first
-            tile without its class token, on its patch grid, resized bilinearly to 32x32. Then
+            tile without its class token, on its patch grid, resized to 32x32 as torchvision's
+            Resize does (antialiased bilinear). Then
             greedy decoding of ``--decode-tokens`` tokens after the 96-token prompt, with the image
             states computed beforehand (prefill plus decode steps are timed, as in bench-train).
 
@@ -420,7 +421,7 @@ def bench_mllama(args):
         # [1, heads, seq, keys] -> head mean of the labelled rows on tile 0 without its class token
         grid = sum(a[0, :, masked:, 1:tokens_per_tile].mean(0) for a in maps) / len(maps)
         grid = grid.reshape(queries, 1, side, side)
-        grid = F.interpolate(grid, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
+        grid = F.interpolate(grid, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False, antialias=True)
         target = torch.rand_like(grid)
         return loss + ALIGN_LAMBDA * ((grid - target) ** 2).mean().float()
 

@@ -2,7 +2,7 @@
 //! one token into one map, learned so that it can be compared with the teacher's (the
 //! reference's `DiffagFovProjection`, `docs/method.md`, "The Aligner"). Heads are input channels:
 //! `depth` x (conv3x3 without bias -> instance norm without affine -> activation), then a 1x1
-//! conv with bias to one channel.
+//! conv with bias to one channel; the `deep` variant has no norm after its 3rd and 4th convs.
 //!
 //! Tensor names (safetensors, PyTorch layout `[out, in, k, k]`): `convs.{i}.weight` for the
 //! 3x3 convs in order, `head.weight` and `head.bias` for the 1x1 conv; the same names as the
@@ -38,7 +38,8 @@ pub enum AlignerDepth {
     Light,
     /// 3 convs (`sim`, the default: the paper's "3-layer ConvNet").
     Sim,
-    /// 5 convs (`deep`).
+    /// 5 convs (`deep`); the 3rd and 4th have no instance norm after them, as the
+    /// reference's `conv_deep="deep"` branch.
     Deep,
 }
 
@@ -51,6 +52,12 @@ impl AlignerDepth {
             Self::Sim => 3,
             Self::Deep => 5,
         }
+    }
+
+    /// Whether the 3x3 conv at `index` (from 0) is followed by the instance norm: every one,
+    /// except the 3rd and 4th of [`AlignerDepth::Deep`] (the activation follows all of them).
+    pub fn normalises(self, index: usize) -> bool {
+        !(self == Self::Deep && matches!(index, 2 | 3))
     }
 
     /// The depth with `convs` 3x3 convs, if one has that many: how a saved Aligner's depth is
@@ -230,9 +237,15 @@ impl Aligner {
 
     /// `[n, heads, s, s]` per-head maps -> `[n, 1, s, s]`.
     pub fn forward(&self, maps: Tensor<4>) -> Tensor<4> {
+        let depth = AlignerDepth::from_convs(self.convs.len()).unwrap_or(AlignerDepth::Sim);
         let mut x = maps;
-        for conv in &self.convs {
-            let normed = self.norm.forward(conv.forward(x));
+        for (index, conv) in self.convs.iter().enumerate() {
+            let convolved = conv.forward(x);
+            let normed = if depth.normalises(index) {
+                self.norm.forward(convolved)
+            } else {
+                convolved
+            };
             x = match self.activation {
                 AlignerActivation::Relu6 => relu6(normed),
                 AlignerActivation::LeakyRelu => leaky_relu(normed, LEAKY_RELU_SLOPE),
@@ -326,6 +339,32 @@ pub(crate) mod tests {
             .unwrap();
         let output = fixture_aligner(&device).forward(input);
         assert_close("aligner_output", output, expected, 1e-4);
+    }
+
+    /// The `deep` variant (5 convs, no norm after the 3rd and 4th) on the same input.
+    #[test]
+    fn deep_forward_matches_torch() {
+        let golden = lavender_golden();
+        let device = device();
+        let input = golden
+            .tensor::<4>("aligner_input", [5, 4, 32, 32], &device)
+            .unwrap();
+        let expected = golden
+            .tensor::<4>("aligner_deep_output", [5, 1, 32, 32], &device)
+            .unwrap();
+        let aligner = AlignerConfig::new(4)
+            .with_hidden(8)
+            .with_depth(AlignerDepth::Deep)
+            .load_weights(&golden, "aligner_deep.", &device)
+            .unwrap();
+        assert_close(
+            "aligner_deep_output",
+            aligner.forward(input),
+            expected,
+            1e-4,
+        );
+        assert!(!AlignerDepth::Deep.normalises(2) && !AlignerDepth::Deep.normalises(3));
+        assert!((0..3).all(|i| AlignerDepth::Sim.normalises(i)));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! tile, one class token and `p x p` patches; the tiles cover a canvas of `rows x cols` tiles
 //! in row-major order, and the image fills its top-left `resized` part (the rest is padding).
 //! The map of a query is: drop the class tokens, lay the tiles out as the canvas, crop the
-//! padding, resize bilinearly (half-pixel, as PyTorch's `align_corners=False`) to `S x S`.
+//! padding, resize to `S x S` as the reference does (torchvision's `Resize` on a tensor:
+//! bilinear, half-pixel, antialiased when downscaling).
 //!
 //! This replaces the reference code's 1-D resampling of the whole token axis, which shears the map
 //! by about one column per row (`docs/method.md`, "Student attention on the image grid"). That
@@ -11,7 +12,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::maps::resize::{resample_linear, resize_bilinear, resize_bilinear_antialias};
+use crate::maps::resize::{resample_linear, resize_bilinear_antialias};
 
 /// Which placement of the attention on the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,8 +78,10 @@ pub fn attention_to_grid(attention: Tensor<2>, geometry: &TileGeometry, size: us
     let keep_rows = ((resized[0] as f64 / patch_size).ceil() as usize).clamp(1, rows * p);
     let keep_cols = ((resized[1] as f64 / patch_size).ceil() as usize).clamp(1, cols * p);
     let cropped = patches.narrow(1, 0, keep_rows).narrow(2, 0, keep_cols);
-    // A matrix-product resize, not `interpolate`: it must have a backward pass on GPU too.
-    resize_bilinear(cropped, [size, size])
+    // The reference's torchvision `Resize` (antialiased: a 41x41 grid to 32x32 averages
+    // neighbours instead of skipping them), as matrix products, which have a backward pass on
+    // every backend.
+    resize_bilinear_antialias(cropped, [size, size])
 }
 
 /// The reference code's mapping (Lavender's `diffag_xattn_manager.py`; `docs/method.md`),

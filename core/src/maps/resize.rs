@@ -98,15 +98,6 @@ pub fn resize_bilinear_antialias(x: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
     resize_separable(x, size, antialias_weights)
 }
 
-/// `[n, height, width]` -> `[n, size[0], size[1]]`: PyTorch's
-/// `F.interpolate(x[:, None], size, mode="bilinear", align_corners=False)` (Burn's bilinear
-/// `interpolate` with `align_corners(false)`), as two matrix products. Unlike `interpolate`,
-/// this has a backward pass on every backend: Burn's CubeCL backends (CUDA, wgpu) have none for
-/// bilinear interpolation, and training differentiates through the attention grid.
-pub fn resize_bilinear(x: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
-    resize_separable(x, size, bilinear_weights)
-}
-
 /// Resamples both axes with `[output][input]` weight matrices from `weights(input, output)`.
 fn resize_separable(
     x: Tensor<3>,
@@ -246,6 +237,40 @@ mod tests {
         let ones = Tensor::<3>::ones([2, 41, 82], &device);
         let out = values(resize_bilinear_antialias(ones, [32, 32]));
         assert!(out.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+
+    /// torchvision 0.29's `Resize((32, 32))` on random grids of the student's sizes (41x41: a
+    /// 560-pixel tile of 14-pixel patches; 40x40; two tiles side by side), from
+    /// `tests/fixtures/make_lavender_fixtures.py`: every value within 1e-5.
+    #[test]
+    fn antialiased_resize_matches_torchvision() {
+        let golden = crate::testing::lavender_golden();
+        let device = Device::flex();
+        for [height, width] in [[41, 41], [40, 40], [41, 82]] {
+            let input = golden
+                .tensor::<3>(
+                    &format!("resize_input_{height}x{width}"),
+                    [3, height, width],
+                    &device,
+                )
+                .unwrap();
+            let expected = values(
+                golden
+                    .tensor::<3>(
+                        &format!("resize_output_{height}x{width}"),
+                        [3, 32, 32],
+                        &device,
+                    )
+                    .unwrap(),
+            );
+            let actual = values(resize_bilinear_antialias(input, [32, 32]));
+            let worst = actual
+                .iter()
+                .zip(&expected)
+                .map(|(a, e)| (a - e).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5, "{height}x{width}: off by {worst}");
+        }
     }
 
     /// 1-D linear, half-pixel: 3 -> 5 reads the input at 0 (clamped from -0.2), 0.4, 1, 1.6

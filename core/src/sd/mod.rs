@@ -12,4 +12,3 @@ pub mod teacher;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
-pub mod words;

@@ -7,7 +7,8 @@
 //! 3. regeneration in decreasing order with classifier-free guidance, recording the conditional
 //!    branch's attn2 probabilities of down/up layers whose maps are `attn_res x attn_res`;
 //! 4. mean over heads, layers and steps, bilinear (half-pixel) resize to `map_size`;
-//! 5. prompt tokens only; words grouped ([`crate::sd::words`]), merged by mean and min-max
+//! 5. prompt tokens only; words by the project's one rule on the tokens' texts
+//!    ([`crate::maps::words`]), merged by mean and min-max
 //!    normalised ([`crate::maps`]).
 //!
 //! `Recipe::Noise` replaces 2-3 by one conditional pass per timestep on the noised latent.
@@ -25,13 +26,15 @@ use super::{
     attention::AttentionCapture,
     clip_text::ClipTextModel,
     scheduler::DdimScheduler,
-    tokenizer::{ClipTokenizer, ClipTokens, MAX_LENGTH, pieces_to_text},
+    tokenizer::{ClipTokenizer, ClipTokens, MAX_LENGTH},
     unet::{PerBlock, UNet2DConditionModel, UNetConfig},
     vae::AutoencoderKl,
-    words::group_words,
 };
 use crate::{
-    maps::{WordMaps, words::word_maps},
+    maps::{
+        WordMaps,
+        words::{group_words, word_maps},
+    },
     weights::LoadError,
 };
 
@@ -411,7 +414,7 @@ impl StableDiffusion {
                 config.map_size,
                 config.map_size,
             ]);
-            let groups = group_words(&tokens.pieces, pieces_to_text);
+            let groups = group_words(&tokens.texts);
             let maps = word_maps(token_maps.clone(), &groups);
             outputs.push(TeacherAttention {
                 token_ids: tokens.ids,

@@ -21,7 +21,7 @@ use clap::Args;
 use lavender_core::{
     adapters::lora::{LoraSettings, apply_lora, apply_qlora},
     align::loss::cross_entropy,
-    maps::resize::resize_bilinear,
+    maps::resize::resize_bilinear_antialias,
     vlm::mllama::{
         config::MllamaConfig,
         model::MllamaModel,
@@ -366,7 +366,7 @@ impl Inputs {
             .div_scalar(layers as f64)
             .reshape([queries, side * side]);
         // A matrix-product resize: CubeCL has no backward for bilinear `interpolate`.
-        let maps = resize_bilinear(maps.reshape([queries, side, side]), [32, 32]);
+        let maps = resize_bilinear_antialias(maps.reshape([queries, side, side]), [32, 32]);
         let target = Tensor::random(maps.shape(), Distribution::Uniform(0.0, 1.0), &device);
         let mse = (maps - target)
             .powi_scalar(2)

@@ -117,9 +117,9 @@ fn loss_and_aligner_gradients_match_torch() {
         let actual = gradients[&name].clone();
         if name == "head.bias" {
             // Min-max normalisation cancels a constant shift: the gradient is 0 up to
-            // rounding on both sides.
+            // rounding on both sides (a sum over 5 x 1024 pixels: about 1e-6).
             let error: f32 = (actual - expected).abs().max().into_scalar();
-            assert!(error < 1e-6, "grad head.bias differs by {error}");
+            assert!(error < 1e-5, "grad head.bias differs by {error}");
         } else {
             assert_close(&format!("grad.aligner.{name}"), actual, expected, 1e-4);
         }
