@@ -4,8 +4,8 @@
 //! into words ([`words`]), the mean-then-min-max normalisation ([`normalise`]), resizing
 //! ([`resize`]), the per-pixel comparison ([`compare`]) and the pictures ([`picture`]).
 //!
-//! Nothing here knows a model: the CLIP and Llama token rules that decide *which* tokens
-//! form a word live with their tokenizers (`sd::words`, `align::words`).
+//! Nothing here knows a model: the one word rule reads token texts, whichever tokenizer made
+//! them (CLIP's from the prompt's offsets, `sd::tokenizer`; Llama's decoded, `align::words`).
 
 pub mod compare;
 pub mod normalise;

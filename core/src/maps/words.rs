@@ -5,13 +5,13 @@
 //! **A word is a maximal run of letters and digits** (Unicode alphanumeric) in the text the
 //! tokens spell; everything else (whitespace, punctuation, apostrophes, hyphens) separates
 //! words and belongs to none. A token belongs to every word that one of its characters is in.
-//! Words are keyed lower-cased. So, on both tokenizers, `"The red-haired dog's 42 bikes."`
-//! has the words `the, red, haired, dog, s, 42, bikes`: the trailing `"."` is no part of
+//! Words are keyed lower-cased. So, on both tokenizers, `"The red-haired dog's 1234 bikes."`
+//! has the words `the, red, haired, dog, s, 1234, bikes`: the trailing `"."` is no part of
 //! `bikes`, a hyphen or an apostrophe splits (CLIP's pre-tokenizer splits there too, and
 //! Llama-3's `"-haired"` token joins `haired`), and a number is one word although CLIP
 //! cuts it into single digits and Llama-3 into groups of three. Tokenizers only decide the
-//! token texts ([`word_spans`] takes them): `sd::words` for CLIP's `</w>` pieces,
-//! `align::words` for Llama-3's answer tokens.
+//! token texts ([`word_spans`] takes them): each CLIP token's text in the prompt, from its
+//! offsets (`sd::tokenizer`), and each Llama-3 answer token decoded alone (`align::words`).
 //!
 //! Byte-level BPE can split one multi-byte character over two tokens, each of which then
 //! decodes to U+FFFD; the replacement character counts as a letter inside a run that has a

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod clip_text;
+pub mod null_text;
 pub mod preprocess;
 pub mod resnet;
 pub mod sampling;

@@ -12,6 +12,9 @@
 //!    normalised ([`crate::maps`]).
 //!
 //! `Recipe::Noise` replaces 2-3 by one conditional pass per timestep on the noised latent.
+//! `Recipe::NullText` optimises the unconditional embedding of each step of 3 so that the
+//! regeneration reconstructs the input ([`crate::sd::null_text`]); the plain recipe's
+//! regeneration drifts, so its maps partly describe a regenerated image.
 
 use std::path::Path;
 
@@ -46,6 +49,13 @@ pub enum Recipe {
     Inversion { steps: usize, guidance: f64 },
     /// One conditional UNet pass per timestep on the latent noised with seeded Gaussian noise.
     Noise { timesteps: Vec<usize>, seed: u64 },
+    /// DDIM inversion, then null-text optimisation at every step so that the CFG regeneration
+    /// reconstructs the input, recording along it ([`crate::sd::null_text`]).
+    NullText {
+        steps: usize,
+        guidance: f64,
+        inner_steps: usize,
+    },
 }
 
 /// Every parameter of the extraction; written into each output.
@@ -341,6 +351,28 @@ impl StableDiffusion {
                 }
                 final_latent = z;
                 // The conditional half of the [uncond; cond] batch.
+                capture.mean().map(|mean| mean.narrow(0, batch, batch))
+            }
+            Recipe::NullText {
+                steps,
+                guidance,
+                inner_steps,
+            } => {
+                let (_, uncond) = self.encode_texts(&vec![""; batch])?;
+                let timesteps = self
+                    .scheduler
+                    .timesteps(*steps)
+                    .map_err(TeacherError::Input)?;
+                let run = self.null_text_inversion(
+                    latent,
+                    cond.clone(),
+                    uncond,
+                    &timesteps,
+                    *guidance,
+                    *inner_steps,
+                    &mut capture,
+                );
+                final_latent = run.latent;
                 capture.mean().map(|mean| mean.narrow(0, batch, batch))
             }
             Recipe::Noise { timesteps, seed } => {

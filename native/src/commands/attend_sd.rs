@@ -25,7 +25,9 @@ use crate::{
   lavender attend-sd --sd ./stable-diffusion-v1-4 --image dog.jpg --text \"a dog on a skateboard\" \\
       --out dog.safetensors --png dog.png
   lavender attend-sd --sd ./sd --image dog.jpg --text \"a dog\" --out dog.safetensors \\
-      --recipe noise --timesteps 100,500,900 --device cuda:1")]
+      --recipe noise --timesteps 100,500,900 --device cuda:1
+  lavender attend-sd --sd ./sd --image dog.jpg --text \"a dog\" --out dog.safetensors \\
+      --recipe null-text --reconstruction dog-reconstructed.png")]
 pub struct AttendSdArgs {
     /// Stable Diffusion v1.x in diffusers layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long, value_name = "DIR")]
@@ -48,7 +50,8 @@ pub struct AttendSdArgs {
     pub png: Option<PathBuf>,
 
     /// Also write what the teacher ended on, decoded by the VAE: the regenerated image after
-    /// inversion (or the VAE's reconstruction with --recipe noise).
+    /// inversion (close to the input with --recipe null-text; the VAE's reconstruction with
+    /// --recipe noise).
     #[arg(long, value_name = "FILE")]
     pub reconstruction: Option<PathBuf>,
 

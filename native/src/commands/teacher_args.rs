@@ -9,6 +9,9 @@ pub enum RecipeKind {
     Inversion,
     /// One conditional pass per timestep on the noised latent (cheap, for large datasets).
     Noise,
+    /// Inversion whose regeneration reconstructs the input: the unconditional embedding is
+    /// optimised at every step (null-text inversion; about 11x the UNet work at 10 inner steps).
+    NullText,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -17,13 +20,18 @@ pub struct TeacherArgs {
     #[arg(long, value_enum, default_value_t = RecipeKind::Inversion)]
     pub recipe: RecipeKind,
 
-    /// DDIM steps of inversion and of regeneration (inversion recipe).
+    /// DDIM steps of inversion and of regeneration (inversion and null-text recipes).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
 
-    /// Classifier-free guidance scale of the regeneration (inversion recipe).
+    /// Classifier-free guidance scale of the regeneration (inversion and null-text recipes).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
+
+    /// Adam steps on the null-text embedding per DDIM step, at most (null-text recipe; the
+    /// authors' 10).
+    #[arg(long, default_value_t = 10)]
+    pub inner_steps: usize,
 
     /// Timesteps at which the latent is noised (noise recipe).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 500, 700, 900])]
@@ -59,6 +67,16 @@ impl TeacherArgs {
                 Recipe::Inversion {
                     steps: self.steps,
                     guidance: self.guidance,
+                }
+            }
+            RecipeKind::NullText => {
+                anyhow::ensure!(self.steps > 0, "--steps must be positive");
+                anyhow::ensure!(self.guidance.is_finite(), "--guidance must be a number");
+                anyhow::ensure!(self.inner_steps > 0, "--inner-steps must be positive");
+                Recipe::NullText {
+                    steps: self.steps,
+                    guidance: self.guidance,
+                    inner_steps: self.inner_steps,
                 }
             }
             RecipeKind::Noise => {
