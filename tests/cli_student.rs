@@ -182,3 +182,127 @@ fn bad_inputs_are_clear_errors() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `eval` on a jsonl dataset and on a VLMEvalKit TSV: one row per question, the right ones
+/// scored right (the expected answer is what `generate` answers), the summary split by
+/// category; an unreadable image stops the run naming its row and leaves no results file.
+#[test]
+fn eval_scores_jsonl_and_vlmevalkit_questions() {
+    use base64::Engine;
+    let dir = temp_dir("eval");
+    let vlm = fixture().display().to_string();
+    let image = fixture().join("image.png");
+    let question = "What is in the picture?";
+    let stdout = success(&student(
+        &["generate", "--json", "--max-new-tokens", "6"],
+        &image.display().to_string(),
+        &vlm,
+        &["--prompt", question],
+    ));
+    let generated: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let answer = generated["text"].as_str().unwrap().trim().to_string();
+    assert!(!answer.is_empty());
+
+    // jsonl: the generated answer (right) and another (wrong).
+    fs::copy(&image, dir.join("image.png")).unwrap();
+    let line = |id: &str, answer: &str| {
+        serde_json::json!({"id": id, "image": "image.png", "conversations": [
+            {"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+        .to_string()
+    };
+    fs::write(
+        dir.join("questions.jsonl"),
+        format!(
+            "{}\n{}\n",
+            line("right", &answer),
+            line("wrong", "zebra crossing")
+        ),
+    )
+    .unwrap();
+    let out = dir.join("results.tsv");
+    let eval = |data: &str, out: &std::path::Path| {
+        lavender(&[
+            "eval",
+            "--vlm",
+            &vlm,
+            "--data",
+            data,
+            "--out",
+            &out.display().to_string(),
+            "--max-new-tokens",
+            "6",
+            "--device",
+            "cpu",
+        ])
+    };
+    let jsonl = format!("jsonl:{}", dir.join("questions.jsonl").display());
+    let stdout = success(&eval(&jsonl, &out));
+    assert!(stdout.contains("accuracy 0.5000 (1 of 2)"), "{stdout}");
+    let results = fs::read_to_string(&out).unwrap();
+    let rows: Vec<Vec<&str>> = results.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "id",
+            "category",
+            "question",
+            "answer",
+            "prediction",
+            "correct"
+        ]
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][4], rows[1][5]),
+        ("right", answer.as_str(), "1")
+    );
+    assert_eq!((rows[2][0], rows[2][5]), ("wrong", "0"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("results.tsv.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["count"], 2);
+    assert_eq!(summary["accuracy"], 0.5);
+
+    // A VLMEvalKit TSV: base64 image, row 2 reuses row 1's image, categories.
+    let png = base64::engine::general_purpose::STANDARD.encode(fs::read(&image).unwrap());
+    fs::write(
+        dir.join("bench.tsv"),
+        format!(
+            "index\timage\tquestion\tanswer\tcategory\n\
+             1\t{png}\t{question}\t{answer}\tobjects\n\
+             2\t1\t{question}\tzebra\tanimals\n"
+        ),
+    )
+    .unwrap();
+    let tsv_out = dir.join("bench-results.tsv");
+    let stdout = success(&eval(
+        &format!("tsv:{}", dir.join("bench.tsv").display()),
+        &tsv_out,
+    ));
+    assert!(stdout.contains("accuracy 0.5000 (1 of 2)"), "{stdout}");
+    assert!(stdout.contains("objects: 1.0000 (1 of 1)"), "{stdout}");
+    assert!(stdout.contains("animals: 0.0000 (0 of 1)"), "{stdout}");
+
+    // An image that does not decode: the row is named, nothing is written.
+    let broken = base64::engine::general_purpose::STANDARD.encode(b"not an image at all");
+    fs::write(
+        dir.join("broken.tsv"),
+        format!("index\timage\tquestion\tanswer\n1\t{png}\tq\ta\n7\t{broken}\tq\ta\n"),
+    )
+    .unwrap();
+    let broken_out = dir.join("broken-results.tsv");
+    let stderr = failure(&eval(
+        &format!("tsv:{}", dir.join("broken.tsv").display()),
+        &broken_out,
+    ));
+    assert!(
+        stderr.contains("question 2 (id 7): cannot read its image"),
+        "{stderr}"
+    );
+    assert!(!broken_out.exists());
+    assert!(!dir.join("broken-results.tsv.summary.json").exists());
+
+    let stderr = failure(&eval(&jsonl, &dir.join("missing/results.tsv")));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    fs::remove_dir_all(&dir).unwrap();
+}

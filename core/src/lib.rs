@@ -10,6 +10,8 @@ pub mod align;
 pub mod bundle;
 /// Datasets, the teacher maps store and the training split.
 pub mod data;
+/// Scoring a student's answers to questions with known answers (`lavender eval`).
+pub mod eval;
 /// What the browser explorer shows: every word's map for a chosen layer, head or aggregation.
 pub mod explore;
 /// FNV-1a 64, the one non-cryptographic checksum (fixtures, checkpoints, dataset digests).

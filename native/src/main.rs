@@ -50,6 +50,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Answer a question about an image with Llama-3.2-Vision (optionally with a LoRA adapter).
     Generate(commands::generate::GenerateArgs),
+    /// Answer every question of a dataset (or a VLMEvalKit TSV) and score the answers.
+    Eval(commands::eval::EvalArgs),
     /// Write the student (adapter merged, weights quantized) as a bundle for the browser explorer.
     ExportWeb(commands::export_web::ExportWebArgs),
     /// Benchmark: UNet evaluations per second with attention capture (random weights).
@@ -92,6 +94,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::BenchUnet(args) => commands::bench_unet::run(args),
         Command::BenchTrain(args) => commands::bench_train::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::ExportWeb(args) => commands::export_web::run(args),
         Command::Attend(args) => commands::attend::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -6,6 +6,7 @@ pub mod bench_train;
 pub mod bench_unet;
 pub mod demo;
 pub mod devices;
+pub mod eval;
 pub mod export_web;
 pub mod extract;
 pub mod generate;

@@ -1,7 +1,7 @@
 //! The flags every student command shares (`generate`, `attend`): the model and its adapter
 //! (or a web bundle), the image, where the attention lands, the device; and loading them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -49,16 +49,32 @@ impl StudentArgs {
     /// Checks the flags, opens the device, decodes the image and loads the model.
     pub fn load(&self) -> anyhow::Result<(Mllama, RgbImage)> {
         anyhow::ensure!(self.map_size > 0, "--map-size must be positive");
-        let spec = self.device.unwrap_or_else(DeviceSpec::best_available);
-        let device = spec.open()?;
         let image = open_image(&self.image)?;
-        let student = match (&self.bundle, &self.vlm) {
-            (Some(bundle), _) => load_bundle(bundle, &device, matches!(spec, DeviceSpec::Wgpu(_)))
-                .with_context(|| format!("cannot load the bundle {}", bundle.display()))?,
-            (None, Some(vlm)) => Mllama::load(vlm, self.adapter.as_deref(), &device)
-                .with_context(|| format!("cannot load the model from {}", vlm.display()))?,
-            (None, None) => anyhow::bail!("give --vlm DIR or --bundle DIR"),
-        };
+        let student = load_student(
+            self.vlm.as_deref(),
+            self.adapter.as_deref(),
+            self.bundle.as_deref(),
+            self.device,
+        )?;
         Ok((student, image))
+    }
+}
+
+/// Opens `device` (default: the best available) and loads the student from a web `bundle`, or
+/// from the Mllama folder `vlm` with an optional PEFT `adapter` merged in.
+pub fn load_student(
+    vlm: Option<&Path>,
+    adapter: Option<&Path>,
+    bundle: Option<&Path>,
+    device: Option<DeviceSpec>,
+) -> anyhow::Result<Mllama> {
+    let spec = device.unwrap_or_else(DeviceSpec::best_available);
+    let device = spec.open()?;
+    match (bundle, vlm) {
+        (Some(bundle), _) => load_bundle(bundle, &device, matches!(spec, DeviceSpec::Wgpu(_)))
+            .with_context(|| format!("cannot load the bundle {}", bundle.display())),
+        (None, Some(vlm)) => Mllama::load(vlm, adapter, &device)
+            .with_context(|| format!("cannot load the model from {}", vlm.display())),
+        (None, None) => anyhow::bail!("give --vlm DIR or --bundle DIR"),
     }
 }

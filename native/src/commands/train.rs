@@ -117,10 +117,15 @@ pub struct TrainSettingsArgs {
     /// Stop after this many optimiser steps (default: the epochs).
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// Samples per optimiser step, over all devices (gradients accumulated one sample at a
-    /// time). The authors' run: 1 per GPU on 8 GPUs.
+    /// Samples per optimiser step, over all devices: the step's gradient is the mean of the
+    /// samples' (the authors' run: 1 per GPU on 8 GPUs).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Samples per forward and backward pass on a device, as one right-padded batch; the
+    /// gradients of a step's micro-batches are summed. Memory grows with it (default: a
+    /// device's whole share of --batch; 1: one sample at a time).
+    #[arg(long, value_name = "M")]
+    pub micro_batch: Option<usize>,
     /// Clip the L2 norm of all gradients together to this, as PyTorch's `clip_grad_norm_`
     /// (0: no clipping, the authors' default).
     #[arg(long, default_value_t = 0.0)]
@@ -215,6 +220,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     let s = &args.settings;
     anyhow::ensure!(s.batch > 0, "--batch must be positive");
+    anyhow::ensure!(
+        s.micro_batch != Some(0),
+        "--micro-batch must be positive (leave it out for a device's whole share)"
+    );
     anyhow::ensure!(s.epochs > 0, "--epochs must be positive");
     anyhow::ensure!(s.lr > 0.0, "--lr must be positive");
     anyhow::ensure!(s.lambda >= 0.0, "--lambda cannot be negative");
@@ -254,6 +263,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         epochs: s.epochs,
         max_steps: s.max_steps.unwrap_or(0),
         batch: s.batch,
+        micro_batch: s.micro_batch.unwrap_or(0),
         clip_norm: s.clip_norm,
         clip_grad_norm: s.clip_grad_norm,
         adam_epsilon: 1e-8,

@@ -83,6 +83,11 @@ pub enum ImageFitArg {
     Tiles,
 }
 
+/// The micro-batch of runs that did not record it: they computed one sample at a time.
+fn one_sample_at_a_time() -> usize {
+    1
+}
+
 /// AdamW's epsilon of runs that did not record it (Burn's default).
 fn burn_adam_epsilon() -> f64 {
     1e-5
@@ -103,6 +108,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub max_steps: u64,
     pub batch: usize,
+    /// Samples per forward and backward pass on a device (0: the device's whole share of
+    /// `batch`). Runs written before it computed one sample at a time, and keep doing so.
+    #[serde(default = "one_sample_at_a_time")]
+    pub micro_batch: usize,
     /// Burn's per-parameter clipping (each gradient tensor to this L2 norm); 0: off.
     pub clip_norm: f64,
     /// PyTorch's `clip_grad_norm_`: all gradients together to this L2 norm; 0: off. Absent

@@ -2,8 +2,9 @@
 //!
 //! Every device holds a replica of the [`Trainable`] module. A step's global batch (`--batch`
 //! samples, the same whatever the device count) is cut into contiguous shares, one per device;
-//! each replica back-propagates its samples one at a time (each loss divided by the global
-//! batch, so the sum of all gradients is the batch mean), the replicas' gradients are summed on
+//! each replica back-propagates its share in micro-batches of `--micro-batch` samples, each a
+//! padded batch through one forward pass (each loss divided by the global batch, so the sum of
+//! all gradients is the batch mean), the replicas' gradients are summed on
 //! the main device (the first one listed), the optimiser steps there once, and the updated
 //! trainable parameters (LoRA factors and Aligner; everything with `--full`) are copied back to
 //! the replicas. The result is the single-device step's up to the order of the float sums.
@@ -45,7 +46,8 @@ use lavender_core::{align::loss::LossConfig, data::Conversation, maps::WordMaps}
 use super::{
     clip::clip_grad_norm,
     trainer::{
-        BatchGradients, LossValues, SampleSettings, Trainable, sample_loss, teacher_word_maps,
+        BatchGradients, BatchSample, LossValues, SampleSettings, Trainable, micro_batch_losses,
+        teacher_word_maps,
     },
 };
 
@@ -74,6 +76,8 @@ pub struct StepSettings<'a> {
     pub sample: SampleSettings,
     /// Samples per optimiser step, over all devices: each loss is divided by it.
     pub batch: usize,
+    /// Samples per forward and backward pass on a device (0: the device's whole share).
+    pub micro_batch: usize,
     /// The L2 norm all gradients together are clipped to before the optimiser step, as
     /// PyTorch's `clip_grad_norm_` (0: no clipping).
     pub clip_grad_norm: f64,
@@ -244,24 +248,36 @@ fn split_shares<T>(inputs: Vec<T>, parts: usize) -> Vec<Vec<T>> {
 fn share_gradients(
     trainable: &Trainable,
     device: &Device,
-    share: Vec<SampleInput<'_>>,
+    mut share: Vec<SampleInput<'_>>,
     settings: &StepSettings<'_>,
 ) -> anyhow::Result<(Option<GradientsParams>, Vec<LossValues>)> {
     let mut batch = BatchGradients::new();
     let mut values = Vec::with_capacity(share.len());
-    for input in share {
-        let teacher = teacher_word_maps(input.maps, settings.map_size, device)?;
-        let (loss, sample_values) = sample_loss(
-            trainable,
-            input.sample,
-            &input.image,
-            &teacher,
-            settings.loss,
-            &settings.sample,
-        )?;
-        (settings.check)(input.sample, &sample_values)?;
-        batch.add(trainable, &loss, settings.batch);
-        values.push(sample_values);
+    let teachers = share
+        .iter_mut()
+        .map(|input| teacher_word_maps(input.maps.take(), settings.map_size, device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let micro_batch = match settings.micro_batch {
+        0 => share.len().max(1),
+        size => size,
+    };
+    for (inputs, teachers) in share.chunks(micro_batch).zip(teachers.chunks(micro_batch)) {
+        let samples: Vec<BatchSample<'_>> = inputs
+            .iter()
+            .zip(teachers)
+            .map(|(input, teacher)| BatchSample {
+                sample: input.sample,
+                image: &input.image,
+                teacher,
+            })
+            .collect();
+        let losses = micro_batch_losses(trainable, &samples, settings.loss, &settings.sample)?;
+        for (input, (_, sample_values)) in inputs.iter().zip(&losses) {
+            (settings.check)(input.sample, sample_values)?;
+        }
+        let graphs: Vec<_> = losses.iter().map(|(loss, _)| loss).collect();
+        batch.add(trainable, &graphs, settings.batch);
+        values.extend(losses.into_iter().map(|(_, values)| values));
     }
     Ok((batch.into_grads(), values))
 }
@@ -535,6 +551,7 @@ mod tests {
                     squash: true,
                 },
                 batch: conversations.len(),
+                micro_batch: 0,
                 clip_grad_norm: clip,
                 check: &check,
             };
@@ -652,6 +669,7 @@ mod tests {
             map_size,
             sample: SampleSettings::default(),
             batch,
+            micro_batch: 1,
             clip_grad_norm: 0.0,
             check: &check,
         };

@@ -373,6 +373,7 @@ impl Session {
             map_size: self.config.map_size,
             sample: self.config.sample_settings(),
             batch: self.config.batch,
+            micro_batch: self.config.micro_batch,
             clip_grad_norm: self.config.clip_grad_norm,
             check: &check,
         };

@@ -14,7 +14,7 @@ use lavender_core::{
     align::{
         aligner::Aligner,
         loss::{LavenderLoss, LossConfig, lavender_loss},
-        student::{StudentVlm, Supervision},
+        student::Supervision,
     },
     data::{Conversation, Role},
     maps::WordMaps,
@@ -117,7 +117,68 @@ pub struct SampleSettings {
     pub squash: bool,
 }
 
-/// The loss of one sample through `trainable` (a graph to differentiate on an autodiff device).
+/// One sample of a micro-batch: the conversation, its image and the teacher's maps on the
+/// device that computes it.
+pub struct BatchSample<'a> {
+    pub sample: &'a Conversation,
+    pub image: &'a RgbImage,
+    pub teacher: &'a WordMaps,
+}
+
+/// The losses of `samples` through `trainable` (graphs to differentiate on an autodiff device),
+/// from one forward pass over the right-padded batch (`vlm::mllama::batch`): each sample's loss
+/// is the one it has alone.
+pub fn micro_batch_losses(
+    trainable: &Trainable,
+    samples: &[BatchSample<'_>],
+    config: &LossConfig,
+    inputs: &SampleSettings,
+) -> anyhow::Result<Vec<(LavenderLoss, LossValues)>> {
+    let student = &trainable.student;
+    let mut processed = Vec::with_capacity(samples.len());
+    for item in samples {
+        let squashed;
+        let image = if inputs.squash {
+            squashed = student.processor.squash(item.image);
+            &squashed
+        } else {
+            item.image
+        };
+        processed.push(
+            student
+                .process_supervised(image, &messages(item.sample), inputs.supervision)
+                .with_context(|| format!("sample {}", item.sample.id))?,
+        );
+    }
+    let refs: Vec<_> = processed.iter().map(|(inputs, _)| inputs).collect();
+    let outputs = student.forward_batch_with_attention(&refs);
+    let aligner = matches!(
+        config.aggregation,
+        lavender_core::align::student_maps::Aggregation::AlignerPerLayer
+            | lavender_core::align::student_maps::Aggregation::MeanFirst
+    )
+    .then_some(&trainable.aligner);
+    samples
+        .iter()
+        .zip(processed.iter().zip(outputs))
+        .map(|(item, ((_, labels), (logits, attention)))| {
+            let loss = lavender_loss(
+                logits,
+                &attention,
+                labels,
+                item.teacher,
+                aligner,
+                student.prompt.tokenizer(),
+                config,
+            )
+            .with_context(|| format!("the loss of sample {}", item.sample.id))?;
+            let values = LossValues::read(&loss, !item.teacher.words.is_empty())?;
+            Ok((loss, values))
+        })
+        .collect()
+}
+
+/// The loss of one sample through `trainable`: a micro-batch of one.
 pub fn sample_loss(
     trainable: &Trainable,
     sample: &Conversation,
@@ -126,41 +187,19 @@ pub fn sample_loss(
     config: &LossConfig,
     inputs: &SampleSettings,
 ) -> anyhow::Result<(LavenderLoss, LossValues)> {
-    let student = &trainable.student;
-    let squashed;
-    let image = if inputs.squash {
-        squashed = student.processor.squash(image);
-        &squashed
-    } else {
-        image
-    };
-    let (prepared, labels) = student
-        .prepare_supervised(image, &messages(sample), inputs.supervision)
-        .with_context(|| format!("sample {}", sample.id))?;
-    let (logits, attention) = student.forward_with_attention(&prepared);
-    let aligner = matches!(
-        config.aggregation,
-        lavender_core::align::student_maps::Aggregation::AlignerPerLayer
-            | lavender_core::align::student_maps::Aggregation::MeanFirst
-    )
-    .then_some(&trainable.aligner);
-    let loss = lavender_loss(
-        logits,
-        &attention,
-        &labels,
+    let one = BatchSample {
+        sample,
+        image,
         teacher,
-        aligner,
-        student.prompt.tokenizer(),
-        config,
-    )
-    .with_context(|| format!("the loss of sample {}", sample.id))?;
-    let values = LossValues::read(&loss, !teacher.words.is_empty())?;
-    Ok((loss, values))
+    };
+    let mut losses = micro_batch_losses(trainable, &[one], config, inputs)?;
+    Ok(losses.remove(0))
 }
 
-/// Gradients of a batch, accumulated sample by sample (each sample's graph is freed after its
-/// backward pass, so memory does not grow with the batch). The optimiser step over them is
-/// [`DataParallel::step`](super::parallel::DataParallel::step), one device or several.
+/// Gradients of a batch, accumulated micro-batch by micro-batch (each micro-batch's graph is
+/// freed after its backward pass, so memory grows with the micro-batch, not the batch). The
+/// optimiser step over them is [`DataParallel::step`](super::parallel::DataParallel::step), one
+/// device or several.
 pub struct BatchGradients {
     accumulator: GradientsAccumulator<Trainable>,
     samples: usize,
@@ -174,12 +213,20 @@ impl BatchGradients {
         }
     }
 
-    /// Back-propagates `loss / batch` and adds its gradients.
-    pub fn add(&mut self, trainable: &Trainable, loss: &LavenderLoss, batch: usize) {
-        let grads = loss.total.clone().div_scalar(batch as f64).backward();
+    /// Back-propagates the sum of the `losses` over `batch` (the global batch: the step's
+    /// gradient is the mean of the per-sample gradients) and adds its gradients.
+    pub fn add(&mut self, trainable: &Trainable, losses: &[&LavenderLoss], batch: usize) {
+        let Some(total) = losses
+            .iter()
+            .map(|loss| loss.total.clone())
+            .reduce(|sum, total| sum + total)
+        else {
+            return;
+        };
+        let grads = total.div_scalar(batch as f64).backward();
         let grads = GradientsParams::from_grads(grads, trainable);
         self.accumulator.accumulate(trainable, grads);
-        self.samples += 1;
+        self.samples += losses.len();
     }
 
     /// The accumulated gradients, `None` when no sample was added.

@@ -3,6 +3,9 @@
 //! released checkpoints' key names (`vision_model.*`, `language_model.model.*`,
 //! `language_model.lm_head.*`, `multi_modal_projector.*`).
 
+pub mod batch;
+#[cfg(test)]
+mod batch_parity;
 pub mod config;
 pub mod labels;
 #[cfg(test)]

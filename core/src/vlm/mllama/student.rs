@@ -7,11 +7,12 @@ use std::path::Path;
 
 use burn::{
     module::Module,
-    tensor::{Device, Int, Tensor, TensorData},
+    tensor::{Device, Tensor},
 };
 use image::RgbImage;
 
 use super::{
+    batch::SampleInputs,
     model::MllamaModel,
     processor::{MllamaImageProcessor, PreprocessError, ProcessedImage},
     prompt::{Message, MllamaPrompt, PromptError, PromptInputs},
@@ -162,35 +163,29 @@ impl Mllama {
         image: &RgbImage,
         encode: impl FnOnce(&ProcessedImage) -> Result<PromptInputs, StudentError>,
     ) -> Result<Prepared, StudentError> {
-        let vision = &self.model.config.vision_config;
-        let processed =
-            self.processor
-                .preprocess(image, &vision.supported_aspect_ratios, &self.device)?;
+        let processed = self.process_image(image)?;
         let inputs = encode(&processed)?;
-        let [tiles, channels, height, width] = processed.pixel_values.dims();
-        let pixel_values = processed
-            .pixel_values
-            .clone()
-            .reshape([1, 1, tiles, channels, height, width]);
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(vec![processed.aspect_ratio_id as i64], [1, 1]),
-            &self.device,
-        );
-        let tile_mask: Vec<i64> = processed
-            .aspect_ratio_mask
-            .iter()
-            .map(|&on| i64::from(on))
-            .collect();
-        let tile_mask =
-            Tensor::<3, Int>::from_data(TensorData::new(tile_mask, [1, 1, tiles]), &self.device);
-        let states = self.model.image_states(pixel_values, ids, tile_mask);
+        let sample = SampleInputs {
+            inputs,
+            image: processed,
+        };
+        let states = self.batch_image_states(&[&sample]);
+        let SampleInputs { inputs, image } = sample;
         let mask = inputs.cross_attention_mask_tensor(&self.device).float();
         Ok(Prepared {
             inputs,
-            image: processed,
+            image,
             states,
             mask,
         })
+    }
+
+    /// The image as the processor tiles it, on the model's device.
+    pub(crate) fn process_image(&self, image: &RgbImage) -> Result<ProcessedImage, StudentError> {
+        let vision = &self.model.config.vision_config;
+        Ok(self
+            .processor
+            .preprocess(image, &vision.supported_aspect_ratios, &self.device)?)
     }
 
     /// Generates after the prepared prompt, calling `on_token` as tokens come; stops at the
@@ -273,12 +268,17 @@ impl Mllama {
 
     /// The tile layout of the prepared image.
     pub fn geometry(&self, prepared: &Prepared) -> TileGeometry {
+        self.geometry_of(&prepared.image)
+    }
+
+    /// The tile layout of a processed image.
+    pub fn geometry_of(&self, image: &ProcessedImage) -> TileGeometry {
         TileGeometry {
             tokens_per_tile: self.model.config.vision_config.tokens_per_tile(),
-            max_tiles: prepared.image.aspect_ratio_mask.len(),
-            tiles: prepared.image.tiles,
+            max_tiles: image.aspect_ratio_mask.len(),
+            tiles: image.tiles,
             tile_size: self.processor.tile_size(),
-            resized: prepared.image.resized,
+            resized: image.resized,
         }
     }
 }
