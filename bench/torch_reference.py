@@ -379,33 +379,39 @@ def bench_mllama(args):
          lora_dtype=str(next(p.dtype for p in model.parameters() if p.requires_grad)).replace("torch.", ""),
          capture=args.capture)
 
-    # bench-train's random batch.
+    # bench-train's random batch: the same text for every sample, a random image each.
     text, vision = config.text_config, config.vision_config
     seq = args.seq
     ids_list = lcg_ids(seq, min(text.vocab_size, 128000), config.image_token_index)
-    ids = torch.tensor([ids_list], device=device)
     masked = min(PROMPT_TOKENS, seq // 2)
-    labels = ids.clone()
-    labels[:, :masked] = -100
     tiles, size, patch = vision.max_num_tiles, vision.image_size, vision.patch_size
     side = size // patch
     tokens_per_tile = side * side + 1
-    pixel_values = torch.randn(1, 1, tiles, vision.num_channels, size, size, device=device, dtype=dtype)
-    aspect_ratio_ids = torch.ones(1, 1, dtype=torch.long, device=device)
-    aspect_ratio_mask = torch.zeros(1, 1, tiles, dtype=torch.long, device=device)
-    aspect_ratio_mask[0, 0, 0] = 1
-    cross_mask = torch.zeros(1, seq, 1, tiles, dtype=torch.long, device=device)
-    cross_mask[:, 1:, :, 0] = 1
     cross_layers = list(text.cross_attention_layers)
     queries = seq - masked
 
-    def loss_of(align):
+    def batch_inputs(batch):
+        ids = torch.tensor([ids_list] * batch, device=device)
+        labels = ids.clone()
+        labels[:, :masked] = -100
+        pixel_values = torch.randn(batch, 1, tiles, vision.num_channels, size, size, device=device, dtype=dtype)
+        aspect_ratio_ids = torch.ones(batch, 1, dtype=torch.long, device=device)
+        aspect_ratio_mask = torch.zeros(batch, 1, tiles, dtype=torch.long, device=device)
+        aspect_ratio_mask[:, 0, 0] = 1
+        cross_mask = torch.zeros(batch, seq, 1, tiles, dtype=torch.long, device=device)
+        cross_mask[:, 1:, :, 0] = 1
+        return ids, labels, pixel_values, aspect_ratio_ids, aspect_ratio_mask, cross_mask
+
+    def loss_of(align, inputs):
+        ids, labels, pixel_values, aspect_ratio_ids, aspect_ratio_mask, cross_mask = inputs
         if capture is not None:
             capture.maps.clear()
             capture.active = align
         out = model(input_ids=ids, pixel_values=pixel_values, aspect_ratio_ids=aspect_ratio_ids,
                     aspect_ratio_mask=aspect_ratio_mask, cross_attention_mask=cross_mask, labels=labels,
                     use_cache=False, output_attentions=align and capture is None)
+        # HF's token mean over the batch: every sample has the same labels, so this is the mean
+        # of the per-sample losses, as bench-train computes it.
         loss = out.loss
         if not align:
             return loss
@@ -418,44 +424,49 @@ def bench_mllama(args):
         if len(maps) != len(cross_layers):
             raise RuntimeError(f"captured {len(maps)} cross-attention layers, expected {len(cross_layers)}"
                                + ("; try --capture eager" if capture is not None else ""))
-        # [1, heads, seq, keys] -> head mean of the labelled rows on tile 0 without its class token
-        grid = sum(a[0, :, masked:, 1:tokens_per_tile].mean(0) for a in maps) / len(maps)
-        grid = grid.reshape(queries, 1, side, side)
+        # [batch, heads, seq, keys] -> head mean of the labelled rows on tile 0 without its class token
+        grid = sum(a[:, :, masked:, 1:tokens_per_tile].mean(1) for a in maps) / len(maps)
+        grid = grid.reshape(-1, 1, side, side)
         grid = F.interpolate(grid, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False, antialias=True)
         target = torch.rand_like(grid)
         return loss + ALIGN_LAMBDA * ((grid - target) ** 2).mean().float()
 
     model.train()
-    for align in (False, True):
-        try:
-            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                                          weight_decay=0.0, eps=args.adam_eps)
+    for batch in args.batch:
+        inputs = batch_inputs(batch)
+        for align in (False, True):
+            try:
+                optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                                              weight_decay=0.0, eps=args.adam_eps)
 
-            def step():
-                loss_of(align).backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                synchronize(torch, device)
+                def step():
+                    loss_of(align, inputs).backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    synchronize(torch, device)
 
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            for _ in range(args.warmup):
-                step()
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            ms = (time.perf_counter() - started) * 1e3 / max(args.steps, 1)
-            emit(bench="mllama", **base, what="lora_step", align=align, seq=seq, tiles=1, ms=round(ms, 1),
-                 reserved_gb=reserved_gb(torch, device),
-                 peak_allocated_gb=None if device.type != "cuda"
-                 else round(torch.cuda.max_memory_allocated(device) / 2**30, 2))
-        except Exception as error:
-            traceback.print_exc()
-            emit(bench="mllama", **base, what="lora_step", align=align, error=f"{type(error).__name__}: {error}")
-        finally:
-            if capture is not None:
-                capture.active = False
-                capture.maps.clear()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                for _ in range(args.warmup):
+                    step()
+                started = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                ms = (time.perf_counter() - started) * 1e3 / max(args.steps, 1)
+                emit(bench="mllama", **base, what="lora_step", align=align, batch=batch, seq=seq, tiles=1,
+                     ms=round(ms, 1), samples_per_s=round(batch * 1e3 / ms, 2),
+                     reserved_gb=reserved_gb(torch, device),
+                     peak_allocated_gb=None if device.type != "cuda"
+                     else round(torch.cuda.max_memory_allocated(device) / 2**30, 2))
+            except Exception as error:
+                traceback.print_exc()
+                emit(bench="mllama", **base, what="lora_step", align=align, batch=batch,
+                     error=f"{type(error).__name__}: {error}")
+            finally:
+                if capture is not None:
+                    capture.active = False
+                    capture.maps.clear()
+    ids, _, pixel_values, aspect_ratio_ids, aspect_ratio_mask, cross_mask = batch_inputs(1)
 
     if args.decode_tokens > 0:
         model.eval()
@@ -522,6 +533,8 @@ def main(argv=None):
                              help="LoRA training step and greedy decoding (lavender bench-train)")
     ml.add_argument("--config", help="a Mllama config.json (default: Llama-3.2-11B-Vision's)")
     ml.add_argument("--seq", type=int, default=96, help="text tokens per sample (the image token is the second)")
+    ml.add_argument("--batch", type=parse_list, default=[1],
+                    help="samples per training step, comma-separated (1): one batched step each")
     ml.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha is 4 x rank)")
     ml.add_argument("--lora-dropout", type=float, default=0.0,
                     help="peft LoRA dropout (0 as Burn's LoRA; the reference trains with 0.05)")

@@ -4,7 +4,8 @@
 //! tokens, one image (one valid tile of four), labels on the last 56 tokens, LoRA r 8 / alpha 32
 //! on q_proj and v_proj of both towers, AdamW at 1e-4, and with `align` the cross-attention of
 //! every cross-attention layer (head mean, layer mean, first tile without its class token, on
-//! its patch grid, bilinear to 32x32) pulled toward a random map by MSE x 10.
+//! its patch grid, antialiased bilinear to 32x32) pulled toward a random map by MSE x 10.
+//! `--batch 1,8` times each batch size as one batched step.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -83,7 +84,8 @@ const PROMPT_TOKENS: usize = 40;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   lavender bench-train --device cuda --precision bf16
-  lavender bench-train --device cpu --config tests/fixtures/mllama-tiny/config.json --seq 24")]
+  lavender bench-train --device cpu --config tests/fixtures/mllama-tiny/config.json --seq 24
+  lavender bench-train --device cpu --precision f32 --config mid.json --batch 1,8 --decode-tokens 0")]
 pub struct BenchTrainArgs {
     /// A Mllama config.json (default: Llama-3.2-11B-Vision's).
     #[arg(long, value_name = "FILE")]
@@ -92,6 +94,11 @@ pub struct BenchTrainArgs {
     /// Text tokens per sample (the image token is the second).
     #[arg(long, default_value_t = 96)]
     pub seq: usize,
+
+    /// Samples per training step, comma-separated: each is timed as one batched forward and
+    /// backward pass (the same text repeated, a different random image per sample).
+    #[arg(long, value_delimiter = ',', default_values_t = [1])]
+    pub batch: Vec<usize>,
 
     /// LoRA rank (alpha is 4 x rank, as Lavender's 8 / 32).
     #[arg(long, default_value_t = 8)]
@@ -141,6 +148,10 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<()> {
         args.seq
     );
     anyhow::ensure!(args.lora_r > 0, "--lora-r must be positive");
+    anyhow::ensure!(
+        !args.batch.is_empty() && args.batch.iter().all(|&b| b > 0),
+        "--batch needs positive sizes"
+    );
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
     let dtype = args.precision.float_dtype();
     let device = spec.open_with_float(dtype)?;
@@ -172,45 +183,49 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<()> {
         args.precision,
     );
 
-    let inputs = Inputs::random(&config, args.seq, &device);
     let mut model = model;
-    for align in [false, true] {
-        let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
-        let mut step = |model: MllamaModel| -> anyhow::Result<MllamaModel> {
-            let loss = inputs.loss(&model, align)?;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let model = optimizer.step(1e-4, model, grads);
-            device
-                .sync()
-                .map_err(|error| anyhow::anyhow!("the step failed on {spec}: {error:?}"))?;
-            Ok(model)
-        };
-        for _ in 0..args.warmup {
-            model = step(model)?;
+    for &batch in &args.batch {
+        let batch_inputs = Inputs::random(&config, args.seq, batch, &device);
+        for align in [false, true] {
+            let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
+            let mut step = |model: MllamaModel| -> anyhow::Result<MllamaModel> {
+                let loss = batch_inputs.loss(&model, align)?;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let model = optimizer.step(1e-4, model, grads);
+                device
+                    .sync()
+                    .map_err(|error| anyhow::anyhow!("the step failed on {spec}: {error:?}"))?;
+                Ok(model)
+            };
+            for _ in 0..args.warmup {
+                model = step(model)?;
+            }
+            let started = Instant::now();
+            for _ in 0..args.steps {
+                model = step(model)?;
+            }
+            let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps.max(1) as f64;
+            report(
+                &format!(
+                    "\"what\": \"lora_step\", \"align\": {align}, \"batch\": {batch}, \"seq\": {}, \"tiles\": 1, \"ms\": {ms:.1}, \"samples_per_s\": {:.2}, \"reserved_gb\": {}",
+                    args.seq,
+                    batch as f64 * 1e3 / ms,
+                    reserved_gb(&device)
+                ),
+                &spec,
+                args.precision,
+            );
         }
-        let started = Instant::now();
-        for _ in 0..args.steps {
-            model = step(model)?;
-        }
-        let ms = started.elapsed().as_secs_f64() * 1e3 / args.steps.max(1) as f64;
-        report(
-            &format!(
-                "\"what\": \"lora_step\", \"align\": {align}, \"seq\": {}, \"tiles\": 1, \"ms\": {ms:.1}, \"reserved_gb\": {}",
-                args.seq,
-                reserved_gb(&device)
-            ),
-            &spec,
-            args.precision,
-        );
     }
 
     if args.decode_tokens > 0 {
         let model = model.valid();
         let inner = device.clone().inner();
-        let states = inputs.states(&model).inner();
-        let mask = inputs.mask.clone().inner();
+        let first = Inputs::random(&config, args.seq, 1, &device);
+        let states = first.states(&model).inner();
+        let mask = first.mask.clone().inner();
         let started = Instant::now();
-        let prompt: Vec<u32> = inputs.ids.clone();
+        let prompt: Vec<u32> = first.ids.clone();
         let tokens = model.text.generate_streaming(
             &prompt,
             Some(states),
@@ -257,9 +272,11 @@ fn trainable_params(model: &MllamaModel) -> usize {
     lavender_core::adapters::lora::lora_factor_count(model)
 }
 
-/// The reference's random batch: ids with `<|image|>` second, one image of four tile slots of
-/// which the first is valid, every token after the image seeing that tile.
+/// The reference's random batch: ids with `<|image|>` second (the same for every sample), one
+/// image per sample of four tile slots of which the first is valid, every token after the image
+/// seeing that tile.
 struct Inputs {
+    batch: usize,
     ids: Vec<u32>,
     labels: Vec<i64>,
     pixel_values: Tensor<6>,
@@ -272,7 +289,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn random(config: &MllamaConfig, seq: usize, device: &Device) -> Self {
+    fn random(config: &MllamaConfig, seq: usize, batch: usize, device: &Device) -> Self {
         let vision = &config.vision_config;
         let vocab = config.text_config.vocab_size.min(128_000) as u32;
         // A fixed LCG: the values do not matter, their spread does.
@@ -295,21 +312,27 @@ impl Inputs {
         let tiles = vision.max_num_tiles;
         let size = vision.image_size;
         let pixel_values = Tensor::random(
-            [1, 1, tiles, vision.num_channels, size, size],
+            [batch, 1, tiles, vision.num_channels, size, size],
             Distribution::Normal(0.0, 1.0),
             device,
         );
-        let aspect_ratio_ids = Tensor::from_data(TensorData::new(vec![1i64], [1, 1]), device);
-        let mut tile_mask = vec![0i64; tiles];
-        tile_mask[0] = 1;
-        let aspect_ratio_mask =
-            Tensor::from_data(TensorData::new(tile_mask, [1, 1, tiles]), device);
-        let mut mask = vec![0f32; seq * tiles];
-        for position in 1..seq {
-            mask[position * tiles] = 1.0;
+        let aspect_ratio_ids =
+            Tensor::from_data(TensorData::new(vec![1i64; batch], [batch, 1]), device);
+        let mut tile_mask = vec![0i64; batch * tiles];
+        for sample in 0..batch {
+            tile_mask[sample * tiles] = 1;
         }
-        let mask = Tensor::from_data(TensorData::new(mask, [1, seq, 1, tiles]), device);
+        let aspect_ratio_mask =
+            Tensor::from_data(TensorData::new(tile_mask, [batch, 1, tiles]), device);
+        let mut mask = vec![0f32; batch * seq * tiles];
+        for sample in 0..batch {
+            for position in 1..seq {
+                mask[(sample * seq + position) * tiles] = 1.0;
+            }
+        }
+        let mask = Tensor::from_data(TensorData::new(mask, [batch, seq, 1, tiles]), device);
         Self {
+            batch,
             ids,
             labels,
             pixel_values,
@@ -329,19 +352,29 @@ impl Inputs {
         )
     }
 
-    /// CE on the labels, plus with `align` 10 x MSE of the attention map to a random one.
+    /// The mean over the batch of each sample's CE on the labels (HF's token mean over the
+    /// batch: every sample has the same labels), plus with `align` 10 x MSE of the attention
+    /// maps to random ones.
     fn loss(&self, model: &MllamaModel, align: bool) -> anyhow::Result<Tensor<1>> {
         let device = self.pixel_values.device();
-        let seq = self.ids.len();
-        let ids: Vec<i64> = self.ids.iter().map(|&id| i64::from(id)).collect();
+        let (batch, seq) = (self.batch, self.ids.len());
+        let ids: Vec<i64> = (0..batch)
+            .flat_map(|_| self.ids.iter().map(|&id| i64::from(id)))
+            .collect();
         let output = model.text.forward(
-            Tensor::from_data(TensorData::new(ids, [1, seq]), &device),
+            Tensor::from_data(TensorData::new(ids, [batch, seq]), &device),
             Some(self.states(model)),
             Some(self.mask.clone()),
             &mut KvCache::new(),
             align,
         );
-        let ce = cross_entropy(output.logits, &self.labels)?;
+        let ce = (0..batch)
+            .map(|sample| cross_entropy(output.logits.clone().narrow(0, sample, 1), &self.labels))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .expect("at least one sample")
+            .div_scalar(batch as f64);
         if !align {
             return Ok(ce);
         }
@@ -353,20 +386,19 @@ impl Inputs {
             .cross_attention
             .into_iter()
             .map(|(_, probs)| {
-                // [1, heads, seq, keys] -> head mean of the answer rows, tile 0 without CLS.
+                // [batch, heads, seq, keys] -> head mean of the answer rows, tile 0 without CLS.
                 let [_, _, _, keys] = probs.dims();
                 probs
                     .narrow(2, seq - queries, queries)
                     .narrow(3, 1, (self.tile - 1).min(keys - 1))
                     .mean_dim(1)
-                    .reshape([queries, side * side])
+                    .reshape([batch * queries, side * side])
             })
             .reduce(|a, b| a + b)
             .expect("at least one layer")
-            .div_scalar(layers as f64)
-            .reshape([queries, side * side]);
+            .div_scalar(layers as f64);
         // A matrix-product resize: CubeCL has no backward for bilinear `interpolate`.
-        let maps = resize_bilinear_antialias(maps.reshape([queries, side, side]), [32, 32]);
+        let maps = resize_bilinear_antialias(maps.reshape([batch * queries, side, side]), [32, 32]);
         let target = Tensor::random(maps.shape(), Distribution::Uniform(0.0, 1.0), &device);
         let mse = (maps - target)
             .powi_scalar(2)
