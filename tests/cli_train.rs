@@ -395,11 +395,15 @@ fn the_loss_decreases_on_one_sample() {
 fn a_killed_run_resumes_to_the_same_weights() {
     let dir = temp_dir("train-resume");
     let teacher = extract_teacher(&dir);
-    // 8 steps over 5 training samples: the resumed part crosses an epoch (a new shuffle and a
-    // StepLR decay) and an evaluation (at 8; the one at 4 is kept from before the kill).
-    // Checkpoints at 5 (the end of the first epoch: a resume there must not change the
-    // epoch or the learning rate of step 6) and 8.
+    // 8 steps of 2 samples (one padded batch each, epochs ordered by length) over 5 training
+    // samples: the resumed part crosses an epoch inside a batch (a new order and a StepLR
+    // decay) and an evaluation (at 8; the one at 4 is kept from before the kill).
+    // Checkpoints at 5 (10 samples: the end of the second epoch; a resume there must not
+    // change the epoch or the learning rate of step 6) and 8.
     let settings = [
+        "--batch",
+        "2",
+        "--group-by-length",
         "--max-steps",
         "8",
         "--checkpoint-every",

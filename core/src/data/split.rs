@@ -87,12 +87,24 @@ pub struct DataPosition {
 /// `(seed, e)` alone). An infinite iterator: after the last sample of an epoch comes the first
 /// of the next. Save [`position`](Self::position) with a checkpoint and [`resume`](Self::resume)
 /// from it to continue with exactly the sample an uninterrupted run would take next.
+///
+/// [`grouped_by_length`](Self::grouped_by_length) orders an epoch as llama-recipes'
+/// `LengthBasedBatchSampler` does: the samples sorted by length (stably), cut into batches of
+/// consecutive lengths, and the batches shuffled, so a padded batch wastes little.
 #[derive(Debug, Clone)]
 pub struct EpochShuffler {
     len: usize,
     seed: u64,
     position: DataPosition,
     order: Vec<usize>,
+    groups: Option<LengthGroups>,
+}
+
+/// Each sample's length and the batch size a length-grouped order cuts.
+#[derive(Debug, Clone)]
+struct LengthGroups {
+    lengths: Vec<usize>,
+    batch: usize,
 }
 
 impl EpochShuffler {
@@ -102,7 +114,27 @@ impl EpochShuffler {
             seed,
             position: DataPosition::default(),
             order: Self::epoch_order(len, seed, 0),
+            groups: None,
         }
+    }
+
+    /// The same shuffler with every epoch ordered by length in batches of `batch` (type docs);
+    /// `lengths` has one entry per sample. The position is kept.
+    pub fn grouped_by_length(mut self, lengths: Vec<usize>, batch: usize) -> Result<Self, String> {
+        if lengths.len() != self.len {
+            return Err(format!(
+                "{} lengths for {} samples",
+                lengths.len(),
+                self.len
+            ));
+        }
+        let groups = LengthGroups {
+            lengths,
+            batch: batch.max(1),
+        };
+        self.order = groups.epoch_order(self.seed, self.position.epoch);
+        self.groups = Some(groups);
+        Ok(self)
     }
 
     /// Continues at `position`. An index equal to `len` (a saved end of epoch) is the start of
@@ -128,16 +160,14 @@ impl EpochShuffler {
             seed,
             position,
             order: Self::epoch_order(len, seed, position.epoch),
+            groups: None,
         })
     }
 
     /// The order of one epoch.
     pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..len).collect();
-        // Each epoch's stream starts from its own state, so epochs are independent of each other.
-        let mut rng = SeededRng::new(seed);
-        let epoch_seed = rng.next_u64() ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        SeededRng::new(epoch_seed).shuffle(&mut order);
+        epoch_rng(seed, epoch).shuffle(&mut order);
         order
     }
 
@@ -165,6 +195,23 @@ impl EpochShuffler {
     }
 }
 
+/// Each epoch's stream starts from its own state, so epochs are independent of each other.
+fn epoch_rng(seed: u64, epoch: usize) -> SeededRng {
+    let mut rng = SeededRng::new(seed);
+    SeededRng::new(rng.next_u64() ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+impl LengthGroups {
+    /// Sorted by length (ties in dataset order), cut into batches, the batches shuffled.
+    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        let mut by_length: Vec<usize> = (0..self.lengths.len()).collect();
+        by_length.sort_by_key(|&index| self.lengths[index]);
+        let mut batches: Vec<&[usize]> = by_length.chunks(self.batch).collect();
+        epoch_rng(seed, epoch).shuffle(&mut batches);
+        batches.concat()
+    }
+}
+
 impl Iterator for EpochShuffler {
     type Item = usize;
 
@@ -177,7 +224,10 @@ impl Iterator for EpochShuffler {
                 epoch: self.position.epoch + 1,
                 index: 0,
             };
-            self.order = Self::epoch_order(self.len, self.seed, self.position.epoch);
+            self.order = match &self.groups {
+                Some(groups) => groups.epoch_order(self.seed, self.position.epoch),
+                None => Self::epoch_order(self.len, self.seed, self.position.epoch),
+            };
         }
         let sample = self.order[self.position.index];
         self.position.index += 1;
@@ -189,6 +239,52 @@ impl Iterator for EpochShuffler {
 mod tests {
     use super::*;
     use crate::data::ImageSource;
+
+    /// Batches hold neighbouring lengths, every sample once per epoch, the batches' order
+    /// changes with the epoch, and a resumed shuffler continues as an uninterrupted one.
+    #[test]
+    fn length_grouped_epochs_batch_similar_lengths() {
+        let lengths: Vec<usize> = (0..23).map(|i| (i * 7) % 23 + 10).collect();
+        let grouped =
+            |shuffler: EpochShuffler| shuffler.grouped_by_length(lengths.clone(), 4).unwrap();
+        let mut order = grouped(EpochShuffler::new(23, 3));
+        let epoch0: Vec<usize> = order.by_ref().take(23).collect();
+        let epoch1: Vec<usize> = order.by_ref().take(23).collect();
+        for epoch in [&epoch0, &epoch1] {
+            let mut seen = epoch.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..23).collect::<Vec<_>>());
+        }
+        assert_ne!(epoch0, epoch1);
+        // Lengths are 10..33 each once: sorted, batch k holds 10+4k..; each batch of the
+        // order spans at most 3 (its 4 neighbours), except the last one of 3.
+        let batches = |epoch: &[usize]| -> Vec<Vec<usize>> {
+            let mut sorted: Vec<usize> = (0..23).collect();
+            sorted.sort_by_key(|&i| lengths[i]);
+            let cuts: Vec<Vec<usize>> = sorted.chunks(4).map(|c| c.to_vec()).collect();
+            let mut found = Vec::new();
+            let mut rest = epoch;
+            while !rest.is_empty() {
+                let batch = cuts
+                    .iter()
+                    .find(|c| c[0] == rest[0])
+                    .expect("a batch starts here");
+                assert_eq!(&rest[..batch.len()], &batch[..]);
+                found.push(batch.clone());
+                rest = &rest[batch.len()..];
+            }
+            found
+        };
+        assert_eq!(batches(&epoch0).len(), 6);
+        let mut resumed =
+            grouped(EpochShuffler::resume(23, 3, DataPosition { epoch: 1, index: 5 }).unwrap());
+        assert_eq!(resumed.by_ref().take(18).collect::<Vec<_>>(), epoch1[5..]);
+        assert!(
+            EpochShuffler::new(3, 0)
+                .grouped_by_length(vec![1], 2)
+                .is_err()
+        );
+    }
 
     fn samples(images: usize, per_image: usize) -> Vec<Conversation> {
         (0..images)

@@ -126,6 +126,10 @@ pub struct TrainSettingsArgs {
     /// device's whole share of --batch; 1: one sample at a time).
     #[arg(long, value_name = "M")]
     pub micro_batch: Option<usize>,
+    /// Order each epoch in batches of similar text length, then shuffle the batches
+    /// (llama-recipes' length-based sampler), so padded batches waste little.
+    #[arg(long)]
+    pub group_by_length: bool,
     /// Clip the L2 norm of all gradients together to this, as PyTorch's `clip_grad_norm_`
     /// (0: no clipping, the authors' default).
     #[arg(long, default_value_t = 0.0)]
@@ -264,6 +268,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         max_steps: s.max_steps.unwrap_or(0),
         batch: s.batch,
         micro_batch: s.micro_batch.unwrap_or(0),
+        group_by_length: s.group_by_length,
         clip_norm: s.clip_norm,
         clip_grad_norm: s.clip_grad_norm,
         adam_epsilon: 1e-8,

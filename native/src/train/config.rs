@@ -112,6 +112,10 @@ pub struct TrainConfig {
     /// `batch`). Runs written before it computed one sample at a time, and keep doing so.
     #[serde(default = "one_sample_at_a_time")]
     pub micro_batch: usize,
+    /// Order each epoch in batches of similar text length (llama-recipes'
+    /// `LengthBasedBatchSampler`) instead of a plain shuffle.
+    #[serde(default)]
+    pub group_by_length: bool,
     /// Burn's per-parameter clipping (each gradient tensor to this L2 norm); 0: off.
     pub clip_norm: f64,
     /// PyTorch's `clip_grad_norm_`: all gradients together to this L2 norm; 0: off. Absent

@@ -31,7 +31,7 @@ use super::{
     guard::check_finite,
     parallel::{DataParallel, SampleInput, StepSettings},
     run_dir::{MetricsLog, MetricsRecord, RunDir, Split},
-    trainer::{LossValues, Trainable, sample_loss, teacher_word_maps},
+    trainer::{LossValues, Trainable, sample_loss, teacher_word_maps, text_length},
 };
 use crate::{
     device::DeviceList,
@@ -269,9 +269,21 @@ impl Session {
         // After the checkpoint is loaded: the replicas take its parameter ids and values.
         let parallel = DataParallel::new(trainable, devices)?;
         let metrics = run_dir.metrics(resuming.then_some(state.step))?;
-        let order =
+        let mut order =
             EpochShuffler::resume(data.holdout.train.len(), config.seed, state.data_position)
                 .map_err(anyhow::Error::msg)?;
+        if config.group_by_length {
+            let student = &parallel.main().student;
+            let lengths = data
+                .holdout
+                .train
+                .iter()
+                .map(|sample| text_length(student, sample))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            order = order
+                .grouped_by_length(lengths, config.batch)
+                .map_err(anyhow::Error::msg)?;
+        }
         let progress = ProgressBar::new(config.max_steps).with_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta} left) {msg}",

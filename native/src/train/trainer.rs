@@ -108,6 +108,21 @@ pub fn teacher_word_maps(
     }
 }
 
+/// The number of text tokens of a sample's whole conversation (its chat template rendered and
+/// tokenized), for `--group-by-length`.
+pub fn text_length(student: &Mllama, sample: &Conversation) -> anyhow::Result<usize> {
+    let rendered = student
+        .prompt
+        .render(&messages(sample), false)
+        .with_context(|| format!("sample {}", sample.id))?;
+    let encoding = student
+        .prompt
+        .tokenizer()
+        .encode(rendered.as_str(), false)
+        .map_err(|error| anyhow::anyhow!("sample {}: cannot tokenize: {error}", sample.id))?;
+    Ok(encoding.len())
+}
+
 /// How a sample becomes the student's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SampleSettings {
