@@ -37,9 +37,10 @@ def main():
     parser.add_argument("--lavender", default="target/release/lavender", help="the lavender binary")
     parser.add_argument("--python", default=sys.executable, help="the Python with torch (bench/requirements.txt)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each side")
-    parser.add_argument("shared", nargs=argparse.REMAINDER, help="-- then the flags both sides take")
-    args = parser.parse_args()
-    shared = [a for a in args.shared if a != "--"] if args.shared[:1] == ["--"] else args.shared
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    shared = argv[split + 1 :]
     if args.bench == "train" and "--decode-tokens" not in shared:
         shared += ["--decode-tokens", "0"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
