@@ -426,89 +426,88 @@ fn bad_inputs_are_clear_errors() {
     let output = lavender(&["extract", "--sd", ".", "--data", "csv:x", "--out", "o"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dataset kind"));
+
+    // A 90-byte PNG declaring 20000 x 20000 pixels is refused from its header; the limit is
+    // a flag; within it, the decoder tries (and fails on the missing data).
+    fs::write(dir.join("bomb.png"), bomb_png(20_000, 20_000)).unwrap();
+    let out = dir.join("bomb.safetensors");
+    let stderr = failure(&attend_sd(
+        &fixture(),
+        &dir.join("bomb.png"),
+        "a dog",
+        &out,
+        &[],
+    ));
+    assert!(
+        stderr.contains("declares 20000x20000 = 400000000 pixels")
+            && stderr.contains("--max-image-pixels"),
+        "{stderr}"
+    );
+    fs::write(dir.join("small-bomb.png"), bomb_png(3000, 3000)).unwrap();
+    let small = dir.join("small-bomb.png");
+    let stderr = failure(&attend_sd(
+        &fixture(),
+        &small,
+        "a dog",
+        &out,
+        &["--max-image-pixels", "1000000"],
+    ));
+    assert!(
+        stderr.contains("more than the limit of 1000000"),
+        "{stderr}"
+    );
+    let stderr = failure(&attend_sd(&fixture(), &small, "a dog", &out, &[]));
+    assert!(stderr.contains("cannot decode the image"), "{stderr}");
+    // Sizes that used to abort on allocation.
+    for (flag, value, expected) in [
+        ("--image-size", "100000", "--image-size must be 1 to 4096"),
+        ("--map-size", "100000", "--map-size must be 1 to 1024"),
+    ] {
+        let stderr = failure(&attend_sd(
+            &fixture(),
+            &fixture().join("image.png"),
+            "a dog",
+            &out,
+            &[flag, value],
+        ));
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    assert!(!out.exists());
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// RLAIF-V parquet: chosen answers by idx, images read from the file, a broken image skipped.
-#[test]
-fn extract_reads_rlaifv_parquet() {
-    let dir = temp_dir("extract-rlaifv");
-    let out = dir.join("out");
-    let rlaifv = fixture().join("../rlaifv-tiny");
-    let output = extract_from(
-        &format!("rlaifv:{}", rlaifv.display()),
-        &out,
-        &[
-            "--recipe",
-            "noise",
-            "--timesteps",
-            "500",
-            "--format",
-            "reference",
-        ],
-    )
-    .output()
-    .unwrap();
-    let stdout = success(&output);
-    assert!(stdout.contains("extracted 2 samples"), "{stdout}");
-    assert!(stdout.contains("skipped 1 unreadable image(s)"), "{stdout}");
-    assert_eq!(shard_ids(&out), ["17", "18"]);
-    assert!(
-        out.join("reference/18.jpg/lpm_attention/18/attention_zebra.jpg")
-            .is_file()
-    );
-    fs::remove_dir_all(&dir).unwrap();
-}
-
-/// OCR-VQA (the_cauldron parquet): the answers joined are the text, ids `image_{row}.jpg`, and
-/// the trainer's index finds the same maps in the shards and in the reference layout.
-#[test]
-fn extract_reads_ocrvqa_parquet_and_the_trainer_finds_its_maps() {
-    use lavender_core::data::{DataSpec, TeacherMapsIndex};
-
-    let dir = temp_dir("extract-ocrvqa");
-    let out = dir.join("out");
-    let ocrvqa = fixture().join("../ocrvqa-tiny");
-    let spec = format!("ocrvqa:{}", ocrvqa.display());
-    let output = extract_from(
-        &spec,
-        &out,
-        &[
-            "--recipe",
-            "noise",
-            "--timesteps",
-            "500",
-            "--format",
-            "reference",
-        ],
-    )
-    .output()
-    .unwrap();
-    let stdout = success(&output);
-    assert!(stdout.contains("skipped 1 unreadable image(s)"), "{stdout}");
-    assert_eq!(shard_ids(&out), ["image_0.jpg", "image_2.jpg"]);
-    assert!(
-        out.join("reference/image_0.jpg/lpm_attention/image_0/attention_austen.jpg")
-            .is_file()
-    );
-
-    let conversations: DataSpec = spec.parse().unwrap();
-    let conversations = conversations.read_conversations().unwrap();
-    let shards = TeacherMapsIndex::open(&out).unwrap();
-    let reference = TeacherMapsIndex::open(&out.join("reference")).unwrap();
-    let ids = conversations.iter().map(|c| c.teacher_id.as_str());
-    assert_eq!(shards.count_missing(ids.clone()), 1);
-    assert_eq!(reference.count_missing(ids), 1);
-    let cpu = burn::tensor::Device::flex();
-    let stored = shards.get("image_0.jpg", &cpu).unwrap().unwrap();
-    let jpeg = reference.get("image_0.jpg", &cpu).unwrap().unwrap();
-    let sorted = |words: &[String]| words.iter().cloned().collect::<BTreeSet<_>>();
-    assert_eq!(sorted(&stored.words), sorted(&jpeg.words));
-    assert!(
-        stored.words.contains(&"emma".to_string()),
-        "{:?}",
-        stored.words
-    );
-    assert_eq!((stored.side(), jpeg.side()), (32, 32));
-    fs::remove_dir_all(&dir).unwrap();
+/// A PNG of `width` x `height` whose header says so but whose only image data is an empty
+/// deflate stream (every chunk's CRC is valid): what a decompression bomb's first bytes look
+/// like.
+fn bomb_png(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut crc = 0xffff_ffffu32;
+        for &byte in &body {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        out.extend((!crc).to_be_bytes());
+        out
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
 }

@@ -639,5 +639,151 @@ fn bad_inputs_are_clear_errors() {
         !dir.join("run-missing").exists(),
         "no run folder for a refused run"
     );
+
+    // A teacher folder with no maps for this data: refused rather than a "Lavender" run that
+    // is plain SFT.
+    let empty_teacher = dir.join("empty-teacher");
+    fs::create_dir_all(&empty_teacher).unwrap();
+    fs::write(empty_teacher.join("index.jsonl"), b"").unwrap();
+    let out = dir.join("run-no-maps");
+    let stderr = failure(&train(
+        &demo_data(),
+        &empty_teacher,
+        &out,
+        &["--max-steps", "1"],
+    ));
+    assert_no_panic(&stderr);
+    assert!(
+        stderr.contains("none of the 5 training samples has teacher maps"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // Sizes that used to abort on allocation are refused up front, leaving no run folder.
+    for (flags, expected) in [
+        (&["--lora-r", "1000000"][..], "--lora-r must be 1 to 4096"),
+        (&["--batch", "1000000"][..], "--batch must be 1 to 65536"),
+        (
+            &["--batch", "6"][..],
+            "--batch 6 is more than the 5 training samples",
+        ),
+        (
+            &["--map-size", "100000"][..],
+            "--map-size must be 1 to 1024",
+        ),
+        (
+            &["--batch", "2", "--micro-batch", "3"][..],
+            "--micro-batch 3 is larger than --batch 2",
+        ),
+        // Flags that made no sense were accepted before.
+        (
+            &["--lr-gamma=-1"][..],
+            "--lr-gamma must be a positive number",
+        ),
+        (&["--max-steps", "0"][..], "--max-steps must be positive"),
+        (&["--clip-norm=-1"][..], "cannot be negative"),
+        (&["--lr", "NaN"][..], "--lr must be a positive number"),
+        (&["--lambda", "inf"][..], "--lambda must be a number"),
+    ] {
+        let out = dir.join("run-sizes");
+        let stderr = failure(&train(&demo_data(), &teacher, &out, flags));
+        assert_no_panic(&stderr);
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!out.exists(), "{flags:?} left a run folder");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A diverging run (a huge learning rate: step 1's update explodes, step 2's loss is not
+/// finite) stops before any further update and says where its last good state is (here the
+/// start); `--resume --lr` continues from it with a sane rate, which the run's config.toml
+/// then records. Other settings cannot change on `--resume`.
+#[test]
+fn a_diverged_run_resumes_with_a_lower_learning_rate() {
+    let dir = temp_dir("train-diverge");
+    let teacher = extract_teacher(&dir);
+    let run = dir.join("run");
+    let output = train(
+        &demo_data(),
+        &teacher,
+        &run,
+        &[
+            "--max-steps",
+            "6",
+            "--checkpoint-every",
+            "100",
+            "--lr",
+            "1e30",
+        ],
+    );
+    let stderr = failure(&output);
+    assert_no_panic(&stderr);
+    assert!(
+        stderr.contains("step 2: both losses are not finite"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the last good state is the run's start"),
+        "{stderr}"
+    );
+    assert!(complete_checkpoints(&run.join("checkpoints")).is_empty());
+
+    let output = lavender(&["train", "--resume", path(&run), "--batch", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+
+    let resumed = lavender(&["train", "--resume", path(&run), "--lr", "1e-4"]);
+    success(&resumed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        stderr.contains("resuming with --lr 0.0001 (was 1000000000000000000000000000000)"),
+        "{stderr}"
+    );
+    let config = fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("lr = 0.0001"), "{config}");
+    assert!(run.join("adapter/adapter_model.safetensors").exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A sample whose image cannot be read (a 0-byte file) is skipped and listed in the run's
+/// skipped.jsonl, once, and the run ends normally; with --strict it stops the run, naming it.
+#[test]
+fn an_unreadable_image_is_skipped_and_recorded() {
+    let dir = temp_dir("train-skip");
+    let teacher = extract_teacher(&dir);
+    let data_dir = dir.join("data");
+    fs::create_dir_all(&data_dir).unwrap();
+    for entry in fs::read_dir(demo_dir()).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), data_dir.join(entry.file_name())).unwrap();
+    }
+    fs::write(data_dir.join("house.png"), b"").unwrap();
+    let data = format!("jsonl:{}", data_dir.join("captions.jsonl").display());
+
+    let run = dir.join("run");
+    let stdout = success(&train(
+        &data,
+        &teacher,
+        &run,
+        &["--max-steps", "6", "--eval-every", "3"],
+    ));
+    assert!(stdout.contains("1 sample(s) skipped"), "{stdout}");
+    let skipped = fs::read_to_string(run.join("skipped.jsonl")).unwrap();
+    assert_eq!(skipped.lines().count(), 1, "{skipped}");
+    assert!(skipped.contains("\"id\":\"house\""), "{skipped}");
+    assert!(run.join("adapter/adapter_model.safetensors").exists());
+
+    let stderr = failure(&train(
+        &data,
+        &teacher,
+        &dir.join("strict"),
+        &["--max-steps", "6", "--eval-every", "3", "--strict"],
+    ));
+    assert_no_panic(&stderr);
+    assert!(
+        stderr.contains("house") && stderr.contains("--strict"),
+        "{stderr}"
+    );
     fs::remove_dir_all(&dir).unwrap();
 }

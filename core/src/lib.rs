@@ -18,6 +18,8 @@ pub mod explore;
 pub mod fnv;
 /// Fused scaled-dot-product attention with the options every model here uses.
 pub mod fused_attention;
+/// Decoding images with their declared size checked first (decompression bombs).
+pub mod images;
 /// Per-word attention maps, the type every side speaks, and their grouping and normalisation.
 pub mod maps;
 /// A small attention computation that checks a backend works.

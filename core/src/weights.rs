@@ -47,6 +47,17 @@ pub enum LoadError {
     },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
+    #[error(
+        "tensor `{name}` in {path} holds {value} at flat index {index} (of {count} non-finite \
+         values): the file is damaged or was saved after a diverged run"
+    )]
+    NonFinite {
+        name: String,
+        path: PathBuf,
+        index: usize,
+        value: f32,
+        count: usize,
+    },
 }
 
 struct WeightFile {
@@ -285,6 +296,17 @@ impl Weights {
                 });
             }
         };
+        // NaN or infinite weights would flow silently into every output (NaN maps, `!!!`
+        // answers); refuse them here, naming the tensor.
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(LoadError::NonFinite {
+                name: name.to_string(),
+                path: file.path.clone(),
+                index,
+                value: values[index],
+                count: values.iter().filter(|v| !v.is_finite()).count(),
+            });
+        }
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
@@ -571,4 +593,48 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, LoadE
         path: path.to_path_buf(),
         reason: error.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(values: &[f32], dtype: Dtype) -> Vec<u8> {
+        let bytes: Vec<u8> = match dtype {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                .collect(),
+            _ => unreachable!(),
+        };
+        let view = safetensors::tensor::TensorView::new(dtype, vec![2, 2], &bytes).unwrap();
+        safetensors::serialize([("layer.weight", view)], None).unwrap()
+    }
+
+    /// A NaN or an infinity in a weight is an error that names the tensor, file and place, in
+    /// any float type; finite weights load.
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let device = Device::flex();
+        for (values, dtype, index) in [
+            ([1.0, f32::NAN, 2.0, f32::NAN], Dtype::F32, 1),
+            ([1.0, 2.0, f32::INFINITY, 0.0], Dtype::BF16, 2),
+        ] {
+            let weights =
+                Weights::from_bytes("damaged.safetensors", file_with(&values, dtype)).unwrap();
+            let error = weights
+                .tensor::<2>("layer.weight", [2, 2], &device)
+                .unwrap_err();
+            assert!(
+                matches!(&error, LoadError::NonFinite { name, index: i, .. } if name == "layer.weight" && *i == index),
+                "{error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("damaged.safetensors"), "{message}");
+        }
+        let fine =
+            Weights::from_bytes("fine", file_with(&[1.0, 2.0, 3.0, 4.0], Dtype::F32)).unwrap();
+        assert!(fine.tensor::<2>("layer.weight", [2, 2], &device).is_ok());
+    }
 }

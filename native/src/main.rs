@@ -4,6 +4,7 @@
 mod commands;
 mod cuda;
 mod device;
+mod limits;
 mod output;
 mod panic_capture;
 mod train;
@@ -29,6 +30,11 @@ struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// Refuse images of more pixels than this, from their header, before decoding them
+    /// (decompression bombs; the default is PIL's refusal threshold, about 13,400 x 13,400).
+    #[arg(long, global = true, value_name = "PIXELS", default_value_t = lavender_core::images::MAX_PIXELS)]
+    max_image_pixels: u64,
 
     #[command(subcommand)]
     command: Command,
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         }
     }
     init_logging(cli.verbose);
+    limits::set_max_image_pixels(cli.max_image_pixels);
     match run_command(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -63,6 +63,13 @@ pub fn shard_bytes(samples: &[StoredSample], recipe: &str) -> Result<Vec<u8>, St
             .maps
             .to_values()
             .map_err(|error| format!("sample {}: {error}", sample.id))?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(format!(
+                "sample {}: its maps hold {bad}: the teacher's computation overflowed or its \
+                 weights are damaged; nothing was written",
+                sample.id
+            ));
+        }
         bytes.push(quantize(&values));
         headers.push(SampleHeader {
             id: sample.id.clone(),
@@ -275,6 +282,25 @@ mod tests {
         std::fs::write(&path, b"not a shard").unwrap();
         assert!(read_shard_ids(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Maps holding NaN (a NaN teacher gives NaN maps) are an error naming the sample, not
+    /// all-zero bytes in a shard.
+    #[test]
+    fn non_finite_maps_are_not_written() {
+        let mut nan = sample("3.jpg", "a dog", &["dog"], vec![1], &[0, 0, 0, 0]);
+        nan.maps = WordMaps::from_values(
+            vec!["dog".into()],
+            2,
+            vec![0.5, f32::NAN, 0.1, 0.2],
+            &Device::flex(),
+        )
+        .unwrap();
+        let error = shard_bytes(&[nan], "{}").unwrap_err();
+        assert!(
+            error.contains("sample 3.jpg") && error.contains("NaN"),
+            "{error}"
+        );
     }
 
     #[test]

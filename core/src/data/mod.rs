@@ -52,27 +52,48 @@ impl fmt::Display for ImageSource {
     }
 }
 
-/// Reads and decodes sample images; keeps the current parquet row group between calls.
-#[derive(Default)]
+/// Reads and decodes sample images, refusing those above a pixel limit before decoding them
+/// ([`crate::images`]); keeps the current parquet row group between calls.
 pub struct ImageLoader {
+    max_pixels: u64,
     #[cfg(feature = "parquet")]
     parquet: parquet_rows::RowGroupImages,
 }
 
+impl Default for ImageLoader {
+    fn default() -> Self {
+        Self::with_max_pixels(crate::images::MAX_PIXELS)
+    }
+}
+
 impl ImageLoader {
+    /// A loader that refuses images of more than `max_pixels` pixels.
+    pub fn with_max_pixels(max_pixels: u64) -> Self {
+        Self {
+            max_pixels,
+            #[cfg(feature = "parquet")]
+            parquet: Default::default(),
+        }
+    }
+
     pub fn load(&mut self, source: &ImageSource) -> Result<image::DynamicImage, DataError> {
-        let decode_error = |path: &std::path::Path, error: image::ImageError| DataError::Format {
-            path: path.to_path_buf(),
-            reason: format!("cannot decode the image: {error}"),
-        };
         match source {
-            ImageSource::File(path) => image::open(path).map_err(|error| decode_error(path, error)),
+            ImageSource::File(path) => {
+                crate::images::decode_file(path, self.max_pixels).map_err(|error| {
+                    DataError::Format {
+                        path: path.to_path_buf(),
+                        reason: error.to_string(),
+                    }
+                })
+            }
             #[cfg(feature = "parquet")]
             ImageSource::ParquetRow { file, row } => {
                 let bytes = self.parquet.bytes(file, *row)?;
-                image::load_from_memory(&bytes).map_err(|error| DataError::Format {
-                    path: file.clone(),
-                    reason: format!("row {row}: cannot decode the image: {error}"),
+                crate::images::decode_bytes(&bytes, self.max_pixels).map_err(|error| {
+                    DataError::Format {
+                        path: file.clone(),
+                        reason: format!("row {row}: {error}"),
+                    }
                 })
             }
             #[cfg(not(feature = "parquet"))]

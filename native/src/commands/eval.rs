@@ -96,7 +96,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} questions  {per_sec}  ETA {eta}  {msg}")
             .expect("valid template"),
     );
-    let mut loader = ImageLoader::default();
+    let mut loader = crate::limits::image_loader();
     let mut outcomes = Vec::with_capacity(items.len());
     let mut correct = 0;
     for (position, item) in items.iter().enumerate() {
@@ -175,7 +175,9 @@ fn read_items(spec: &str) -> anyhow::Result<Vec<EvalItem>> {
 fn decode_image(item: &EvalItem, loader: &mut ImageLoader) -> anyhow::Result<RgbImage> {
     Ok(match &item.image {
         EvalImage::Source(source) => loader.load(source)?.to_rgb8(),
-        EvalImage::Bytes(bytes) => image::load_from_memory(bytes)?.to_rgb8(),
+        EvalImage::Bytes(bytes) => {
+            lavender_core::images::decode_bytes(bytes, crate::limits::max_image_pixels())?.to_rgb8()
+        }
     })
 }
 

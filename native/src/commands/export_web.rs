@@ -21,7 +21,7 @@ use lavender_core::{
         ALIGNER_FILE, AlignerInput, BundleError, BundleExtras, BundleFiles, BundleQuant,
         ExampleInput, MANIFEST_FILE, export_bundle_with,
     },
-    data::{DataSpec, ImageLoader, TeacherMapsIndex},
+    data::{DataSpec, TeacherMapsIndex},
     vlm::mllama::student::Mllama,
     weights::FileSource,
 };
@@ -247,7 +247,7 @@ fn read_examples(maps: &Path, data: &DataSpec, limit: usize) -> anyhow::Result<V
     let samples = data
         .read()
         .with_context(|| format!("cannot read the examples' dataset {data}"))?;
-    let mut loader = ImageLoader::default();
+    let mut loader = crate::limits::image_loader();
     let mut examples = Vec::new();
     for sample in &samples {
         if examples.len() == limit {

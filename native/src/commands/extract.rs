@@ -21,7 +21,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     data::{
-        DataSpec, ImageLoader, Sample, Shard,
+        DataSpec, Sample, Shard,
         attn_store::{StoredSample, read_shard, read_shard_ids, shard_bytes},
         reference_layout,
     },
@@ -150,7 +150,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut tally = Tally::default();
-    let mut loader = ImageLoader::default();
+    let mut loader = crate::limits::image_loader();
     for batch in todo.chunks(args.batch as usize) {
         let mut images = Vec::new();
         let mut ready = Vec::new();

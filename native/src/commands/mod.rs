@@ -74,9 +74,11 @@ impl From<GridArg> for lavender_core::align::grid::GridMode {
 /// Decodes an image file to RGB, naming the file when it cannot.
 pub fn open_image(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
     use anyhow::Context;
-    Ok(image::open(path)
-        .with_context(|| format!("cannot decode the image {}", path.display()))?
-        .to_rgb8())
+    Ok(
+        lavender_core::images::decode_file(path, crate::limits::max_image_pixels())
+            .with_context(|| format!("{}", path.display()))?
+            .to_rgb8(),
+    )
 }
 
 /// Encodes `picture` as PNG and writes it atomically.

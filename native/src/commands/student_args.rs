@@ -48,7 +48,10 @@ pub struct StudentArgs {
 impl StudentArgs {
     /// Checks the flags, opens the device, decodes the image and loads the model.
     pub fn load(&self) -> anyhow::Result<(Mllama, RgbImage)> {
-        anyhow::ensure!(self.map_size > 0, "--map-size must be positive");
+        anyhow::ensure!(
+            (1..=1024).contains(&self.map_size),
+            "--map-size must be 1 to 1024 (Lavender: 32)"
+        );
         let image = open_image(&self.image)?;
         let student = load_student(
             self.vlm.as_deref(),

@@ -57,9 +57,19 @@ pub struct TeacherArgs {
 impl TeacherArgs {
     /// The recipe these flags describe, checked.
     pub fn config(&self) -> anyhow::Result<TeacherConfig> {
-        anyhow::ensure!(self.image_size > 0, "--image-size must be positive");
-        anyhow::ensure!(self.attn_res > 0, "--attn-res must be positive");
-        anyhow::ensure!(self.map_size > 0, "--map-size must be positive");
+        // Bounds far above SD's 512 px, 16x16 and 32x32, checked before anything is allocated.
+        anyhow::ensure!(
+            (1..=4096).contains(&self.image_size),
+            "--image-size must be 1 to 4096 pixels (SD v1.x: 512)"
+        );
+        anyhow::ensure!(
+            (1..=512).contains(&self.attn_res),
+            "--attn-res must be 1 to 512 (SD v1.x at 512 px: 16)"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.map_size),
+            "--map-size must be 1 to 1024 (Lavender: 32)"
+        );
         let recipe = match self.recipe {
             RecipeKind::Inversion => {
                 anyhow::ensure!(self.steps > 0, "--steps must be positive");

@@ -47,9 +47,24 @@ Data specs: jsonl:PATH ({\"image\", \"text\"} or {\"image\", \"conversations\": 
 flickr30k:PATH, rlaifv:PATH, ocrvqa:PATH. Samples whose teacher maps are missing train with the
 cross-entropy only and are counted.")]
 pub struct TrainArgs {
-    /// Continue the run in this folder from its latest checkpoint (its config.toml is used).
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["vlm", "data", "out"])]
+    /// Continue the run in this folder from its latest checkpoint (its config.toml is used;
+    /// only --lr and --lambda may change, e.g. after a non-finite loss).
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["vlm", "data", "out", "teacher_maps", "TrainSettingsArgs"]
+    )]
     pub resume: Option<PathBuf>,
+
+    /// Weight of the alignment loss (0: plain SFT; default 10). With --resume, the rest of the
+    /// run uses this one (recorded in its config.toml).
+    #[arg(long = "lambda", value_name = "LAMBDA")]
+    pub lambda: Option<f64>,
+
+    /// AdamW learning rate (no weight decay; default 1e-4). With --resume, the rest of the run
+    /// uses this one (recorded in its config.toml; StepLR's decay still applies).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
 
     /// The student: a Hugging Face Mllama folder.
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
@@ -84,9 +99,6 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainSettingsArgs {
-    /// Weight of the alignment loss (0: plain SFT).
-    #[arg(long = "lambda", default_value_t = 10.0)]
-    pub lambda: f64,
     /// Fine-tune every parameter instead of LoRA factors.
     #[arg(long)]
     pub full: bool,
@@ -105,9 +117,6 @@ pub struct TrainSettingsArgs {
     /// --adapter, the adapter's `target_modules`).
     #[arg(long, value_delimiter = ',')]
     pub lora_targets: Option<Vec<String>>,
-    /// AdamW learning rate (no weight decay).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
     /// The learning rate is multiplied by this after every epoch (StepLR).
     #[arg(long, default_value_t = 0.85)]
     pub lr_gamma: f64,
@@ -130,6 +139,10 @@ pub struct TrainSettingsArgs {
     /// (llama-recipes' length-based sampler), so padded batches waste little.
     #[arg(long)]
     pub group_by_length: bool,
+    /// Stop at a training image that cannot be read, instead of skipping the sample (skipped
+    /// samples are listed in the run's skipped.jsonl and counted at the end).
+    #[arg(long)]
+    pub strict: bool,
     /// Clip the L2 norm of all gradients together to this, as PyTorch's `clip_grad_norm_`
     /// (0: no clipping, the authors' default).
     #[arg(long, default_value_t = 0.0)]
@@ -211,6 +224,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             let run_dir = RunDir::open(path)?;
             let mut config: TrainConfig = run_dir.read_config()?;
             config.device = devices.to_string();
+            // The two settings a resumed run may change; the new values are recorded.
+            if args.lr.is_some() || args.lambda.is_some() {
+                if let Some(lr) = args.lr {
+                    check_lr(lr)?;
+                    eprintln!("resuming with --lr {lr} (was {})", config.lr);
+                    config.lr = lr;
+                }
+                if let Some(lambda) = args.lambda {
+                    check_lambda(lambda)?;
+                    eprintln!("resuming with --lambda {lambda} (was {})", config.lambda);
+                    config.lambda = lambda;
+                }
+                run_dir.write_config(&config)?;
+            }
             crate::train::run::run(&devices, Some(run_dir), config, None)
         }
         None => {
@@ -220,22 +247,58 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
 }
 
+fn check_lr(lr: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr must be a positive number");
+    Ok(())
+}
+
+fn check_lambda(lambda: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        lambda.is_finite() && lambda >= 0.0,
+        "--lambda must be a number, 0 or more"
+    );
+    Ok(())
+}
+
 /// The settings of a new run from the flags.
 fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
     let s = &args.settings;
-    anyhow::ensure!(s.batch > 0, "--batch must be positive");
+    anyhow::ensure!(
+        (1..=65_536).contains(&s.batch),
+        "--batch must be 1 to 65536 samples per step"
+    );
     anyhow::ensure!(
         s.micro_batch != Some(0),
         "--micro-batch must be positive (leave it out for a device's whole share)"
     );
     anyhow::ensure!(s.epochs > 0, "--epochs must be positive");
-    anyhow::ensure!(s.lr > 0.0, "--lr must be positive");
-    anyhow::ensure!(s.lambda >= 0.0, "--lambda cannot be negative");
+    let lr = args.lr.unwrap_or(1e-4);
+    let lambda = args.lambda.unwrap_or(10.0);
+    check_lr(lr)?;
+    check_lambda(lambda)?;
+    anyhow::ensure!(
+        s.lr_gamma.is_finite() && s.lr_gamma > 0.0,
+        "--lr-gamma must be a positive number (StepLR's factor per epoch; 1 keeps the rate)"
+    );
+    anyhow::ensure!(
+        s.max_steps != Some(0),
+        "--max-steps must be positive (leave it out to train --epochs epochs)"
+    );
     anyhow::ensure!(
         s.clip_grad_norm >= 0.0 && s.clip_norm >= 0.0,
         "--clip-grad-norm and --clip-norm cannot be negative"
     );
-    anyhow::ensure!(s.map_size > 0, "--map-size must be positive");
+    anyhow::ensure!(
+        (1..=1024).contains(&s.map_size),
+        "--map-size must be 1 to 1024 (Lavender: 32)"
+    );
+    if let Some(micro) = s.micro_batch {
+        anyhow::ensure!(
+            micro <= s.batch,
+            "--micro-batch {micro} is larger than --batch {}",
+            s.batch
+        );
+    }
     anyhow::ensure!(
         s.checkpoint_every > 0,
         "--checkpoint-every must be positive"
@@ -259,16 +322,17 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         data: absolute_data(args.data.as_deref().expect("clap requires --data")),
         teacher_maps: args.teacher_maps.as_deref().map(absolute),
         adapter: s.adapter.as_deref().map(absolute),
-        lambda: s.lambda,
+        lambda,
         full: s.full,
         lora,
-        lr: s.lr,
+        lr,
         lr_gamma: s.lr_gamma,
         epochs: s.epochs,
         max_steps: s.max_steps.unwrap_or(0),
         batch: s.batch,
         micro_batch: s.micro_batch.unwrap_or(0),
         group_by_length: s.group_by_length,
+        strict: s.strict,
         clip_norm: s.clip_norm,
         clip_grad_norm: s.clip_grad_norm,
         adam_epsilon: 1e-8,
@@ -306,7 +370,10 @@ fn lora_settings(s: &TrainSettingsArgs) -> anyhow::Result<LoraSettings> {
             alpha: s.lora_alpha.unwrap_or(defaults.alpha),
             target_modules: s.lora_targets.clone().unwrap_or(defaults.target_modules),
         };
-        anyhow::ensure!(settings.r > 0, "--lora-r must be positive");
+        anyhow::ensure!(
+            (1..=4096).contains(&settings.r),
+            "--lora-r must be 1 to 4096 (Lavender: 8)"
+        );
         return Ok(settings);
     };
     let path = adapter.join("adapter_config.json");

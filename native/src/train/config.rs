@@ -116,6 +116,9 @@ pub struct TrainConfig {
     /// `LengthBasedBatchSampler`) instead of a plain shuffle.
     #[serde(default)]
     pub group_by_length: bool,
+    /// Stop at an unreadable training image instead of skipping it.
+    #[serde(default)]
+    pub strict: bool,
     /// Burn's per-parameter clipping (each gradient tensor to this L2 norm); 0: off.
     pub clip_norm: f64,
     /// PyTorch's `clip_grad_norm_`: all gradients together to this L2 norm; 0: off. Absent

@@ -30,7 +30,8 @@ impl fmt::Display for NonFiniteLoss {
         write!(
             f,
             "step {}: {what}; stopped before the update. Resume from the last checkpoint with \
-             a lower learning rate or alignment weight",
+             a lower learning rate or alignment weight (`lavender train --resume RUN --lr X \
+             --lambda Y`)",
             self.step
         )
     }

@@ -9,7 +9,6 @@ use std::{path::Path, time::Instant};
 
 use anyhow::Context;
 use burn::{optim::ModuleOptimizer, tensor::Device};
-use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     adapters::lora::{apply_lora, export_peft, load_peft_factors},
@@ -28,7 +27,7 @@ use lavender_core::{
 use super::{
     checkpoint::{self, Checkpoints, TrainState},
     config::{DepthArg, PrecisionArg, TrainConfig},
-    guard::check_finite,
+    guard::{NonFiniteLoss, check_finite},
     parallel::{DataParallel, SampleInput, StepSettings},
     run_dir::{MetricsLog, MetricsRecord, RunDir, Split},
     trainer::{LossValues, Trainable, sample_loss, teacher_word_maps, text_length},
@@ -57,13 +56,31 @@ pub fn run(
     // Every device is opened before a new run folder is created, so a device that cannot be
     // used leaves nothing behind.
     let opened = open_devices(devices, config.precision, config.seed)?;
+    // The data is read before a new run folder is created too: bad data leaves nothing behind.
+    let data = TrainingData::read(&config)?;
+    anyhow::ensure!(
+        config.batch <= data.holdout.train.len(),
+        "--batch {} is more than the {} training samples: a step would take samples twice; \
+         lower --batch",
+        config.batch,
+        data.holdout.train.len()
+    );
+    if let Some(teacher) = &config.teacher_maps {
+        anyhow::ensure!(
+            config.lambda == 0.0 || data.missing < data.holdout.train.len(),
+            "none of the {} training samples has teacher maps in {}: the run would be plain SFT \
+             while calling itself Lavender. Extract the maps for this data first, or train with \
+             --lambda 0",
+            data.holdout.train.len(),
+            teacher.display()
+        );
+    }
+    let config = data.complete(config);
     let resuming = existing.is_some();
     let run_dir = match existing {
         Some(run_dir) => run_dir,
         None => RunDir::create(out.expect("clap requires --out"))?,
     };
-    let data = TrainingData::read(&config)?;
-    let config = data.complete(config);
     if !resuming {
         run_dir.write_config(&config)?;
     }
@@ -169,24 +186,14 @@ impl TrainingData {
         config
     }
 
-    /// A sample's image and teacher maps, read on the main thread; the maps become tensors on
-    /// the device that processes the sample.
-    fn read_sample(
-        &self,
-        sample: &Conversation,
-        images: &mut ImageLoader,
-    ) -> anyhow::Result<(RgbImage, Option<WordMaps>)> {
-        let image = images
-            .load(&sample.image)
-            .with_context(|| format!("sample {}: image {}", sample.id, sample.image))?
-            .to_rgb8();
-        let maps = match &self.teacher {
+    /// A sample's teacher maps, if the run has a teacher and it has maps for this sample.
+    fn teacher_maps(&self, sample: &Conversation) -> anyhow::Result<Option<WordMaps>> {
+        Ok(match &self.teacher {
             Some(index) => index
                 .get(&sample.teacher_id, &Device::flex())
                 .with_context(|| format!("the teacher maps of {}", sample.teacher_id))?,
             None => None,
-        };
-        Ok((image, maps))
+        })
     }
 }
 
@@ -207,6 +214,11 @@ struct Session {
     loss_config: LossConfig,
     images: ImageLoader,
     progress: ProgressBar,
+    /// The run as it was before the previous step (LoRA runs only: it holds the previous
+    /// factors and optimiser state, which is small), saved when a step's loss is not finite:
+    /// the previous update may be what diverged.
+    before_previous_step: Option<Box<(Trainable, ModuleOptimizer, TrainState)>>,
+    before_this_step: Option<Box<(Trainable, ModuleOptimizer, TrainState)>>,
     /// Samples trained in this session, and those of them without teacher maps.
     seen: usize,
     without_maps: usize,
@@ -303,8 +315,10 @@ impl Session {
             state,
             metrics,
             order,
-            images: ImageLoader::default(),
+            images: crate::limits::image_loader(),
             progress,
+            before_previous_step: None,
+            before_this_step: None,
             seen: 0,
             without_maps: 0,
         })
@@ -318,7 +332,20 @@ impl Session {
         // was resumed at an epoch's end.
         let epoch = self.order.next_epoch();
         let lr = self.config.lr_at(epoch);
-        let mean = self.optimise(lr)?;
+        if !self.config.full {
+            self.before_previous_step = self.before_this_step.take();
+            self.before_this_step = Some(Box::new((
+                self.parallel.main().clone(),
+                self.optimizer.clone(),
+                self.state.clone(),
+            )));
+        }
+        let mean = match self.optimise(lr) {
+            Ok(mean) => mean,
+            // Nothing was updated (the optimiser runs last): keep the state before this step
+            // as a checkpoint, so that `--resume` (with other settings) starts right there.
+            Err(error) => return Err(self.checkpoint_before_failure(error)),
+        };
         self.state.step += 1;
         self.state.epoch = self.order.position().epoch;
         self.state.data_position = self.order.position();
@@ -356,13 +383,92 @@ impl Session {
         Ok(())
     }
 
+    /// `error` stopped the step after `self.state.step`, before any update. Saves the last
+    /// good state as a checkpoint (unless the latest checkpoint is it) and says which:
+    /// - a non-finite loss: the update before this step may be what diverged, so the state
+    ///   before it (LoRA runs; a `--full` run keeps no copy and saves nothing more);
+    /// - any other error (an unreadable file): the current state.
+    fn checkpoint_before_failure(&mut self, error: anyhow::Error) -> anyhow::Error {
+        let diverged = error.chain().any(|cause| cause.is::<NonFiniteLoss>());
+        let snapshot = if diverged {
+            match self.before_previous_step.take() {
+                Some(snapshot) => *snapshot,
+                None => return error,
+            }
+        } else {
+            (
+                self.parallel.main().clone(),
+                self.optimizer.clone(),
+                self.state.clone(),
+            )
+        };
+        let (trainable, optimizer, state) = snapshot;
+        let latest = self
+            .checkpoints
+            .list()
+            .ok()
+            .and_then(|list| list.last().map(|(step, _)| *step));
+        if state.step == 0 && latest.is_none() {
+            return error.context(
+                "the last good state is the run's start: `--resume` starts it over".to_string(),
+            );
+        }
+        if latest.is_some_and(|latest| latest >= state.step) {
+            return error;
+        }
+        match self.checkpoints.save(
+            &trainable,
+            &optimizer,
+            &state,
+            self.config.checkpoint_filter(),
+        ) {
+            Ok(_) => error.context(format!(
+                "the state after step {} (the last good one) was saved as a checkpoint",
+                state.step
+            )),
+            Err(save_error) => error.context(format!(
+                "the state after step {} could not be saved either: {save_error:#}",
+                state.step
+            )),
+        }
+    }
+
     /// Reads the next batch and takes one optimiser step at `lr` on it; the batch's mean losses.
     fn optimise(&mut self, lr: f64) -> anyhow::Result<Mean> {
         let mut inputs = Vec::with_capacity(self.config.batch);
-        for _ in 0..self.config.batch {
+        let mut skipped = 0;
+        while inputs.len() < self.config.batch {
             let index = self.order.next().expect("a non-empty dataset never ends");
             let sample = &self.data.holdout.train[index];
-            let (image, maps) = self.data.read_sample(sample, &mut self.images)?;
+            // An unreadable image skips its sample (recorded in skipped.jsonl) and the next
+            // one takes its place, so one bad file does not stop the run (nor a resume of it).
+            let image = match self.images.load(&sample.image) {
+                Ok(image) => image.to_rgb8(),
+                Err(error) if !self.config.strict => {
+                    skipped += 1;
+                    anyhow::ensure!(
+                        skipped <= self.data.holdout.train.len(),
+                        "no training image could be read (the last: sample {}: {error})",
+                        sample.id
+                    );
+                    let reason = error.to_string();
+                    if self
+                        .run_dir
+                        .record_skipped(self.state.step + 1, &sample.id, &reason)?
+                    {
+                        self.progress
+                            .suspend(|| tracing::warn!("sample {}: {reason}; skipped", sample.id));
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "sample {}: image {} (--strict: an unreadable image stops the run)",
+                        sample.id, sample.image
+                    )));
+                }
+            };
+            let maps = self.data.teacher_maps(sample)?;
             inputs.push(SampleInput {
                 sample,
                 image,
@@ -373,11 +479,11 @@ impl Session {
         let checkpoints = self.checkpoints.dir();
         let check = |sample: &Conversation, values: &LossValues| {
             check_finite(step_number, values.ce, values.align).map_err(|error| {
-                anyhow::anyhow!(
-                    "{error} (sample {}); the run stopped, its last good checkpoint is kept in {}",
+                anyhow::Error::new(error).context(format!(
+                    "sample {}: the run stopped; checkpoints are in {}",
                     sample.id,
                     checkpoints.display()
-                )
+                ))
             })
         };
         let settings = StepSettings {
@@ -407,7 +513,28 @@ impl Session {
         let mut sums = Sums::default();
         let limit = self.config.eval_samples.max(1);
         for sample in self.data.holdout.eval.iter().take(limit) {
-            let (image, maps) = self.data.read_sample(sample, &mut self.images)?;
+            let image = match self.images.load(&sample.image) {
+                Ok(image) => image.to_rgb8(),
+                Err(error) if !self.config.strict => {
+                    let reason = error.to_string();
+                    if self
+                        .run_dir
+                        .record_skipped(self.state.step, &sample.id, &reason)?
+                    {
+                        self.progress.suspend(|| {
+                            tracing::warn!("held-out sample {}: {reason}; skipped", sample.id)
+                        });
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "held-out sample {}: image {} (--strict)",
+                        sample.id, sample.image
+                    )));
+                }
+            };
+            let maps = self.data.teacher_maps(sample)?;
             let teacher = teacher_word_maps(maps, self.config.map_size, &self.device)?;
             let (_, values) = sample_loss(
                 self.parallel.main(),
@@ -458,6 +585,15 @@ impl Session {
                 "  {} of the {} samples trained in this session had no teacher maps \
                  (cross-entropy only)",
                 self.without_maps, self.seen
+            );
+        }
+        let skipped = std::fs::read_to_string(self.run_dir.skipped_path())
+            .map(|text| text.lines().count())
+            .unwrap_or(0);
+        if skipped > 0 {
+            println!(
+                "  {skipped} sample(s) skipped: their images could not be read (listed in {})",
+                self.run_dir.skipped_path().display()
             );
         }
         println!(

@@ -23,6 +23,7 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.jsonl";
 pub const LOSS_PLOT: &str = "loss.png";
 pub const CHECKPOINTS: &str = "checkpoints";
+pub const SKIPPED: &str = "skipped.jsonl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +102,36 @@ impl RunDir {
 
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.root.join(CHECKPOINTS)
+    }
+
+    /// `skipped.jsonl`: one `{"step", "id", "reason"}` line per training sample whose image
+    /// could not be read (each sample once, however often the run met it).
+    pub fn skipped_path(&self) -> PathBuf {
+        self.root.join(SKIPPED)
+    }
+
+    /// Records that `id` was skipped at `step` for `reason`, unless it already is.
+    pub fn record_skipped(&self, step: u64, id: &str, reason: &str) -> anyhow::Result<bool> {
+        let path = self.skipped_path();
+        let known = fs::read_to_string(&path).unwrap_or_default();
+        let already = known.lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|value| value["id"].as_str() == Some(id))
+        });
+        if already {
+            return Ok(false);
+        }
+        let mut line = serde_json::json!({ "step": step, "id": id, "reason": reason }).to_string();
+        line.push('\n');
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(true)
     }
 
     /// Writes `config` (every resolved setting) as `config.toml`, atomically.

@@ -24,7 +24,7 @@ pub(super) fn set_examples(
 ) {
     let mut examples = Vec::new();
     for ((info, png), maps) in infos.into_iter().zip(images).zip(maps) {
-        match image::load_from_memory(&png) {
+        match lavender_core::images::decode_bytes(&png, lavender_core::images::MAX_PIXELS) {
             Ok(decoded) => examples.push(Example {
                 info,
                 image: decoded.to_rgb8(),
@@ -75,12 +75,15 @@ pub(super) fn show_example(view: &Shared, ui: Ui, index: usize) {
 
 /// Decodes image bytes and shows the picture.
 fn set_image(view: &Shared, ui: Ui, name: String, bytes: &[u8]) {
-    match image::load_from_memory(bytes) {
+    // The pixel limit is checked from the header first: a small file declaring a huge image
+    // would otherwise exhaust the tab's memory.
+    match lavender_core::images::decode_bytes(bytes, lavender_core::images::MAX_PIXELS) {
         Ok(decoded) => set_picture(view, ui, name, decoded.to_rgb8()),
-        Err(error) => ui.fail(
+        Err(lavender_core::images::ImageError::Decode(error)) => ui.fail(
             ErrorKind::Image,
             format!("cannot decode the image {name}: {error} (PNG or JPEG expected)"),
         ),
+        Err(error) => ui.fail(ErrorKind::Image, format!("the image {name}: {error}")),
     }
 }
 

@@ -305,6 +305,9 @@ impl UNetConfig {
         let groups = self
             .norm_num_groups
             .ok_or_else(|| "`norm_num_groups` = null is not supported".to_string())?;
+        if groups == 0 {
+            return Err("`norm_num_groups` = 0: a group norm needs at least one group".into());
+        }
         for (field, kernel) in [
             ("conv_in_kernel", self.conv_in_kernel),
             ("conv_out_kernel", self.conv_out_kernel),
@@ -674,6 +677,11 @@ mod tests {
         let mut config = tiny_config();
         config["layers_per_block"] = json!([1, 1]);
         assert!(load_error(config).contains("layers_per_block"));
+
+        // A division by zero (a panic) before: now a config error.
+        let mut config = tiny_config();
+        config["norm_num_groups"] = json!(0);
+        assert!(load_error(config).contains("`norm_num_groups` = 0"));
     }
 
     #[test]

@@ -48,6 +48,45 @@ impl MllamaConfig {
         }
         let v = &self.vision_config;
         let t = &self.text_config;
+        // Sizes first, against bounds far above any released model, so that a hostile or
+        // mistyped config is refused before anything is allocated from it.
+        for (field, value, max) in [
+            ("text_config.hidden_size", t.hidden_size, 1 << 16),
+            (
+                "text_config.intermediate_size",
+                t.intermediate_size,
+                1 << 18,
+            ),
+            ("text_config.num_hidden_layers", t.num_hidden_layers, 1024),
+            ("text_config.vocab_size", t.vocab_size, 1 << 22),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+                1 << 24,
+            ),
+            ("vision_config.hidden_size", v.hidden_size, 1 << 16),
+            (
+                "vision_config.intermediate_size",
+                v.intermediate_size,
+                1 << 18,
+            ),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers, 1024),
+            ("vision_config.num_global_layers", v.num_global_layers, 1024),
+            ("vision_config.image_size", v.image_size, 4096),
+            ("vision_config.patch_size", v.patch_size, 4096),
+            ("vision_config.max_num_tiles", v.max_num_tiles, 64),
+            ("vision_config.num_channels", v.num_channels, 16),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{field} = {value} is out of range (1 to {max})"));
+            }
+        }
+        if !v.image_size.is_multiple_of(v.patch_size) {
+            return Err(format!(
+                "vision image_size {} is not a multiple of patch_size {}",
+                v.image_size, v.patch_size
+            ));
+        }
         if v.attention_heads == 0 || !v.hidden_size.is_multiple_of(v.attention_heads) {
             return Err(format!(
                 "vision hidden_size {} is not divisible by attention_heads {}",
@@ -261,6 +300,54 @@ mod tests {
 
     fn fixture() -> std::path::PathBuf {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mllama-tiny")
+    }
+
+    #[test]
+    fn sizes_out_of_range_are_refused_before_anything_is_allocated() {
+        let dir = std::env::temp_dir().join(format!("lavender-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fixture_config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+                .unwrap();
+        for (section, field, value, expected) in [
+            (
+                "text_config",
+                "hidden_size",
+                1u64 << 40,
+                "text_config.hidden_size = 1099511627776 is out of range",
+            ),
+            (
+                "text_config",
+                "max_position_embeddings",
+                0,
+                "text_config.max_position_embeddings = 0",
+            ),
+            (
+                "vision_config",
+                "image_size",
+                1_000_000,
+                "vision_config.image_size = 1000000",
+            ),
+            (
+                "vision_config",
+                "patch_size",
+                0,
+                "vision_config.patch_size = 0",
+            ),
+            (
+                "vision_config",
+                "patch_size",
+                15,
+                "not a multiple of patch_size 15",
+            ),
+        ] {
+            let mut config = fixture_config.clone();
+            config[section][field] = value.into();
+            std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+            let error = MllamaConfig::load(&dir).unwrap_err().to_string();
+            assert!(error.contains(expected), "{field}: {error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

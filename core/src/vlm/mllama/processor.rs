@@ -170,8 +170,19 @@ impl MllamaImageProcessor {
                 self.size.height, self.size.width
             ));
         }
-        if self.max_image_tiles == 0 {
-            return Err("max_image_tiles must be positive".into());
+        // Far above Mllama's 560 x 560 and 4 tiles: a larger request is refused before a
+        // canvas is allocated for it.
+        if self.size.height > 4096 {
+            return Err(format!(
+                "size {0}x{0} is out of range (tiles of at most 4096 pixels)",
+                self.size.height
+            ));
+        }
+        if self.max_image_tiles == 0 || self.max_image_tiles > 64 {
+            return Err(format!(
+                "max_image_tiles = {} is out of range (1 to 64)",
+                self.max_image_tiles
+            ));
         }
         if Resample::from_pil(self.resample).is_none() {
             return Err(format!("unsupported resample filter {}", self.resample));

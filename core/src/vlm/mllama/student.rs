@@ -96,6 +96,21 @@ impl Mllama {
                 ),
             });
         }
+        let vision = &model.config.vision_config;
+        if processor.tile_size() != vision.image_size
+            || processor.max_image_tiles != vision.max_num_tiles
+        {
+            return Err(LoadError::Config {
+                path: source.path("preprocessor_config.json"),
+                reason: format!(
+                    "tiles of {} pixels, at most {}, but the vision model takes {} pixels, at most {}",
+                    processor.tile_size(),
+                    processor.max_image_tiles,
+                    vision.image_size,
+                    vision.max_num_tiles
+                ),
+            });
+        }
         let device = model.devices()[0].clone();
         Ok(Self {
             model,
