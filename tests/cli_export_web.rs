@@ -260,6 +260,19 @@ fn damaged_incomplete_or_existing_bundles_are_refused() {
 
     let error = failure(&export_web(&bundle, &[]));
     assert!(error.contains("pass --overwrite"), "{error}");
+    // Without its manifest the folder is no longer known as a bundle: --overwrite refuses to
+    // replace it (it only replaces what an export wrote), and leaves it as it is.
+    let error = failure(&export_web(&bundle, &["--quant", "none", "--overwrite"]));
+    assert!(
+        error.contains("is not a bundle (no manifest.json)"),
+        "{error}"
+    );
+    assert!(
+        bundle.join("model.bpk").exists(),
+        "the folder was left as it was"
+    );
+    fs::remove_dir_all(&bundle).unwrap();
+    export(&bundle, "none");
     export_overwriting(&bundle);
     assert!(bundle.join("manifest.json").is_file());
 

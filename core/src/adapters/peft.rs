@@ -27,6 +27,14 @@ pub struct LoraConfig {
     pub peft_type: Option<String>,
     #[serde(default)]
     pub target_modules: TargetModules,
+    /// Per-module ranks and alphas, and DoRA: not applied here, so an adapter that uses them
+    /// is refused by name rather than merged wrongly.
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub use_dora: bool,
 }
 
 /// `target_modules`: a list of module names or a regex string.
@@ -83,6 +91,20 @@ impl PeftAdapter {
             return Err(LoadError::Config {
                 path: config_path,
                 reason: "r must be positive".into(),
+            });
+        }
+        let unsupported = [
+            ("rank_pattern", !config.rank_pattern.is_empty()),
+            ("alpha_pattern", !config.alpha_pattern.is_empty()),
+            ("use_dora", config.use_dora),
+        ];
+        if let Some((field, _)) = unsupported.iter().find(|(_, used)| *used) {
+            return Err(LoadError::Config {
+                path: config_path,
+                reason: format!(
+                    "`{field}` is set: per-module ranks or alphas and DoRA are not supported \
+                     (one r and lora_alpha for every module, plain LoRA)"
+                ),
             });
         }
         Ok(Self { config, weights })
@@ -169,5 +191,41 @@ impl PeftAdapter {
             base.set(base_name, vec![out_dim, in_dim], values);
         }
         Ok(pairs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> String {
+        format!(
+            r#"{{"peft_type": "LORA", "r": 8, "lora_alpha": 32, "target_modules": ["q_proj"]{extra}}}"#
+        )
+    }
+
+    /// Options PEFT applies but this merge would ignore are refused by name; their empty
+    /// defaults (as PEFT writes them) are accepted.
+    #[test]
+    fn unsupported_peft_options_are_refused_by_name() {
+        let label = Path::new("adapter");
+        let empty = safetensors::serialize(
+            std::iter::empty::<(&str, safetensors::tensor::TensorView<'_>)>(),
+            None,
+        )
+        .unwrap();
+        for (extra, field) in [
+            (r#", "rank_pattern": {"q_proj": 4}"#, "rank_pattern"),
+            (r#", "alpha_pattern": {"v_proj": 16}"#, "alpha_pattern"),
+            (r#", "use_dora": true"#, "use_dora"),
+        ] {
+            let error = PeftAdapter::from_bytes(label, &config(extra), empty.clone()).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("`{field}` is set")),
+                "{error}"
+            );
+        }
+        let defaults = r#", "rank_pattern": {}, "alpha_pattern": {}, "use_dora": false"#;
+        assert!(PeftAdapter::from_bytes(label, &config(defaults), empty).is_ok());
     }
 }

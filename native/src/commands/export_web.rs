@@ -105,7 +105,8 @@ pub struct ExportWebArgs {
     #[arg(long, default_value_t = 32)]
     pub map_size: usize,
 
-    /// The bundle folder; it must not exist or be empty, unless --overwrite.
+    /// The bundle folder; it must not exist or be empty, unless --overwrite (which replaces
+    /// only a folder an earlier export wrote).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
@@ -309,9 +310,20 @@ fn read_aligner(path: &Path, activation: AlignerActivation) -> anyhow::Result<Al
 
 /// Fails early, before the model loads, when `out` would be refused at the end.
 fn check_out(out: &Path, overwrite: bool) -> anyhow::Result<()> {
-    if out.exists() && !overwrite && !is_empty_dir(out)? {
+    if !out.exists() || is_empty_dir(out)? {
+        return Ok(());
+    }
+    if !overwrite {
         bail!(
             "{} exists and is not empty; pass --overwrite to replace it",
+            out.display()
+        );
+    }
+    // --overwrite replaces an earlier export, never an arbitrary folder.
+    if !out.join("manifest.json").is_file() {
+        bail!(
+            "{} is not a bundle (no manifest.json): --overwrite only replaces a folder that \
+             export-web wrote; choose another --out",
             out.display()
         );
     }
