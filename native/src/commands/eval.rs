@@ -15,7 +15,7 @@ use lavender_core::{
     vlm::mllama::{prompt::Message, student::Mllama, text::Sampler},
 };
 
-use crate::{commands::student_args::load_student, device::DeviceSpec, output::write_atomically};
+use crate::{commands::student_args::ModelArgs, output::write_atomically};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -37,17 +37,8 @@ option letter, else the one option whose text it quotes) is the answer's.
 Writes OUT (tab-separated: id, category, question, answer, prediction, correct) and
 OUT.summary.json (count, correct, accuracy, and per category).")]
 pub struct EvalArgs {
-    /// A Hugging Face Mllama folder.
-    #[arg(long, value_name = "DIR", required_unless_present = "bundle")]
-    pub vlm: Option<PathBuf>,
-
-    /// A PEFT LoRA adapter folder, merged in.
-    #[arg(long, value_name = "DIR", requires = "vlm")]
-    pub adapter: Option<PathBuf>,
-
-    /// A web bundle written by `lavender export-web` (instead of --vlm/--adapter).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["vlm", "adapter"])]
-    pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
 
     /// The questions: a data spec (jsonl:PATH, ...) or a VLMEvalKit TSV (tsv:PATH).
     #[arg(long, value_name = "SPEC")]
@@ -64,10 +55,6 @@ pub struct EvalArgs {
     /// Evaluate only the first N questions.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-
-    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<DeviceSpec>,
 }
 
 /// One question's outcome.
@@ -85,12 +72,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!items.is_empty(), "{} has no questions", args.data);
     check_writable(&args.out)?;
-    let student = load_student(
-        args.vlm.as_deref(),
-        args.adapter.as_deref(),
-        args.bundle.as_deref(),
-        args.device,
-    )?;
+    let student = args.model.load()?;
 
     let progress = ProgressBar::new(items.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} questions  {per_sec}  ETA {eta}  {msg}")

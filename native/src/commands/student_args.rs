@@ -1,5 +1,6 @@
-//! The flags every student command shares (`generate`, `attend`): the model and its adapter
-//! (or a web bundle), the image, where the attention lands, the device; and loading them.
+//! The flags every student command shares (`generate`, `attend`, `eval`): the model and its
+//! adapter (or a web bundle) and the device; for one image, the image and where the attention
+//! lands; and loading them.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,10 @@ use crate::{
     device::DeviceSpec,
 };
 
+/// Which student to load and where: a model folder (and adapter) or a web bundle, and the
+/// device. Shared by every command that runs the student (`generate`, `attend`, `eval`).
 #[derive(Debug, Args)]
-pub struct StudentArgs {
+pub struct ModelArgs {
     /// A Hugging Face Mllama folder (config.json, safetensors shards, tokenizer.json, chat template).
     #[arg(long, value_name = "DIR", required_unless_present = "bundle")]
     pub vlm: Option<PathBuf>,
@@ -28,6 +31,30 @@ pub struct StudentArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["vlm", "adapter"])]
     pub bundle: Option<PathBuf>,
 
+    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<DeviceSpec>,
+}
+
+impl ModelArgs {
+    /// Opens the device and loads the student.
+    pub fn load(&self) -> anyhow::Result<Mllama> {
+        load_student(
+            self.vlm.as_deref(),
+            self.adapter.as_deref(),
+            self.bundle.as_deref(),
+            self.device,
+        )
+    }
+}
+
+/// The flags of the commands that look at one image: the student, the image, and where the
+/// attention lands.
+#[derive(Debug, Args)]
+pub struct StudentArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
     /// The image (PNG, JPEG).
     #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
@@ -39,10 +66,6 @@ pub struct StudentArgs {
     /// How attention is placed on the image.
     #[arg(long, value_enum, default_value_t = GridArg::Corrected)]
     pub grid: GridArg,
-
-    /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<DeviceSpec>,
 }
 
 impl StudentArgs {
@@ -53,19 +76,13 @@ impl StudentArgs {
             "--map-size must be 1 to 1024 (Lavender: 32)"
         );
         let image = open_image(&self.image)?;
-        let student = load_student(
-            self.vlm.as_deref(),
-            self.adapter.as_deref(),
-            self.bundle.as_deref(),
-            self.device,
-        )?;
-        Ok((student, image))
+        Ok((self.model.load()?, image))
     }
 }
 
 /// Opens `device` (default: the best available) and loads the student from a web `bundle`, or
 /// from the Mllama folder `vlm` with an optional PEFT `adapter` merged in.
-pub fn load_student(
+fn load_student(
     vlm: Option<&Path>,
     adapter: Option<&Path>,
     bundle: Option<&Path>,

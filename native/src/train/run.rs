@@ -442,31 +442,21 @@ impl Session {
             let sample = &self.data.holdout.train[index];
             // An unreadable image skips its sample (recorded in skipped.jsonl) and the next
             // one takes its place, so one bad file does not stop the run (nor a resume of it).
-            let image = match self.images.load(&sample.image) {
-                Ok(image) => image.to_rgb8(),
-                Err(error) if !self.config.strict => {
-                    skipped += 1;
-                    anyhow::ensure!(
-                        skipped <= self.data.holdout.train.len(),
-                        "no training image could be read (the last: sample {}: {error})",
-                        sample.id
-                    );
-                    let reason = error.to_string();
-                    if self
-                        .run_dir
-                        .record_skipped(self.state.step + 1, &sample.id, &reason)?
-                    {
-                        self.progress
-                            .suspend(|| tracing::warn!("sample {}: {reason}; skipped", sample.id));
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    return Err(anyhow::Error::new(error).context(format!(
-                        "sample {}: image {} (--strict: an unreadable image stops the run)",
-                        sample.id, sample.image
-                    )));
-                }
+            let skip = SkipUnreadable {
+                run_dir: &self.run_dir,
+                progress: &self.progress,
+                strict: self.config.strict,
+                step: self.state.step + 1,
+                what: "sample",
+            };
+            let Some(image) = skip.load(&mut self.images, sample)? else {
+                skipped += 1;
+                anyhow::ensure!(
+                    skipped <= self.data.holdout.train.len(),
+                    "no training image could be read (the last: sample {})",
+                    sample.id
+                );
+                continue;
             };
             let maps = self.data.teacher_maps(sample)?;
             inputs.push(SampleInput {
@@ -513,26 +503,15 @@ impl Session {
         let mut sums = Sums::default();
         let limit = self.config.eval_samples.max(1);
         for sample in self.data.holdout.eval.iter().take(limit) {
-            let image = match self.images.load(&sample.image) {
-                Ok(image) => image.to_rgb8(),
-                Err(error) if !self.config.strict => {
-                    let reason = error.to_string();
-                    if self
-                        .run_dir
-                        .record_skipped(self.state.step, &sample.id, &reason)?
-                    {
-                        self.progress.suspend(|| {
-                            tracing::warn!("held-out sample {}: {reason}; skipped", sample.id)
-                        });
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    return Err(anyhow::Error::new(error).context(format!(
-                        "held-out sample {}: image {} (--strict)",
-                        sample.id, sample.image
-                    )));
-                }
+            let skip = SkipUnreadable {
+                run_dir: &self.run_dir,
+                progress: &self.progress,
+                strict: self.config.strict,
+                step: self.state.step,
+                what: "held-out sample",
+            };
+            let Some(image) = skip.load(&mut self.images, sample)? else {
+                continue;
             };
             let maps = self.data.teacher_maps(sample)?;
             let teacher = teacher_word_maps(maps, self.config.map_size, &self.device)?;
@@ -667,6 +646,47 @@ impl Mean {
 }
 
 /// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
+/// How a session treats a sample whose image cannot be read: skipped, listed once in the
+/// run's `skipped.jsonl` and warned about, or with `--strict` an error.
+struct SkipUnreadable<'a> {
+    run_dir: &'a RunDir,
+    progress: &'a ProgressBar,
+    strict: bool,
+    /// The step recorded with a skip.
+    step: u64,
+    /// How the sample is named in messages ("sample", "held-out sample").
+    what: &'static str,
+}
+
+impl SkipUnreadable<'_> {
+    /// `sample`'s image, or `None` when it cannot be read and is skipped.
+    fn load(
+        &self,
+        images: &mut ImageLoader,
+        sample: &Conversation,
+    ) -> anyhow::Result<Option<image::RgbImage>> {
+        match images.load(&sample.image) {
+            Ok(image) => Ok(Some(image.to_rgb8())),
+            Err(error) if self.strict => Err(anyhow::Error::new(error).context(format!(
+                "{} {}: image {} (--strict: an unreadable image stops the run)",
+                self.what, sample.id, sample.image
+            ))),
+            Err(error) => {
+                let reason = error.to_string();
+                if self
+                    .run_dir
+                    .record_skipped(self.step, &sample.id, &reason)?
+                {
+                    self.progress.suspend(|| {
+                        tracing::warn!("{} {}: {reason}; skipped", self.what, sample.id)
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
     let mut student = Mllama::load(&config.vlm, None, device)
         .with_context(|| format!("cannot load the model from {}", config.vlm.display()))?;

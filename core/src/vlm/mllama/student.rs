@@ -156,19 +156,8 @@ impl Mllama {
         messages: &[Message],
         supervision: Supervision,
     ) -> Result<(Prepared, Vec<i64>), StudentError> {
-        let mut labels = Vec::new();
-        let prepared = self.prepare_with(image, |processed| {
-            let (inputs, conversation_labels) = self.prompt.encode_conversation(
-                messages,
-                supervision,
-                &[processed.num_tiles],
-                processed.aspect_ratio_mask.len(),
-                self.model.config.text_config.max_position_embeddings,
-            )?;
-            labels = conversation_labels;
-            Ok(inputs)
-        })?;
-        Ok((prepared, labels))
+        let (sample, labels) = self.process_supervised(image, messages, supervision)?;
+        Ok((self.run_vision(sample), labels))
     }
 
     /// Processes the image, tokenizes with `encode` (given the processed image) and runs the
@@ -180,19 +169,23 @@ impl Mllama {
     ) -> Result<Prepared, StudentError> {
         let processed = self.process_image(image)?;
         let inputs = encode(&processed)?;
-        let sample = SampleInputs {
+        Ok(self.run_vision(SampleInputs {
             inputs,
             image: processed,
-        };
+        }))
+    }
+
+    /// A processed sample with its vision tower run: ready for the decoder.
+    fn run_vision(&self, sample: SampleInputs) -> Prepared {
         let states = self.batch_image_states(&[&sample]);
         let SampleInputs { inputs, image } = sample;
         let mask = inputs.cross_attention_mask_tensor(&self.device).float();
-        Ok(Prepared {
+        Prepared {
             inputs,
             image,
             states,
             mask,
-        })
+        }
     }
 
     /// The image as the processor tiles it, on the model's device.
