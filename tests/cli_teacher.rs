@@ -458,6 +458,22 @@ fn bad_inputs_are_clear_errors() {
     );
     let stderr = failure(&attend_sd(&fixture(), &small, "a dog", &out, &[]));
     assert!(stderr.contains("cannot decode the image"), "{stderr}");
+    // An output that cannot be written is refused before the work, and no other output is
+    // left behind (the maps used to be written before a failing --png).
+    let stderr = failure(&attend_sd(
+        &fixture(),
+        &fixture().join("image.png"),
+        "a dog",
+        &out,
+        &["--png", "/nonexistent-folder/maps.png"],
+    ));
+    assert!(
+        stderr.contains(
+            "--png /nonexistent-folder/maps.png: the folder /nonexistent-folder does not exist"
+        ),
+        "{stderr}"
+    );
+    assert!(!out.exists());
     // Sizes that used to abort on allocation.
     for (flag, value, expected) in [
         ("--image-size", "100000", "--image-size must be 1 to 4096"),

@@ -659,6 +659,32 @@ fn bad_inputs_are_clear_errors() {
     );
     assert!(!out.exists());
 
+    // An adapter this code cannot apply (DoRA) fails when the model is built, after the run
+    // folder was made: the folder is removed again, so the same command can be re-run.
+    let dora = dir.join("dora-adapter");
+    fs::create_dir_all(&dora).unwrap();
+    let adapter = vlm().join("adapter");
+    fs::copy(
+        adapter.join("adapter_model.safetensors"),
+        dora.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    config["use_dora"] = true.into();
+    fs::write(dora.join("adapter_config.json"), config.to_string()).unwrap();
+    let out = dir.join("run-dora");
+    let stderr = failure(&train(
+        &demo_data(),
+        &teacher,
+        &out,
+        &["--max-steps", "1", "--adapter", path(&dora)],
+    ));
+    assert_no_panic(&stderr);
+    assert!(stderr.contains("`use_dora` is set"), "{stderr}");
+    assert!(!out.exists(), "the failed run's folder is removed");
+
     // Sizes that used to abort on allocation are refused up front, leaving no run folder.
     for (flags, expected) in [
         (&["--lora-r", "1000000"][..], "--lora-r must be 1 to 4096"),

@@ -99,6 +99,51 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result
 }
 
+/// Writes several files, each atomically ([`write_atomically`]), all or none: if one fails,
+/// those already written by this call are removed again, so a command never leaves some of
+/// its outputs behind with an error.
+pub fn write_all_atomically(files: &[(&Path, &[u8])]) -> anyhow::Result<()> {
+    for (index, (path, bytes)) in files.iter().enumerate() {
+        if let Err(error) = write_atomically(path, bytes) {
+            for (written, _) in &files[..index] {
+                let _ = fs::remove_file(written);
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Fails before any work when `path`'s folder does not exist or cannot be written to (the
+/// flag named `flag`), so that a long computation does not end in an unwritable output.
+pub fn check_writable(path: &Path, flag: &str) -> anyhow::Result<()> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    anyhow::ensure!(
+        folder.is_dir(),
+        "{flag} {}: the folder {} does not exist",
+        path.display(),
+        folder.display()
+    );
+    anyhow::ensure!(
+        !path.is_dir(),
+        "{flag} {} is a folder, not a file",
+        path.display()
+    );
+    let probe = temporary_path(path);
+    fs::write(&probe, b"").with_context(|| {
+        format!(
+            "{flag} {}: cannot write in {}",
+            path.display(),
+            folder.display()
+        )
+    })?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
 fn temporary_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -35,6 +35,7 @@ pub struct AttendArgs {
 
 pub fn run(args: AttendArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.answer.trim().is_empty(), "--answer is empty");
+    crate::output::check_writable(&args.png, "--png")?;
     let (student, image) = args.student.load()?;
 
     // The answer's tokens are those after the generation prompt, up to the end of its turn.

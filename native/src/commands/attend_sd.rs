@@ -15,9 +15,9 @@ use lavender_core::sd::{
 };
 
 use crate::{
-    commands::{f32_safetensors, open_image, teacher_args::TeacherArgs, tensor_values, write_png},
+    commands::{f32_safetensors, open_image, png_bytes, teacher_args::TeacherArgs, tensor_values},
     device::DeviceSpec,
-    output::write_atomically,
+    output::{check_writable, write_all_atomically},
 };
 
 #[derive(Debug, Args)]
@@ -65,6 +65,13 @@ pub struct AttendSdArgs {
 
 pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
     let config = args.teacher.config()?;
+    check_writable(&args.out, "--out")?;
+    if let Some(png) = &args.png {
+        check_writable(png, "--png")?;
+    }
+    if let Some(path) = &args.reconstruction {
+        check_writable(path, "--reconstruction")?;
+    }
     let spec = args.device.unwrap_or_else(DeviceSpec::best_available);
     let device = spec.open()?;
     let image = open_image(&args.image)?;
@@ -90,14 +97,9 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
         started.elapsed()
     );
 
+    // Every output is made before any is written, and they are written all or none.
     let metadata = maps_metadata(&maps, &config, &args.text, &args.image, &args.sd)?;
-    write_atomically(&args.out, &maps_safetensors(&maps, metadata)?)?;
-    println!(
-        "wrote {} ({} words: {})",
-        args.out.display(),
-        maps.word_maps.words.len(),
-        maps.word_maps.words.join(", ")
-    );
+    let mut outputs = vec![(args.out.clone(), maps_safetensors(&maps, metadata)?)];
     if let Some(png) = &args.png {
         let word_maps = tensor_values(maps.word_maps.maps.clone(), "the word maps")?;
         let grid = lavender_core::maps::picture::overlay_grid(
@@ -106,13 +108,25 @@ pub fn run(args: AttendSdArgs) -> anyhow::Result<()> {
             &word_maps,
             config.map_size,
         );
-        write_png(png, &grid)?;
-        println!("wrote {}", png.display());
+        outputs.push((png.clone(), png_bytes(&grid)?));
     }
     if let Some(path) = &args.reconstruction {
         let picture =
             tensor_to_image(sd.decode(maps.latent.clone())).map_err(anyhow::Error::msg)?;
-        write_png(path, &picture)?;
+        outputs.push((path.clone(), png_bytes(&picture)?));
+    }
+    let files: Vec<(&Path, &[u8])> = outputs
+        .iter()
+        .map(|(path, bytes)| (path.as_path(), bytes.as_slice()))
+        .collect();
+    write_all_atomically(&files)?;
+    println!(
+        "wrote {} ({} words: {})",
+        args.out.display(),
+        maps.word_maps.words.len(),
+        maps.word_maps.words.join(", ")
+    );
+    for (path, _) in &outputs[1..] {
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -15,7 +15,10 @@ use lavender_core::{
     vlm::mllama::{prompt::Message, student::Mllama, text::Sampler},
 };
 
-use crate::{commands::student_args::ModelArgs, output::write_atomically};
+use crate::{
+    commands::student_args::ModelArgs,
+    output::{check_writable, write_atomically},
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -71,7 +74,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         items.truncate(limit);
     }
     anyhow::ensure!(!items.is_empty(), "{} has no questions", args.data);
-    check_writable(&args.out)?;
+    check_writable(&args.out, "--out")?;
     let student = args.model.load()?;
 
     let progress = ProgressBar::new(items.len() as u64).with_style(
@@ -211,22 +214,4 @@ fn summary_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(".summary.json");
     out.with_file_name(name)
-}
-
-/// Fails before any work when `out`'s folder does not exist or is not writable.
-fn check_writable(out: &Path) -> anyhow::Result<()> {
-    let folder = match out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    anyhow::ensure!(
-        folder.is_dir(),
-        "--out: the folder {} does not exist",
-        folder.display()
-    );
-    let probe = folder.join(format!(".lavender-eval-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("--out: cannot write in {}", folder.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
 }

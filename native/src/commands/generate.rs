@@ -67,6 +67,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         args.top_p > 0.0 && args.top_p <= 1.0,
         "--top-p must be in (0, 1]"
     );
+    if let Some(path) = &args.dump_attention {
+        crate::output::check_writable(path, "--dump-attention")?;
+    }
     let (student, image) = args.student.load()?;
     let prepared = student.prepare(
         &image,

@@ -81,12 +81,17 @@ pub fn open_image(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
     )
 }
 
-/// Encodes `picture` as PNG and writes it atomically.
-pub fn write_png(path: &std::path::Path, picture: &image::RgbImage) -> anyhow::Result<()> {
+/// `picture` encoded as PNG.
+pub fn png_bytes(picture: &image::RgbImage) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     picture.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )?;
-    crate::output::write_atomically(path, &bytes)
+    Ok(bytes)
+}
+
+/// Encodes `picture` as PNG and writes it atomically.
+pub fn write_png(path: &std::path::Path, picture: &image::RgbImage) -> anyhow::Result<()> {
+    crate::output::write_atomically(path, &png_bytes(picture)?)
 }

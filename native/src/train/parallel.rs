@@ -184,9 +184,12 @@ impl DataParallel {
             .chain(replica_results)
             .enumerate()
         {
+            // Only with several devices does it help to say which one; Burn's device type
+            // (`Device<Autodiff { .. }>`) tells a user nothing.
             let (grads, share_values) = result.with_context(|| match device {
-                0 => format!("on the main device ({:?})", self.main_device),
-                n => format!("on device {n} ({:?})", self.replicas[n - 1].0),
+                _ if self.replicas.is_empty() => "the training step failed".to_string(),
+                0 => "on the main device (the first of --devices)".to_string(),
+                n => format!("on device {} of --devices", n + 1),
             })?;
             values.extend(share_values);
             if let Some(grads) = grads {

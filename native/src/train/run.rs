@@ -77,6 +77,12 @@ pub fn run(
     }
     let config = data.complete(config);
     let resuming = existing.is_some();
+    // A new run folder this call creates is removed again if the run fails before its first
+    // step, so that the same command can simply be run again.
+    let created = match (&existing, out) {
+        (None, Some(out)) if !out.exists() => Some(out.to_path_buf()),
+        _ => None,
+    };
     let run_dir = match existing {
         Some(run_dir) => run_dir,
         None => RunDir::create(out.expect("clap requires --out"))?,
@@ -90,7 +96,15 @@ pub fn run(
         data.holdout.eval.len(),
         data.missing
     );
-    let mut session = Session::start(config, data, run_dir, &opened, resuming)?;
+    let mut session = match Session::start(config, data, run_dir, &opened, resuming) {
+        Ok(session) => session,
+        Err(error) => {
+            if let Some(folder) = &created {
+                let _ = std::fs::remove_dir_all(folder);
+            }
+            return Err(error);
+        }
+    };
     if opened.len() > 1 {
         eprintln!(
             "data-parallel over {devices}: {} samples per step",
