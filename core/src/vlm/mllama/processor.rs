@@ -764,15 +764,10 @@ mod tests {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let ours: Vec<f32> = out.pixel_values.into_data().try_to_vec().unwrap();
-        // Pillow's integer bicubic resampler reproduced bit for bit (a byte off would move a
-        // value by 2 / 255 / std > 0.01), then the same arithmetic, whose last bit depends on
-        // the CPU's vector path on the PyTorch side (one ulp seen between two machines).
-        for (index, (a, e)) in ours.iter().zip(&expected).enumerate() {
-            assert!(
-                (a - e).abs() <= 2.0 * f32::EPSILON * e.abs().max(1.0),
-                "pixel value {index}: {a} != {e}"
-            );
-        }
+        // Pillow's integer bicubic resampler reproduced bit for bit, then the same arithmetic.
+        // (These values are the fixture's first generation; regenerated on another CPU,
+        // PyTorch's normalisation moved 4,422 of them by one ulp.)
+        assert_eq!(ours, expected);
     }
 
     #[test]
