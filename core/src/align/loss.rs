@@ -6,7 +6,8 @@
 //!
 //! - [`Positions::Answer`] (default): the supervised positions only; row `i` is keyed by the
 //!   ground-truth token it predicts, `labels[i + 1]`; token texts grouped into lower-cased whole
-//!   words ([`group_answer_words`]), pieces merged by mean, then min-max per word.
+//!   words by the project's one word rule ([`group_words`]), pieces merged by mean, then
+//!   min-max per word.
 //! - [`Positions::Reference`]: the reference's `compute_perword_attention_dict`: every row,
 //!   keyed by the exact text of its argmax prediction (special tokens -> `""`), not
 //!   lower-cased.
@@ -22,11 +23,11 @@ use super::{
     grid::GridMode,
     student::{IGNORE_INDEX, TextToImageAttention},
     student_maps::{Aggregation, StudentMapsError, token_maps},
-    words::{group_answer_words, teacher_row},
+    words::teacher_row,
 };
 use crate::maps::{
     WordMaps,
-    words::{WordGroups, word_maps},
+    words::{WordGroups, group_words, word_maps},
 };
 
 /// The reference's loss scale (`sd_xattn_loss_scale`).
@@ -157,7 +158,7 @@ pub fn answer_word_maps(
         .iter()
         .map(|&(_, id)| decode(tokenizer, id))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut groups = group_answer_words(&texts);
+    let mut groups = group_words(&texts);
     // Members index the keyed positions; the maps are indexed by sequence position.
     for members in &mut groups.members {
         for member in members.iter_mut() {

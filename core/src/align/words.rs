@@ -1,23 +1,14 @@
-//! The student's answer tokens as the loss's words, and how a student word finds the
-//! teacher's. Words are cut by the project's one word rule ([`word_spans`], `maps::words`):
-//! runs of letters and digits in the decoded token texts, so the student's Llama-3 tokens and
-//! the teacher's CLIP tokens give the same words for the same text. Training and the explorer
-//! both use it; words are then keyed lower-cased and repeats merged ([`group_answer_words`]),
-//! so the two sides' words can be matched as strings ([`teacher_row`]).
+//! How a student word finds the teacher's. Both sides' words come from the project's one word
+//! rule (`maps::words`: runs of letters and digits in the token texts, lower-cased), so the
+//! student's Llama-3 tokens and the teacher's CLIP tokens give the same words for the same text
+//! and can be matched as strings ([`teacher_row`]).
 
-use crate::maps::words::{WordGroups, group_words, normalise_word};
-pub use crate::maps::words::{WordSpan, word_spans};
+use crate::maps::words::normalise_word;
 
 /// Words the reference never matches.
 const PUNCTUATION: [&str; 15] = [
     ".", ",", "!", "?", ";", ":", "-", "(", ")", "[", "]", "{", "}", "\"", "'",
 ];
-
-/// Groups decoded token texts into the loss's words: [`word_spans`], keyed lower-cased,
-/// repeated words merged.
-pub fn group_answer_words(token_texts: &[String]) -> WordGroups {
-    group_words(token_texts)
-}
 
 /// The row of the teacher's map for the student's keyed `word`: the teacher word equal to it,
 /// or `None` when there is none or when `word` is empty or punctuation (the reference never
@@ -41,7 +32,7 @@ pub fn teacher_word_row(teacher_words: &[String], word: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::{
-        maps::words::{WORD_RULE_TEXT, WORD_RULE_WORDS},
+        maps::words::{WORD_RULE_TEXT, WORD_RULE_WORDS, group_words, word_spans},
         testing::mllama_tiny_dir,
     };
 
@@ -70,7 +61,7 @@ mod tests {
                 >= 2,
             "Llama-3 cuts numbers into groups of three: {texts:?}"
         );
-        assert_eq!(group_answer_words(&texts).words, WORD_RULE_WORDS);
+        assert_eq!(group_words(&texts).words, WORD_RULE_WORDS);
     }
 
     fn texts(items: &[&str]) -> Vec<String> {
@@ -79,7 +70,7 @@ mod tests {
 
     #[test]
     fn leading_spaces_open_words_and_pieces_join() {
-        let groups = group_answer_words(&texts(&[
+        let groups = group_words(&texts(&[
             "A", " zeb", "ra", " and", " a", " Dog", ".", " !",
         ]));
         assert_eq!(groups.words, texts(&["a", "zebra", "and", "dog"]));
@@ -92,7 +83,7 @@ mod tests {
 
     #[test]
     fn invisible_tokens_end_words_and_belong_to_none() {
-        let groups = group_answer_words(&texts(&["\n\n", "A", "\n", "dog", ".", ""]));
+        let groups = group_words(&texts(&["\n\n", "A", "\n", "dog", ".", ""]));
         assert_eq!(groups.words, texts(&["a", "dog"]));
         assert_eq!(groups.members, vec![vec![1], vec![3]]);
     }

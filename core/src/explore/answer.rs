@@ -5,11 +5,8 @@
 use burn::tensor::Tensor;
 
 use crate::{
-    align::{
-        grid::{GridMode, attention_to_grid, legacy_attention_to_grid},
-        words::group_answer_words,
-    },
-    maps::words::word_maps,
+    align::grid::{GridMode, attention_to_grid, legacy_attention_to_grid},
+    maps::words::{group_words, word_maps},
     vlm::mllama::student::{Mllama, Prepared, StudentError},
 };
 
@@ -70,7 +67,7 @@ impl Mllama {
             .iter()
             .map(|&id| self.prompt.decode(&[id], false))
             .collect::<Result<Vec<_>, _>>()?;
-        let groups = group_answer_words(&texts);
+        let groups = group_words(&texts);
         let attention = self.cross_attention(prepared);
         let maps = self.grid_maps(prepared, &attention, size, mode).narrow(
             0,

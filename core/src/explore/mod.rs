@@ -23,9 +23,8 @@ use crate::{
         grid::{GridMode, attention_to_grid},
         student::TextToImageAttention,
         student_maps::{Aggregation, StudentMapsError, token_maps},
-        words::word_spans,
     },
-    maps::normalise::mean_rows_normalised,
+    maps::{normalise::mean_rows_normalised, words::word_spans},
     vlm::mllama::{
         student::{Mllama, Prepared, per_layer_attention},
         text::KvCache,
