@@ -45,27 +45,6 @@ pub struct NullTextRun {
 }
 
 impl StableDiffusion {
-    /// DDIM inversion of `latent` under `context`, keeping every latent: `[z*_0 = latent, z*_1,
-    /// ..., z*_steps]`, in increasing noise.
-    pub fn invert_trajectory(
-        &self,
-        latent: Tensor<4>,
-        context: Tensor<3>,
-        steps: usize,
-        timesteps: &[usize],
-    ) -> Vec<Tensor<4>> {
-        let mut trajectory = Vec::with_capacity(steps + 1);
-        trajectory.push(latent);
-        for &t in timesteps.iter().rev() {
-            let z = trajectory.last().expect("starts with the latent").clone();
-            let eps = self
-                .unet
-                .forward(z.clone(), t as f32, context.clone(), None);
-            trajectory.push(self.scheduler.invert_step(z, eps, t, steps));
-        }
-        trajectory
-    }
-
     /// Null-text inversion (module docs) of `latent` under `cond` (`[batch, 77, d]`), from the
     /// unconditional embedding `uncond`, recording the conditional branch of each guided step
     /// into `capture`. `timesteps` are the run's, decreasing.
@@ -131,15 +110,7 @@ impl StableDiffusion {
             }
             inner_steps_taken.push(taken);
             // The guided step with the optimised embedding, recorded as the regeneration is.
-            let both = Tensor::cat(vec![z.clone(), z.clone()], 0);
-            let context = Tensor::cat(vec![null.clone(), cond.clone()], 0);
-            let eps = self
-                .unet
-                .forward(both, t as f32, context, Some(&mut *capture));
-            let eps_uncond = eps.clone().narrow(0, 0, batch);
-            let eps_cond = eps.narrow(0, batch, batch);
-            let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(guidance);
-            z = self.scheduler.step(z, eps, t, steps);
+            z = self.guided_step(z, t, steps, null.clone(), cond.clone(), guidance, capture);
             null_embeddings.push(null.clone());
         }
         NullTextRun {

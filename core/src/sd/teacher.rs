@@ -264,14 +264,56 @@ impl StableDiffusion {
             .scheduler
             .timesteps(steps)
             .map_err(TeacherError::Input)?;
-        let mut z = latent;
+        let mut trajectory = self.invert_trajectory(latent, context, steps, &timesteps);
+        Ok(trajectory
+            .pop()
+            .expect("the trajectory starts with the latent"))
+    }
+
+    /// DDIM inversion of `latent` under `context` over the run's `timesteps` (decreasing, as
+    /// the scheduler gives them), keeping every latent: `[z*_0 = latent, z*_1, ...,
+    /// z*_steps]`, in increasing noise.
+    pub fn invert_trajectory(
+        &self,
+        latent: Tensor<4>,
+        context: Tensor<3>,
+        steps: usize,
+        timesteps: &[usize],
+    ) -> Vec<Tensor<4>> {
+        let mut trajectory = Vec::with_capacity(steps + 1);
+        trajectory.push(latent);
         for &t in timesteps.iter().rev() {
+            let z = trajectory.last().expect("starts with the latent").clone();
             let eps = self
                 .unet
                 .forward(z.clone(), t as f32, context.clone(), None);
-            z = self.scheduler.invert_step(z, eps, t, steps);
+            trajectory.push(self.scheduler.invert_step(z, eps, t, steps));
         }
-        Ok(z)
+        trajectory
+    }
+
+    /// One DDIM step of a regeneration with classifier-free guidance from `z` (`[batch, 4, h,
+    /// w]`) at timestep `t`: the UNet on `[z; z]` under `[uncond; cond]`, recording into
+    /// `capture` (the caller keeps the conditional half), `eps_u + guidance * (eps_c - eps_u)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn guided_step(
+        &self,
+        z: Tensor<4>,
+        t: usize,
+        steps: usize,
+        uncond: Tensor<3>,
+        cond: Tensor<3>,
+        guidance: f64,
+        capture: &mut AttentionCapture,
+    ) -> Tensor<4> {
+        let batch = z.dims()[0];
+        let both = Tensor::cat(vec![z.clone(), z.clone()], 0);
+        let context = Tensor::cat(vec![uncond, cond], 0);
+        let eps = self.unet.forward(both, t as f32, context, Some(capture));
+        let eps_uncond = eps.clone().narrow(0, 0, batch);
+        let eps_cond = eps.narrow(0, batch, batch);
+        let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(guidance);
+        self.scheduler.step(z, eps, t, steps)
     }
 
     /// Per-token and per-word maps for each (image, text) pair. `images`: `[batch, 3, S, S]` in
@@ -338,16 +380,16 @@ impl StableDiffusion {
                     .timesteps(*steps)
                     .map_err(TeacherError::Input)?;
                 let mut z = self.invert(latent, cond.clone(), *steps)?;
-                let context = Tensor::cat(vec![uncond, cond], 0);
                 for &t in &timesteps {
-                    let both = Tensor::cat(vec![z.clone(), z.clone()], 0);
-                    let eps =
-                        self.unet
-                            .forward(both, t as f32, context.clone(), Some(&mut capture));
-                    let eps_uncond = eps.clone().narrow(0, 0, batch);
-                    let eps_cond = eps.narrow(0, batch, batch);
-                    let eps = eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(*guidance);
-                    z = self.scheduler.step(z, eps, t, *steps);
+                    z = self.guided_step(
+                        z,
+                        t,
+                        *steps,
+                        uncond.clone(),
+                        cond.clone(),
+                        *guidance,
+                        &mut capture,
+                    );
                 }
                 final_latent = z;
                 // The conditional half of the [uncond; cond] batch.
