@@ -29,7 +29,7 @@ use crate::{
 
 --data takes the project's data specs (jsonl:, rlaifv:, ocrvqa:, flickr30k:; each sample's first
 user turn is the question and its first assistant turn the answer) or a VLMEvalKit benchmark TSV
-(tsv:PATH, or any path ending in .tsv: index, image in base64, question, answer, optional A..Z
+(tsv:PATH, or a bare path ending in .tsv: index, image in base64, question, answer, optional A..Z
 options, hint and category).
 
 The answer is generated greedily. An open question is right when the prediction equals the
@@ -132,17 +132,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The questions of `spec`: `tsv:PATH` (or a `.tsv` path) is a VLMEvalKit table, anything else
-/// a project data spec.
+/// The questions of `spec`: `tsv:PATH` (or a bare path ending in `.tsv`) is a VLMEvalKit
+/// table, anything else a project data spec.
 fn read_items(spec: &str) -> anyhow::Result<Vec<EvalItem>> {
-    let tsv = spec.strip_prefix("tsv:").or_else(|| {
-        spec.ends_with(".tsv")
-            .then_some(spec.rsplit_once(':').map_or(spec, |(_, p)| p))
-    });
-    if let Some(path) = tsv {
-        return Ok(vlmeval_tsv::read(Path::new(path))?);
+    let tsv = |path: &str| Ok(vlmeval_tsv::read(Path::new(path))?);
+    if let Some(path) = spec.strip_prefix("tsv:") {
+        return tsv(path);
     }
-    let data: DataSpec = spec.parse().map_err(anyhow::Error::msg)?;
+    let data: DataSpec = match spec.parse() {
+        Ok(data) => data,
+        // A bare path (no KIND: of the data specs) naming a .tsv file.
+        Err(_) if spec.ends_with(".tsv") => return tsv(spec),
+        Err(error) => anyhow::bail!(error),
+    };
     let conversations = data.read_conversations()?;
     conversations
         .iter()
