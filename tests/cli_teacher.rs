@@ -97,19 +97,22 @@ fn attend_sd_matches_the_reference_and_draws_a_grid() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A small dataset: 6 pairs, one unreadable image, one empty text.
+/// A small dataset: 6 pairs, one unreadable image, one empty text; one image file per
+/// sample (as the reference layout needs).
 fn dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     fs::create_dir_all(&data).unwrap();
-    fs::copy(fixture().join("image.png"), data.join("a.png")).unwrap();
+    for name in ["a", "b", "d", "e"] {
+        fs::copy(fixture().join("image.png"), data.join(format!("{name}.png"))).unwrap();
+    }
     fs::write(data.join("broken.png"), b"not an image").unwrap();
     let lines = [
         r#"{"image": "a.png", "text": "a brown dog", "id": "s0"}"#,
-        r#"{"image": "a.png", "text": "a skateboard near the zebra", "id": "s1"}"#,
+        r#"{"image": "b.png", "text": "a skateboard near the zebra", "id": "s1"}"#,
         r#"{"image": "broken.png", "text": "a dog", "id": "s2"}"#,
         r#"{"image": "a.png", "text": "   ", "id": "s3"}"#,
-        r#"{"image": "a.png", "text": "the red ball", "id": "s4"}"#,
-        r#"{"image": "a.png", "text": "two dogs play", "id": "s5"}"#,
+        r#"{"image": "d.png", "text": "the red ball", "id": "s4"}"#,
+        r#"{"image": "e.png", "text": "two dogs play", "id": "s5"}"#,
     ];
     let path = data.join("pairs.jsonl");
     fs::write(&path, lines.join("\n")).unwrap();
@@ -141,11 +144,16 @@ fn extract(data: &Path, out: &Path, extra: &[&str]) -> Command {
 
 /// `extract` of the dataset `data` (`kind:path`) at 32x32 on the CPU into `out`, then `extra`.
 fn extract_from(data: &str, out: &Path, extra: &[&str]) -> Command {
+    extract_with(&fixture(), data, out, extra)
+}
+
+/// [`extract_from`] with the teacher `sd`.
+fn extract_with(sd: &Path, data: &str, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lavender"));
     command.args([
         "extract",
         "--sd",
-        fixture().to_str().unwrap(),
+        sd.to_str().unwrap(),
         "--data",
         data,
         "--out",
@@ -230,7 +238,7 @@ fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
         serde_json::json!(["a", "brown", "dog"])
     );
     assert!(
-        out.join("reference/a.png/lpm_attention/a/attention_zebra.jpg")
+        out.join("reference/b.png/lpm_attention/b/attention_zebra.jpg")
             .is_file()
     );
 
@@ -260,6 +268,54 @@ fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
             .unwrap(),
     );
     assert!(stderr.contains("another recipe"), "{stderr}");
+
+    // The teacher is part of the recipe: a copy of the same folder resumes, a changed one
+    // (one weight byte) is refused by name.
+    let recipe: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(recipe["recipe"], "noise");
+    assert_eq!(recipe["teacher"]["fingerprint"].as_str().unwrap().len(), 16);
+    let copy = dir.join("sd-copy");
+    copy_dir(&fixture(), &copy);
+    let jsonl = format!("jsonl:{}", data.display());
+    let resume = |sd: &Path| {
+        extract_with(sd, &jsonl, &out, &["--recipe", "noise", "--timesteps", "100,500"])
+            .output()
+            .unwrap()
+    };
+    let stdout = success(&resume(&copy));
+    assert!(stdout.contains("4 already extracted"), "{stdout}");
+    let weights = copy.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&weights, bytes).unwrap();
+    let stderr = failure(&resume(&copy));
+    assert!(
+        stderr.contains("was extracted with another teacher") && stderr.contains("sd-copy"),
+        "{stderr}"
+    );
+
+    // The reference layout keys maps by image: two captions of one image are refused before
+    // any work, where their maps used to merge into one folder.
+    let shared = data.with_file_name("shared.jsonl");
+    fs::write(
+        &shared,
+        "{\"image\": \"a.png\", \"text\": \"a dog\", \"id\": \"x0\"}\n\
+         {\"image\": \"a.png\", \"text\": \"a cat\", \"id\": \"x1\"}\n",
+    )
+    .unwrap();
+    let fresh = dir.join("shared-out");
+    let stderr = failure(
+        &extract(&shared, &fresh, &["--format", "reference"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        stderr.contains("samples x0 and x1 are both a.png"),
+        "{stderr}"
+    );
+    assert!(!fresh.exists());
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -458,6 +514,28 @@ fn bad_inputs_are_clear_errors() {
     );
     let stderr = failure(&attend_sd(&fixture(), &small, "a dog", &out, &[]));
     assert!(stderr.contains("cannot decode the image"), "{stderr}");
+    // Each cause is said once (the decoder's error prints its source and also lists it).
+    let cut_header = dir.join("cut-header.jpg");
+    fs::write(&cut_header, b"\xFF\xD8\xFF\xDB\x00\x43\x00").unwrap();
+    let stderr = failure(&attend_sd(&fixture(), &cut_header, "a dog", &out, &[]));
+    assert_eq!(stderr.matches("Format error decoding Jpeg").count(), 1, "{stderr}");
+    // A JPEG cut short decodes (the decoder fills it with grey) but is reported.
+    let mut jpeg = Vec::new();
+    image::open(fixture().join("image.png"))
+        .unwrap()
+        .to_rgb8()
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let cut = dir.join("cut.jpg");
+    fs::write(&cut, &jpeg[..jpeg.len() * 9 / 10]).unwrap();
+    let output = attend_sd(&fixture(), &cut, "a dog", &out, &["--image-size", "32", "--steps", "1"]);
+    success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cut.jpg: the JPEG ends before its end-of-image marker"),
+        "{stderr}"
+    );
+    fs::remove_file(&out).unwrap();
     // An output that cannot be written is refused before the work, and no other output is
     // left behind (the maps used to be written before a failing --png).
     let stderr = failure(&attend_sd(

@@ -47,6 +47,39 @@ pub fn decode_file(path: &Path, max_pixels: u64) -> Result<DynamicImage, ImageEr
     )
 }
 
+/// Whether `bytes` are a JPEG cut short: they begin with the start-of-image marker but, trailing
+/// zero padding aside, do not end with the end-of-image marker `FF D9`. The decoder fills what
+/// is missing with grey and reports nothing (PIL raises "image file is truncated"), so callers
+/// warn. Data appended after a complete JPEG also trips this: it is a reason to look, not an
+/// error.
+pub fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    !bytes[..end].ends_with(&[0xFF, 0xD9])
+}
+
+/// [`is_truncated_jpeg`] of a file, reading only its first two and last 4 KiB bytes.
+pub fn is_truncated_jpeg_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut head = [0u8; 2];
+    if size < 2 {
+        return Ok(false);
+    }
+    file.read_exact(&mut head)?;
+    if head != [0xFF, 0xD8] {
+        return Ok(false);
+    }
+    let tail_start = size.saturating_sub(4096).max(2);
+    file.seek(SeekFrom::Start(tail_start))?;
+    let mut tail = head.to_vec();
+    file.read_to_end(&mut tail)?;
+    Ok(is_truncated_jpeg(&tail))
+}
+
 /// Reads the header from one reader, then decodes from a fresh one with the allocation limit
 /// set to what the checked size needs.
 fn decode<R: BufRead + Seek>(
@@ -139,6 +172,34 @@ pub(crate) mod tests {
         // Within the limit, the same truncated file is a decode error, not an allocation.
         let error = decode_bytes(&bomb_header(100, 100), MAX_PIXELS).unwrap_err();
         assert!(matches!(error, ImageError::Decode(_)), "{error}");
+    }
+
+    #[test]
+    fn truncated_jpegs_are_recognised_and_still_decode() {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]))
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(!is_truncated_jpeg(&jpeg));
+        let mut padded = jpeg.clone();
+        padded.extend([0; 7]);
+        assert!(!is_truncated_jpeg(&padded));
+        let cut = &jpeg[..jpeg.len() * 2 / 3];
+        assert!(is_truncated_jpeg(cut));
+        assert!(!is_truncated_jpeg(&png(4, 4)));
+        assert!(!is_truncated_jpeg(b""));
+        // What the warning is about: the decoder accepts the cut file silently.
+        let image = decode_bytes(cut, MAX_PIXELS).unwrap();
+        assert_eq!((image.width(), image.height()), (64, 48));
+
+        let dir = std::env::temp_dir().join(format!("lavender-jpeg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes, truncated) in [("whole.jpg", &jpeg[..], false), ("cut.jpg", cut, true)] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(is_truncated_jpeg_file(&path).unwrap(), truncated, "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,13 @@ pub fn max_image_pixels() -> u64 {
     MAX_IMAGE_PIXELS.load(Ordering::Relaxed)
 }
 
-/// A dataset image loader with the process's pixel limit.
+/// A dataset image loader with the process's pixel limit, warning of truncated JPEGs.
 pub fn image_loader() -> ImageLoader {
-    ImageLoader::with_max_pixels(max_image_pixels())
+    ImageLoader::with_max_pixels(max_image_pixels()).on_truncated_jpeg(|source| {
+        tracing::warn!("{source}: {TRUNCATED_JPEG}");
+    })
 }
+
+/// The warning for an image decoded from a JPEG that ends before its end-of-image marker.
+pub const TRUNCATED_JPEG: &str =
+    "the JPEG ends before its end-of-image marker (a truncated file?); the missing part decodes as grey";

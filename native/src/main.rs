@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             // SAFETY: single-threaded so far; nothing else reads or writes the environment.
             Ok(spec) => unsafe { std::env::set_var("BURN_DEVICE", spec.burn_device_env()) },
             Err(error) => {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", describe(&error));
                 return ExitCode::FAILURE;
             }
         }
@@ -87,10 +87,29 @@ fn main() -> ExitCode {
     match run_command(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message so far
+/// already holds (a library error that prints its source, then lists it as its source, would
+/// otherwise say everything twice or three times).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        let cause = cause.trim();
+        if cause.is_empty() || text.contains(cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(cause);
+    }
+    text
 }
 
 fn run_command(command: Command) -> anyhow::Result<()> {

@@ -57,7 +57,8 @@ pub enum BundleError {
     /// An Aligner file that does not fit the model, or is no Aligner.
     #[error("{path}: {reason}")]
     Aligner { path: PathBuf, reason: String },
-    #[error("cannot export the bundle: {0}")]
+    /// Why an export failed; the caller says that it was an export.
+    #[error("{0}")]
     Export(String),
     #[error(transparent)]
     Load(#[from] LoadError),

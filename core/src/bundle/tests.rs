@@ -170,6 +170,18 @@ fn examples_are_listed_checked_files() {
         caption: "a red dog".into(),
         maps: maps.clone(),
     };
+    // Two examples of one id are refused by position and id; the message says only what is
+    // wrong (the command line says that the export failed: it used to say so twice).
+    let error = export_bundle_with_examples(
+        merged(),
+        &FileSource::Folder(&dir),
+        BundleQuant::None,
+        32,
+        &[example.clone(), example.clone()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(error, "example 1 (`fixture`): the id appears twice");
     let (files, manifest) = export_bundle_with_examples(
         merged(),
         &FileSource::Folder(&dir),

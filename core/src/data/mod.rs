@@ -56,6 +56,8 @@ impl fmt::Display for ImageSource {
 /// ([`crate::images`]); keeps the current parquet row group between calls.
 pub struct ImageLoader {
     max_pixels: u64,
+    /// Told of each image decoded from a truncated JPEG (see [`crate::images::is_truncated_jpeg`]).
+    on_truncated: Option<fn(&ImageSource)>,
     #[cfg(feature = "parquet")]
     parquet: parquet_rows::RowGroupImages,
 }
@@ -71,30 +73,50 @@ impl ImageLoader {
     pub fn with_max_pixels(max_pixels: u64) -> Self {
         Self {
             max_pixels,
+            on_truncated: None,
             #[cfg(feature = "parquet")]
             parquet: Default::default(),
         }
     }
 
+    /// Calls `warn` with the source of every image decoded from a truncated JPEG (the decoder
+    /// fills the missing part with grey and says nothing).
+    pub fn on_truncated_jpeg(mut self, warn: fn(&ImageSource)) -> Self {
+        self.on_truncated = Some(warn);
+        self
+    }
+
     pub fn load(&mut self, source: &ImageSource) -> Result<image::DynamicImage, DataError> {
         match source {
             ImageSource::File(path) => {
-                crate::images::decode_file(path, self.max_pixels).map_err(|error| {
+                let image = crate::images::decode_file(path, self.max_pixels).map_err(|error| {
                     DataError::Format {
                         path: path.to_path_buf(),
                         reason: error.to_string(),
                     }
-                })
+                })?;
+                if let Some(warn) = self.on_truncated
+                    && crate::images::is_truncated_jpeg_file(path).unwrap_or(false)
+                {
+                    warn(source);
+                }
+                Ok(image)
             }
             #[cfg(feature = "parquet")]
             ImageSource::ParquetRow { file, row } => {
                 let bytes = self.parquet.bytes(file, *row)?;
-                crate::images::decode_bytes(&bytes, self.max_pixels).map_err(|error| {
-                    DataError::Format {
+                let image = crate::images::decode_bytes(&bytes, self.max_pixels).map_err(
+                    |error| DataError::Format {
                         path: file.clone(),
                         reason: format!("row {row}: {error}"),
-                    }
-                })
+                    },
+                )?;
+                if let Some(warn) = self.on_truncated
+                    && crate::images::is_truncated_jpeg(&bytes)
+                {
+                    warn(source);
+                }
+                Ok(image)
             }
             #[cfg(not(feature = "parquet"))]
             ImageSource::ParquetRow { file, .. } => Err(DataError::Format {

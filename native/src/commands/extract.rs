@@ -2,7 +2,7 @@
 //!
 //! Output folder: `maps-*.safetensors` shards (u8 maps per sample, see
 //! `lavender_core::data::attn_store`), `index*.jsonl` (one line per sample: id, shard, words),
-//! and `recipe.json`. A shard is written whole under a temporary name and renamed, so a killed
+//! and `recipe.json` (the teacher's settings and identity). A shard is written whole under a temporary name and renamed, so a killed
 //! run loses at most the shard in progress; the next run skips every sample already in a shard.
 //! `--shard i/n` takes samples `k` with `k % n == i`, so n machines split a dataset with no
 //! overlap and may write into the same folder.
@@ -104,14 +104,22 @@ struct Tally {
 
 pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     let config = args.teacher.config()?;
-    let recipe_json = serde_json::to_string(&config)?;
+    let mut recipe = serde_json::to_value(&config)?;
+    recipe["teacher"] = serde_json::json!({
+        "sd": args.sd.display().to_string(),
+        "fingerprint": teacher_fingerprint(&args.sd)?,
+    });
+    let recipe_json = serde_json::to_string(&recipe)?;
     let samples = args
         .data
         .read()
         .with_context(|| format!("cannot read the dataset {}", args.data))?;
+    if args.format == OutputFormat::Reference {
+        check_reference_keys(&samples)?;
+    }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    check_recipe(&args.out, &recipe_json)?;
+    check_recipe(&args.out, &recipe)?;
 
     let done = finished_ids(&args.out)?;
     let mut mine: Vec<Sample> = samples
@@ -214,20 +222,117 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first run records its recipe; later runs into the same folder must use the same one, or
-/// the shards would mix maps made differently.
-fn check_recipe(out: &Path, recipe_json: &str) -> anyhow::Result<()> {
+/// The first run records its recipe; later runs into the same folder must use the same
+/// settings and the same teacher, or the shards would mix maps made differently. A folder from
+/// before the teacher was recorded is resumed with a warning (its teacher cannot be checked).
+fn check_recipe(out: &Path, recipe: &serde_json::Value) -> anyhow::Result<()> {
     let path = out.join("recipe.json");
-    match fs::read_to_string(&path) {
-        Ok(existing) if existing.trim() == recipe_json => Ok(()),
-        Ok(existing) => bail!(
-            "{} was extracted with another recipe ({}); this run asks for {recipe_json}. \
+    let Ok(existing) = fs::read_to_string(&path) else {
+        return write_atomically(&path, format!("{recipe}\n").as_bytes());
+    };
+    let mut existing: serde_json::Value = serde_json::from_str(&existing)
+        .with_context(|| format!("{} is not JSON; delete it or use another --out", path.display()))?;
+    let recorded_teacher = existing.as_object_mut().and_then(|o| o.remove("teacher"));
+    let mut settings = recipe.clone();
+    let teacher = settings
+        .as_object_mut()
+        .and_then(|o| o.remove("teacher"))
+        .unwrap_or_default();
+    if existing != settings {
+        bail!(
+            "{} was extracted with another recipe ({existing}); this run asks for {settings}. \
              Use the same flags to resume, or another --out.",
-            out.display(),
-            existing.trim()
-        ),
-        Err(_) => write_atomically(&path, format!("{recipe_json}\n").as_bytes()),
+            out.display()
+        );
     }
+    match recorded_teacher {
+        Some(recorded) if recorded["fingerprint"] != teacher["fingerprint"] => bail!(
+            "{} was extracted with another teacher ({}, fingerprint {}); this run's --sd {} has \
+             fingerprint {}. Resume with that teacher, or use another --out.",
+            out.display(),
+            recorded["sd"],
+            recorded["fingerprint"],
+            teacher["sd"],
+            teacher["fingerprint"]
+        ),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "{} records no teacher (written by an older lavender): resuming without \
+                 checking that --sd is the teacher of its maps",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The teacher's identity, recorded in `recipe.json`: FNV-1a 64 over the model files of the
+/// folder's parts (relative names, sizes, small files whole; of a weight file its first
+/// 64 KiB, which hold the safetensors header, and 64 blocks of 4 KiB spread over the rest up to its end:
+/// any fine-tune changes those, and hashing gigabytes would cost more than a small extraction).
+/// A copied or moved folder keeps its fingerprint.
+fn teacher_fingerprint(sd: &Path) -> anyhow::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const WHOLE: u64 = 1 << 20;
+    const HEAD: u64 = 64 << 10;
+    const BLOCK: u64 = 4 << 10;
+    const BLOCKS: u64 = 64;
+    let mut hash = lavender_core::fnv::Fnv1a64::default();
+    for part in ["scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
+        let folder = sd.join(part);
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue; // loading names a missing part
+        };
+        let mut files: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+            .map(|entry| (entry.file_name().to_string_lossy().into_owned(), entry.path()))
+            .collect();
+        files.sort();
+        for (name, path) in files {
+            let cannot = || format!("cannot read {} to fingerprint the teacher", path.display());
+            let mut file = fs::File::open(&path).with_context(cannot)?;
+            let size = file.metadata().with_context(cannot)?.len();
+            hash.update(format!("{part}/{name}\0{size}\0").as_bytes());
+            let mut read_at = |offset: u64, length: u64| -> anyhow::Result<()> {
+                let mut bytes = vec![0; length as usize];
+                file.seek(SeekFrom::Start(offset)).with_context(cannot)?;
+                file.read_exact(&mut bytes).with_context(cannot)?;
+                hash.update(&bytes);
+                Ok(())
+            };
+            if size <= WHOLE {
+                read_at(0, size)?;
+            } else {
+                read_at(0, HEAD)?;
+                // The last block ends at the end of the file.
+                for block in 1..=BLOCKS {
+                    read_at(HEAD + (size - HEAD - BLOCK) * block / BLOCKS, BLOCK)?;
+                }
+            }
+        }
+    }
+    Ok(format!("{:016x}", hash.finish()))
+}
+
+/// The reference layout keys maps by image file name: two samples of one image would write
+/// into one folder, each word's map overwriting the other's. Refused before any work.
+fn check_reference_keys(samples: &[Sample]) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for sample in samples.iter().filter(|s| !s.text.trim().is_empty()) {
+        let key = reference_file_name(&sample.id, &sample.image.to_string());
+        if let Some(first) = seen.insert(key.clone(), &sample.id) {
+            bail!(
+                "--format reference keeps one set of maps per image file, and samples {first} \
+                 and {} are both {key}: their maps would overwrite each other. Keep one caption \
+                 per image for that layout, or use --format native (the default), which keys \
+                 maps by sample id.",
+                sample.id
+            );
+        }
+    }
+    Ok(())
 }
 
 fn shard_files(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -368,7 +473,7 @@ impl ShardWriter {
         if self.reference {
             let root = self.out.join("reference");
             for sample in &self.pending {
-                let file_name = reference_file_name(sample);
+                let file_name = reference_file_name(&sample.id, &sample.image);
                 reference_layout::write_sample(&root, &file_name, &sample.maps)?;
             }
         }
@@ -384,11 +489,11 @@ impl ShardWriter {
 /// The image file name that keys a sample in the reference layout: the image's own file name,
 /// or for images embedded in a dataset file, the id with `.jpg` added unless it ends so already
 /// (OCR-VQA's `image_{row}.jpg`, as the reference names them).
-fn reference_file_name(sample: &StoredSample) -> String {
-    let path = Path::new(&sample.image);
+fn reference_file_name(id: &str, image: &str) -> String {
+    let path = Path::new(image);
     match path.file_name() {
         Some(name) if path.is_file() => name.to_string_lossy().into_owned(),
-        _ if sample.id.ends_with(".jpg") => sample.id.clone(),
-        _ => format!("{}.jpg", sample.id),
+        _ if id.ends_with(".jpg") => id.to_string(),
+        _ => format!("{id}.jpg"),
     }
 }

@@ -74,11 +74,13 @@ impl From<GridArg> for lavender_core::align::grid::GridMode {
 /// Decodes an image file to RGB, naming the file when it cannot.
 pub fn open_image(path: &std::path::Path) -> anyhow::Result<image::RgbImage> {
     use anyhow::Context;
-    Ok(
-        lavender_core::images::decode_file(path, crate::limits::max_image_pixels())
-            .with_context(|| format!("{}", path.display()))?
-            .to_rgb8(),
-    )
+    let image = lavender_core::images::decode_file(path, crate::limits::max_image_pixels())
+        .with_context(|| format!("{}", path.display()))?
+        .to_rgb8();
+    if lavender_core::images::is_truncated_jpeg_file(path).unwrap_or(false) {
+        tracing::warn!("{}: {}", path.display(), crate::limits::TRUNCATED_JPEG);
+    }
+    Ok(image)
 }
 
 /// `picture` encoded as PNG.
