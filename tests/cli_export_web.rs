@@ -352,6 +352,44 @@ fn bundles_cannot_reach_outside_their_folder() {
     );
     fs::remove_file(&config).unwrap();
     fs::write(&config, &original).unwrap();
+
+    // The manifest itself: a link to an endless device, or a file too large to be one.
+    let manifest = bundle.join("manifest.json");
+    fs::remove_file(&manifest).unwrap();
+    symlink("/dev/zero", &manifest).unwrap();
+    let error = run(&bundle);
+    assert!(
+        error.contains("manifest.json is not a regular file of at most 4194304 bytes"),
+        "{error}"
+    );
+    fs::remove_file(&manifest).unwrap();
+    fs::write(&manifest, vec![b' '; (4 << 20) + 1]).unwrap();
+    let error = run(&bundle);
+    assert!(
+        error.contains("is not a regular file of at most"),
+        "{error}"
+    );
+    fs::write(&manifest, &pristine).unwrap();
+    // A listed size no machine here can hold (a sparse file can have it): an error, not an
+    // abort. Only where the kernel refuses such an allocation (overcommit 0 or 2; with 1 it
+    // would be granted and the read would take hours).
+    let overcommit = fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    if matches!(overcommit.trim(), "0" | "2") {
+        let mut json: serde_json::Value = serde_json::from_slice(&pristine).unwrap();
+        let huge: u64 = 1 << 43;
+        json["files"]["config.json"]["size"] = huge.into();
+        fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+        let sparse = fs::OpenOptions::new().write(true).open(&config).unwrap();
+        sparse.set_len(huge).unwrap();
+        drop(sparse);
+        let error = run(&bundle);
+        assert!(
+            error.contains("config.json: cannot allocate the 8796093022208 bytes"),
+            "{error}"
+        );
+        fs::write(&config, &original).unwrap();
+        fs::write(&manifest, &pristine).unwrap();
+    }
     success(&generate(&["--bundle", bundle.to_str().unwrap()], &dump));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -180,6 +180,32 @@ fn bad_inputs_are_clear_errors() {
         stderr.contains("more than max_position_embeddings"),
         "{stderr}"
     );
+
+    // A model folder whose chat template doubles a string (it used to abort at 6.6 GB) or
+    // nests loops (it used to hang) fails on the template budget, naming the file.
+    let hostile = dir.join("hostile");
+    fs::create_dir_all(&hostile).unwrap();
+    for entry in fs::read_dir(fixture()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            fs::copy(&path, hostile.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    for template in [
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+    ] {
+        fs::write(
+            hostile.join("chat_template.json"),
+            serde_json::json!({ "chat_template": template }).to_string(),
+        )
+        .unwrap();
+        let stderr = failure(&generate(&[], hostile.to_str().unwrap(), &image));
+        assert!(
+            stderr.contains("chat_template.json: rendering this conversation needs more than the template budget"),
+            "{stderr}"
+        );
+    }
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -376,6 +376,42 @@ test("a tampered bundle shows the hash error in the page", { timeout: 300_000 },
   }
 });
 
+test("a bundle's downloads stop at the manifest's sizes", { timeout: 300_000 }, async () => {
+  const copy = mkdtempSync(join(tmpdir(), "lavender-oversized-"));
+  cpSync(dist, copy, { recursive: true });
+  const weights = join(copy, "example", "model.bpk");
+  const original = readFileSync(weights);
+  // A file longer than listed: the download stops there (it used to read all of it first).
+  writeFileSync(weights, Buffer.concat([original, Buffer.alloc(1 << 20)]));
+  const served = await serveStatic(copy);
+  try {
+    await withPage({}, async (page) => {
+      await page.goto(served.url + "?backend=cpu");
+      const loaded = await modelState(page);
+      assert.equal(loaded.state, "error");
+      assert.match(loaded.error, new RegExp(`example/model\\.bpk is longer than the ${original.length} bytes expected`));
+    });
+    // A manifest listing more than wasm32 can hold: refused before any file is fetched.
+    writeFileSync(weights, original);
+    const manifestPath = join(copy, "example", "manifest.json");
+    const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
+    manifest.files["model.bpk"].size = 3 * 2 ** 30;
+    writeFileSync(manifestPath, JSON.stringify(manifest));
+    await withPage({}, async (page) => {
+      const fetched = [];
+      page.on("request", (request) => fetched.push(new URL(request.url()).pathname));
+      await page.goto(served.url + "?backend=cpu");
+      const loaded = await modelState(page);
+      assert.equal(loaded.state, "error");
+      assert.match(loaded.error, /lists 3\d{9} bytes of files, more than the 2147483648 a page can hold/);
+      assert.ok(!fetched.some((path) => path.endsWith("model.bpk")), fetched.join(", "));
+    });
+  } finally {
+    await served.close();
+    rmSync(copy, { recursive: true, force: true });
+  }
+});
+
 test("the embed page mounts two explorers and unmounts one cleanly", { timeout: 600_000 }, async () => {
   await withPage({}, async (page, problems) => {
     await page.goto(server.url + "embed.html?backend=cpu");

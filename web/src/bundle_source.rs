@@ -2,15 +2,22 @@
 //! in the Cache API so a second visit downloads nothing) or read from files the user picked.
 //! Every file is checked against `manifest.json` (size and SHA-256) before anything loads it;
 //! only checked files are cached, keyed by their digest, so a changed bundle is fetched anew.
+//! Nothing is downloaded past what the manifest announces: the manifest itself is capped, a
+//! bundle larger than wasm32 can hold is refused before its download, and each file's
+//! download stops at its listed size.
 
 use js_sys::{Reflect, Uint8Array};
-use lavender_core::bundle::{BundleError, BundleFiles, MANIFEST_FILE, Manifest};
+use lavender_core::bundle::{BundleError, BundleFiles, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::js::{self, describe};
 
 const CACHE_NAME: &str = "lavender-bundles-v1";
+
+/// The most bundle bytes a page downloads: wasm32 addresses 4 GiB in all, and the bytes are
+/// held while the model is built from them.
+pub const MAX_BUNDLE_BYTES: u64 = 2 << 30;
 
 /// Download progress over the whole bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,12 +46,22 @@ pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<
     let mut files = BundleFiles::new(&base);
     let manifest_url = js::resolve_url(MANIFEST_FILE, &base)?;
     // The manifest is always fetched fresh: it is what says whether cached files are current.
-    let manifest_bytes = fetch_bytes(&manifest_url, &mut |_| {}).await?;
+    let manifest_bytes = fetch_bytes(&manifest_url, MAX_MANIFEST_BYTES, &mut |_| {}).await?;
     files.insert(MANIFEST_FILE, manifest_bytes);
     let manifest = files.manifest().map_err(|error| error.to_string())?;
+    let total = manifest
+        .files
+        .values()
+        .fold(0u64, |sum, entry| sum.saturating_add(entry.size));
+    if total > MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "{manifest_url} lists {total} bytes of files, more than the {MAX_BUNDLE_BYTES} a \
+             page can hold (wasm32): nothing was downloaded"
+        ));
+    }
     let cache = open_cache().await;
     let mut progress = Progress {
-        total: manifest.files.values().map(|entry| entry.size).sum(),
+        total,
         ..Progress::default()
     };
     let mut fresh = Vec::new();
@@ -65,7 +82,7 @@ pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<
             }
             None => {
                 let before = progress.done;
-                let bytes = fetch_bytes(&url, &mut |received| {
+                let bytes = fetch_bytes(&url, entry.size, &mut |received| {
                     progress.done = before + received;
                     on_progress(progress.clone());
                 })
@@ -133,8 +150,19 @@ pub async fn bundle_from_files(picked: Vec<web_sys::File>) -> Result<Fetched, St
     })
 }
 
-/// Fetches `url` into memory, reporting the bytes received so far as they come.
-pub async fn fetch_bytes(url: &str, on_received: &mut dyn FnMut(u64)) -> Result<Vec<u8>, String> {
+/// Fetches `url` into memory, reporting the bytes received so far as they come; stops with an
+/// error (and cancels the download) once the response is longer than `limit` bytes.
+pub async fn fetch_bytes(
+    url: &str,
+    limit: u64,
+    on_received: &mut dyn FnMut(u64),
+) -> Result<Vec<u8>, String> {
+    let too_long = || {
+        format!(
+            "{url} is longer than the {limit} bytes expected (the manifest's size, or the cap on \
+             a manifest): download stopped"
+        )
+    };
     let init = web_sys::RequestInit::new();
     init.set_cache(web_sys::RequestCache::NoStore);
     let response = JsFuture::from(js::fetch(url, &init))
@@ -147,6 +175,15 @@ pub async fn fetch_bytes(url: &str, on_received: &mut dyn FnMut(u64)) -> Result<
             response.status(),
             response.status_text()
         ));
+    }
+    let announced = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|length| length.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(too_long());
     }
     let Some(body) = response.body() else {
         return Ok(Vec::new());
@@ -165,7 +202,12 @@ pub async fn fetch_bytes(url: &str, on_received: &mut dyn FnMut(u64)) -> Result<
             break;
         }
         if let Ok(value) = Reflect::get(&chunk, &JsValue::from_str("value")) {
-            bytes.extend(value.unchecked_into::<Uint8Array>().to_vec());
+            let value: Uint8Array = value.unchecked_into();
+            if bytes.len() as u64 + u64::from(value.length()) > limit {
+                let _ = reader.cancel();
+                return Err(too_long());
+            }
+            bytes.extend(value.to_vec());
         }
         on_received(bytes.len() as u64);
     }

@@ -17,6 +17,9 @@ pub const BUNDLE_FORMAT: &str = "lavender-web-bundle";
 /// The manifest layout this code writes and reads; a reader refuses other versions.
 pub const BUNDLE_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The largest `manifest.json` a reader accepts (an export's is a few KB; examples add about
+/// 200 bytes each), so a hostile bundle cannot make a reader take in an endless manifest.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub const WEIGHTS_FILE: &str = "model.bpk";
 /// Model-folder files a bundle carries as they are, when the folder has them (the first two
 /// are required); they are what [`Mllama`] reads besides the weights.

@@ -2,6 +2,13 @@
 //! where a model folder keeps its template, and a minijinja environment with the Jinja options
 //! and the Python string methods and `tojson` that templates written for Python rely on. Any
 //! student family with a chat template uses it.
+//!
+//! Templates come with models and bundles, i.e. from the web, so they run on a budget:
+//! minijinja's fuel charges one unit per instruction and one per 64 bytes of text a template
+//! produces (operators, filters, output), checking sizes known in advance before allocating.
+//! [`TEMPLATE_FUEL`] therefore bounds both the time (a `range` loop nested to hang) and the
+//! memory (a string doubled until the machine gives out) of one render, and with it the size
+//! of the rendered prompt. Our own filters and methods keep to the same budget.
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, ValueKind};
@@ -11,6 +18,15 @@ use crate::weights::{FileSource, LoadError};
 
 /// The name the template is registered under (and its key in the config files).
 pub(crate) const TEMPLATE_NAME: &str = "chat_template";
+
+/// Fuel for one render: 2M units, i.e. at most 2M template instructions or 128 MiB of text
+/// produced (minijinja charges a byte at 1/64 of an instruction). Llama 3.2 Vision's template
+/// needs about 5,000 for a ten-turn, 100 KB conversation (test `the_budget_is_far_above_real_use`);
+/// spending the whole budget takes well under a second.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// Bytes of text one unit of fuel pays for (minijinja's `UNITS_PER_FUEL`).
+const BYTES_PER_FUEL: u64 = 64;
 
 /// The template source and the file it came from.
 pub(crate) fn find_chat_template(
@@ -54,6 +70,7 @@ pub(crate) fn template_environment(
     source: String,
 ) -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_syntax(
         SyntaxConfig::builder()
             .trim_blocks(true)
@@ -172,7 +189,11 @@ fn python_method(
 /// transformers' `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=None,
 /// separators=None, sort_keys=False)`, so `", "` / `": "` separators, keys in insertion order
 /// and no HTML escaping.
-fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+fn tojson(
+    state: &minijinja::State,
+    value: &Value,
+    kwargs: Kwargs,
+) -> Result<String, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
@@ -201,6 +222,13 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, minijinja::Error> {
         sort_keys: sort_keys.unwrap_or(false),
         item,
         key,
+        // The engine charges the result once it exists; a large indent over a deep value
+        // could make it enormous first, so stop at what the remaining fuel could pay for.
+        max_bytes: state
+            .fuel_levels()
+            .map_or(usize::MAX, |(_, remaining)| {
+                usize::try_from(remaining.saturating_mul(BYTES_PER_FUEL)).unwrap_or(usize::MAX)
+            }),
     };
     let mut out = String::new();
     style.write(value, 0, &mut out)?;
@@ -213,10 +241,18 @@ struct JsonStyle {
     sort_keys: bool,
     item: String,
     key: String,
+    /// The most bytes the output may reach: what the render's remaining fuel pays for.
+    max_bytes: usize,
 }
 
 impl JsonStyle {
     fn write(&self, value: &Value, depth: usize, out: &mut String) -> Result<(), minijinja::Error> {
+        if out.len() > self.max_bytes {
+            return Err(minijinja::Error::new(
+                ErrorKind::OutOfFuel,
+                "tojson output beyond the template's budget",
+            ));
+        }
         match value.kind() {
             ValueKind::Undefined | ValueKind::None => out.push_str("null"),
             ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -264,15 +300,27 @@ impl JsonStyle {
             }
             if let Some(indent) = self.indent {
                 out.push('\n');
-                out.push_str(&" ".repeat(indent * (depth + 1)));
+                self.pad(out, indent.saturating_mul(depth + 1))?;
             }
             each(item, out)?;
         }
         if let Some(indent) = self.indent {
             out.push('\n');
-            out.push_str(&" ".repeat(indent * depth));
+            self.pad(out, indent.saturating_mul(depth))?;
         }
         out.push(close);
+        Ok(())
+    }
+
+    /// `width` spaces, if the budget allows them.
+    fn pad(&self, out: &mut String, width: usize) -> Result<(), minijinja::Error> {
+        if out.len().saturating_add(width) > self.max_bytes {
+            return Err(minijinja::Error::new(
+                ErrorKind::OutOfFuel,
+                "tojson indentation beyond the template's budget",
+            ));
+        }
+        out.push_str(&" ".repeat(width));
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use lavender_core::{
     align::aligner::AlignerActivation,
     bundle::{
         ALIGNER_FILE, AlignerInput, BundleError, BundleExtras, BundleFiles, BundleQuant,
-        ExampleInput, MANIFEST_FILE, export_bundle_with,
+        ExampleInput, MANIFEST_FILE, MAX_MANIFEST_BYTES, export_bundle_with,
     },
     data::{DataSpec, TeacherMapsIndex},
     vlm::mllama::student::Mllama,
@@ -354,7 +354,17 @@ fn write_bundle(files: &BundleFiles, out: &Path, overwrite: bool) -> anyhow::Res
 pub fn load_bundle(dir: &Path, device: &Device, dequantize: bool) -> anyhow::Result<Mllama> {
     let mut files = BundleFiles::new(dir);
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest = fs::read(&manifest_path)
+    let metadata = fs::symlink_metadata(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    anyhow::ensure!(
+        metadata.file_type().is_file() && metadata.len() <= MAX_MANIFEST_BYTES,
+        "{} is not a regular file of at most {MAX_MANIFEST_BYTES} bytes (a link, device or \
+         an endless manifest); a bundle's manifest is a small plain file",
+        manifest_path.display()
+    );
+    let mut manifest = Vec::new();
+    fs::File::open(&manifest_path)
+        .and_then(|file| file.take(MAX_MANIFEST_BYTES).read_to_end(&mut manifest))
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     files.insert(MANIFEST_FILE, manifest);
     // Only plain names inside `dir` (checked by `manifest`), each read only if it is a regular
@@ -380,7 +390,15 @@ pub fn load_bundle(dir: &Path, device: &Device, dequantize: bool) -> anyhow::Res
             }
             .into());
         }
-        let mut bytes = Vec::with_capacity(entry.size as usize);
+        let mut bytes = Vec::new();
+        // A sparse file can claim any size: ask for the memory instead of aborting without it.
+        bytes.try_reserve_exact(entry.size as usize).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: cannot allocate the {} bytes the manifest lists",
+                path.display(),
+                entry.size
+            )
+        })?;
         fs::File::open(&path)
             .and_then(|file| file.take(entry.size).read_to_end(&mut bytes))
             .with_context(|| format!("cannot read {}", path.display()))?;

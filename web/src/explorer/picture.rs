@@ -118,13 +118,17 @@ fn set_picture(view: &Shared, ui: Ui, name: String, image: RgbImage) {
     ui.maps_version.update(|v| *v += 1);
 }
 
+/// The largest image file the page downloads (its pixels are checked on decoding): far above
+/// any photo, far below what would strain the page.
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
 /// Fetches the image at `url` and shows it.
 pub(super) async fn load_image_url(view: Shared, ui: Ui, url: String) {
     let resolved = match js::resolve_url(&url, ".") {
         Ok(resolved) => resolved,
         Err(error) => return ui.fail(ErrorKind::Image, error),
     };
-    match fetch_bytes(&resolved, &mut |_| {}).await {
+    match fetch_bytes(&resolved, MAX_IMAGE_BYTES, &mut |_| {}).await {
         Ok(bytes) => {
             if !ui.model_state.is_disposed() {
                 set_image(&view, ui, url, &bytes)

@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use crate::{
-    vlm::chat_template::{TEMPLATE_NAME, describe, find_chat_template, template_environment},
+    vlm::chat_template::{
+        TEMPLATE_FUEL, TEMPLATE_NAME, describe, find_chat_template, template_environment,
+    },
     weights::{FileSource, LoadError},
 };
 
@@ -119,6 +121,8 @@ impl PromptInputs {
 pub struct MllamaPrompt {
     tokenizer: Tokenizer,
     env: Environment<'static>,
+    /// Where the template came from, for errors (a file, or `--chat-template`).
+    template_origin: String,
     /// Special tokens the template sees (`bos_token`, `eos_token`, ...).
     special_tokens: Vec<(String, String)>,
     bos_token: String,
@@ -171,6 +175,7 @@ impl MllamaPrompt {
             .map_or(DEFAULT_BOS.to_string(), |(_, token)| token.clone());
 
         let (template, template_path) = find_chat_template(source, config.as_ref())?;
+        let template_origin = template_path.display().to_string();
         let env = template_environment(template).map_err(|error| LoadError::Config {
             path: template_path,
             reason: error.to_string(),
@@ -178,16 +183,23 @@ impl MllamaPrompt {
         Ok(Self {
             tokenizer,
             env,
+            template_origin,
             special_tokens,
             bos_token,
             image_token_id,
         })
     }
 
-    /// Replaces the chat template (Jinja source).
-    pub fn set_chat_template(&mut self, source: impl Into<String>) -> Result<(), PromptError> {
+    /// Replaces the chat template (Jinja source); `origin` names it in errors.
+    pub fn set_chat_template(
+        &mut self,
+        source: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> Result<(), PromptError> {
+        let origin = origin.into();
         self.env = template_environment(source.into())
-            .map_err(|error| PromptError::Template(error.to_string()))?;
+            .map_err(|error| PromptError::Template(format!("{origin}: {error}")))?;
+        self.template_origin = origin;
         Ok(())
     }
 
@@ -218,7 +230,19 @@ impl MllamaPrompt {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, PromptError> {
-        let template_error = |error: minijinja::Error| PromptError::Template(describe(&error));
+        let origin = &self.template_origin;
+        let template_error = |error: minijinja::Error| {
+            PromptError::Template(if error.kind() == minijinja::ErrorKind::OutOfFuel {
+                format!(
+                    "{origin}: rendering this conversation needs more than the template budget \
+                     of {TEMPLATE_FUEL} fuel (one per instruction, one per 64 bytes of text): \
+                     a loop that does not end, or text that grows without bound ({})",
+                    describe(&error)
+                )
+            } else {
+                format!("{origin}: {}", describe(&error))
+            })
+        };
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -520,14 +544,14 @@ mod tests {
         ));
 
         prompt
-            .set_chat_template("{{ raise_exception('no system role') }}")
+            .set_chat_template("{{ raise_exception('no system role') }}", "test")
             .unwrap();
         match prompt.render(&messages, true) {
             Err(PromptError::Template(reason)) => assert!(reason.contains("no system role")),
             other => panic!("expected a template error, got {other:?}"),
         }
         assert!(matches!(
-            prompt.set_chat_template("{% for %}"),
+            prompt.set_chat_template("{% for %}", "test"),
             Err(PromptError::Template(_))
         ));
     }
@@ -540,7 +564,7 @@ mod tests {
                 "{{ messages[0].content | tojson }}|{{ messages[0].content | tojson(indent=2) }}|",
                 "{{ messages[0] | tojson }}|{{ ' <a&b> '.strip() }}|{{ 'abc'.startswith('ab') }}|",
                 "{{ messages[0].get('missing', 'd') }}|{{ '\x1f x \x1f' | trim }}"
-            ))
+            ), "test")
             .unwrap();
         let messages = [Message::user_with_image("é \"q\"")];
         let text = prompt.render(&messages, false).unwrap();
@@ -555,5 +579,71 @@ mod tests {
                 "<a&b>|True|d|x"
             )
         );
+    }
+
+    /// Templates that used to hang (nested `range`) or grow a string until the allocator
+    /// aborted (6.6 GB) stop on the budget with an error naming the template's file.
+    #[test]
+    fn hostile_templates_stop_on_their_budget() {
+        let dir = mllama_tiny_dir();
+        let messages = [Message::user_with_image("What is in the picture?")];
+        for (what, template) in [
+            (
+                "nested loops",
+                "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+            ),
+            (
+                "a doubled string",
+                "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            ),
+            (
+                "repetition",
+                "{% set a = 'x' * 90000000 %}{% set b = a ~ a %}{{ b | length }}",
+            ),
+            (
+                "a squared replace",
+                "{% set s = 'a' * 20000 %}{{ s | replace('a', s) | length }}",
+            ),
+            (
+                "a huge indent",
+                "{{ messages | tojson(indent=1000000000) | length }}",
+            ),
+        ] {
+            let mut prompt = MllamaPrompt::load(&dir).unwrap();
+            prompt
+                .set_chat_template(template, "bundle/chat_template.json")
+                .unwrap();
+            match prompt.render(&messages, true) {
+                Err(PromptError::Template(reason)) => assert!(
+                    reason.starts_with("bundle/chat_template.json: ")
+                        && reason.contains("template budget"),
+                    "{what}: {reason}"
+                ),
+                other => panic!("{what}: expected a budget error, got {other:?}"),
+            }
+        }
+    }
+
+    /// The fixture's template (Llama 3.2 Vision's turns and image tokens): a ten-turn
+    /// conversation of 100 KB uses a small fraction of the budget.
+    #[test]
+    fn the_budget_is_far_above_real_use() {
+        let prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
+        let long = "word ".repeat(2000);
+        let mut messages = vec![Message::user_with_image(&long)];
+        for turn in 0..9 {
+            let role = if turn % 2 == 0 { "assistant" } else { "user" };
+            messages.push(Message::text(role, &long));
+        }
+        let template = prompt.env.get_template(TEMPLATE_NAME).unwrap();
+        let context = minijinja::context! {
+            messages => Value::from(Serde(&messages)),
+            add_generation_prompt => true,
+            bos_token => "<|begin_of_text|>",
+        };
+        let captured = template.render_captured(context).unwrap();
+        assert!(captured.output().len() > 100_000, "{}", captured.output().len());
+        let (consumed, _) = captured.state().fuel_levels().unwrap();
+        assert!(consumed < TEMPLATE_FUEL / 50, "{consumed} of {TEMPLATE_FUEL}");
     }
 }
