@@ -18,6 +18,7 @@ pub fn fixture_dir(name: &str) -> PathBuf {
 }
 
 /// Runs the `lavender` binary with `args` and waits for it.
+#[allow(dead_code)]
 pub fn lavender(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lavender"))
         .args(args)

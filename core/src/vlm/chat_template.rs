@@ -9,6 +9,12 @@
 //! [`TEMPLATE_FUEL`] therefore bounds both the time (a `range` loop nested to hang) and the
 //! memory (a string doubled until the machine gives out) of one render, and with it the size
 //! of the rendered prompt. Our own filters and methods keep to the same budget.
+//!
+//! Fuel does not cover one thing: a namespace is the one mutable value of the language, and a
+//! namespace stored inside itself (`{% set ns.s = (ns, 1) %}`, found by the fuzz suite) makes
+//! printing, joining or comparing it recurse until the stack overflows and the process
+//! aborts. [`check_namespaces`] refuses, when the template is loaded, any use of a namespace
+//! other than reading and setting its attributes, so no namespace ever becomes part of a value.
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, ValueKind};
@@ -88,8 +94,72 @@ pub(crate) fn template_environment(
         },
     );
     env.set_unknown_method_callback(python_method);
+    check_namespaces(&source).map_err(|reason| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, reason)
+    })?;
     env.add_template_owned(TEMPLATE_NAME, source)?;
     Ok(env)
+}
+
+/// Refuses a template that could store a namespace inside a value (see the module notes): a
+/// namespace must be made by `{% set NAME = namespace(...) %}` and `NAME` then used only as
+/// `NAME.attr` or `NAME[...]`. Chat templates use namespaces exactly so (flags and counters
+/// across a loop over the messages).
+pub(crate) fn check_namespaces(source: &str) -> Result<(), String> {
+    use minijinja::machinery::{Token, tokenize};
+    // The tokenizer repeats an error forever; a template that does not tokenize fails to
+    // compile anyway, so its tokens up to the error are enough.
+    let tokens: Vec<Token<'_>> = tokenize(source, false, SyntaxConfig::default())
+        .map_while(Result::ok)
+        .filter(|(token, _)| !matches!(token, Token::TemplateData(_)))
+        .map(|(token, _)| token)
+        .collect();
+    let ident = |i: usize| match tokens.get(i) {
+        Some(Token::Ident(name)) => Some(*name),
+        _ => None,
+    };
+    // `set NAME = namespace(` with the namespace call at index i.
+    let is_definition = |i: usize| {
+        i >= 3
+            && ident(i - 3) == Some("set")
+            && ident(i - 2).is_some()
+            && matches!(tokens[i - 1], Token::Assign)
+            && matches!(tokens.get(i + 1), Some(Token::ParenOpen))
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for i in 0..tokens.len() {
+        if ident(i) == Some("namespace") && !matches!(i.checked_sub(1).map(|p| &tokens[p]), Some(Token::Dot)) {
+            if !is_definition(i) {
+                return Err(
+                    "the template calls namespace() other than as `{% set NAME = namespace(...) %}`; \
+                     a namespace inside a value could contain itself, and printing it would \
+                     recurse without end"
+                        .into(),
+                );
+            }
+            names.insert(ident(i - 2).unwrap_or_default());
+        }
+    }
+    for i in 0..tokens.len() {
+        let Some(name) = ident(i) else { continue };
+        if !names.contains(name) {
+            continue;
+        }
+        let after_dot = i > 0 && matches!(tokens[i - 1], Token::Dot);
+        let defined_here = ident(i + 2) == Some("namespace") && is_definition(i + 2);
+        let used_by_attribute = matches!(
+            tokens.get(i + 1),
+            Some(Token::Dot | Token::BracketOpen | Token::Assign)
+        );
+        if !(after_dot || defined_here || used_by_attribute) {
+            return Err(format!(
+                "the template uses the namespace `{name}` as a value; only its attributes \
+                 (`{name}.x`) may be read or set, since a namespace stored in a value could \
+                 contain itself, and printing it would recurse without end"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The error with its cause chain (minijinja puts template details in the source).

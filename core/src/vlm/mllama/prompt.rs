@@ -624,6 +624,45 @@ mod tests {
         }
     }
 
+    /// A namespace stored inside itself made printing recurse until the stack overflowed (the
+    /// process aborted; found by the fuzz suite): refused when the template is set, while the
+    /// namespace flags real templates use keep working.
+    #[test]
+    fn namespaces_are_used_through_their_attributes_only() {
+        let mut prompt = MllamaPrompt::load(&mllama_tiny_dir()).unwrap();
+        for template in [
+            "{% set ns = namespace(s='ab') %}{% for i in range(2) %}{% set ns.s = ns,s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "{% set ns = namespace() %}{% set ns.me = [ns] %}{{ ns.me }}",
+            "{% set ns = namespace() %}{% set alias = ns %}{% set alias.me = 1 %}",
+            "{% set box = [namespace()] %}{{ box }}",
+            "{% set n = namespace %}{% set ns = n() %}",
+        ] {
+            match prompt.set_chat_template(template, "hostile.jinja") {
+                Err(PromptError::Template(reason)) => assert!(
+                    reason.starts_with("hostile.jinja: ") && reason.contains("recurse without end"),
+                    "{template}: {reason}"
+                ),
+                other => panic!("{template}: expected a refusal, got {other:?}"),
+            }
+        }
+        // A template that does not tokenize is an error (the check used to loop on it).
+        assert!(prompt
+            .set_chat_template("{% set ns = namespace() %}{{ 'unclosed", "broken.jinja")
+            .is_err());
+        // transformers-style flags: allowed, and they render as Jinja2 renders them.
+        prompt
+            .set_chat_template(
+                "{%- set ns = namespace(found=false, count=0) -%}\
+                 {%- for message in messages -%}{%- if message['role'] == 'user' -%}\
+                 {%- set ns.found = true -%}{%- set ns.count = ns['count'] + 1 -%}{%- endif -%}\
+                 {%- endfor -%}{{ ns.found }} {{ ns.count }}",
+                "flags.jinja",
+            )
+            .unwrap();
+        let messages = [Message::user_with_image("hi"), Message::text("assistant", "yo")];
+        assert_eq!(prompt.render(&messages, false).unwrap(), "True 1");
+    }
+
     /// The fixture's template (Llama 3.2 Vision's turns and image tokens): a ten-turn
     /// conversation of 100 KB uses a small fraction of the budget.
     #[test]
