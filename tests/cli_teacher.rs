@@ -103,7 +103,11 @@ fn dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     fs::create_dir_all(&data).unwrap();
     for name in ["a", "b", "d", "e"] {
-        fs::copy(fixture().join("image.png"), data.join(format!("{name}.png"))).unwrap();
+        fs::copy(
+            fixture().join("image.png"),
+            data.join(format!("{name}.png")),
+        )
+        .unwrap();
     }
     fs::write(data.join("broken.png"), b"not an image").unwrap();
     let lines = [
@@ -279,9 +283,14 @@ fn extract_writes_shards_index_and_reference_layout_and_counts_skips() {
     copy_dir(&fixture(), &copy);
     let jsonl = format!("jsonl:{}", data.display());
     let resume = |sd: &Path| {
-        extract_with(sd, &jsonl, &out, &["--recipe", "noise", "--timesteps", "100,500"])
-            .output()
-            .unwrap()
+        extract_with(
+            sd,
+            &jsonl,
+            &out,
+            &["--recipe", "noise", "--timesteps", "100,500"],
+        )
+        .output()
+        .unwrap()
     };
     let stdout = success(&resume(&copy));
     assert!(stdout.contains("4 already extracted"), "{stdout}");
@@ -518,17 +527,30 @@ fn bad_inputs_are_clear_errors() {
     let cut_header = dir.join("cut-header.jpg");
     fs::write(&cut_header, b"\xFF\xD8\xFF\xDB\x00\x43\x00").unwrap();
     let stderr = failure(&attend_sd(&fixture(), &cut_header, "a dog", &out, &[]));
-    assert_eq!(stderr.matches("Format error decoding Jpeg").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("Format error decoding Jpeg").count(),
+        1,
+        "{stderr}"
+    );
     // A JPEG cut short decodes (the decoder fills it with grey) but is reported.
     let mut jpeg = Vec::new();
     image::open(fixture().join("image.png"))
         .unwrap()
         .to_rgb8()
-        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
         .unwrap();
     let cut = dir.join("cut.jpg");
     fs::write(&cut, &jpeg[..jpeg.len() * 9 / 10]).unwrap();
-    let output = attend_sd(&fixture(), &cut, "a dog", &out, &["--image-size", "32", "--steps", "1"]);
+    let output = attend_sd(
+        &fixture(),
+        &cut,
+        "a dog",
+        &out,
+        &["--image-size", "32", "--steps", "1"],
+    );
     success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

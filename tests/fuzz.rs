@@ -90,7 +90,11 @@ fn run_bounded(name: &str, target: fn(&[u8]), input: &[u8]) {
     // LAVENDER_FUZZ_TRACE set, each input is written first to `<temp>/lavender-fuzz-<name>`.
     if std::env::var_os("LAVENDER_FUZZ_TRACE").is_some() {
         let file = name.replace('/', "-");
-        fs::write(std::env::temp_dir().join(format!("lavender-fuzz-{file}")), input).unwrap();
+        fs::write(
+            std::env::temp_dir().join(format!("lavender-fuzz-{file}")),
+            input,
+        )
+        .unwrap();
     }
     let (done, finished) = mpsc::channel();
     let owned = input.to_vec();
@@ -115,7 +119,11 @@ fn run_bounded(name: &str, target: fn(&[u8]), input: &[u8]) {
 
 fn preview(input: &[u8]) -> String {
     let shown = &input[..input.len().min(400)];
-    format!("{} bytes: {:?}", input.len(), String::from_utf8_lossy(shown))
+    format!(
+        "{} bytes: {:?}",
+        input.len(),
+        String::from_utf8_lossy(shown)
+    )
 }
 
 /// Values that break sizes, counts and parsers, for JSON leaves.
@@ -154,14 +162,39 @@ const HOSTILE_WORDS: [u64; 8] = [
 
 #[derive(Debug, Clone)]
 enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Set { at: usize, byte: u8 },
-    Insert { at: usize, bytes: Vec<u8> },
-    Delete { at: usize, len: usize },
-    Truncate { at: usize },
-    Word { at: usize, word: usize },
-    Splice { seed: usize, from: usize, len: usize, at: usize },
-    JsonLeaf { leaf: usize, value: usize },
+    Flip {
+        at: usize,
+        bit: u8,
+    },
+    Set {
+        at: usize,
+        byte: u8,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        at: usize,
+        len: usize,
+    },
+    Truncate {
+        at: usize,
+    },
+    Word {
+        at: usize,
+        word: usize,
+    },
+    Splice {
+        seed: usize,
+        from: usize,
+        len: usize,
+        at: usize,
+    },
+    JsonLeaf {
+        leaf: usize,
+        value: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -173,9 +206,16 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
         (any::<usize>(), any::<usize>()).prop_map(|(at, word)| Mutation::Word { at, word }),
-        (any::<usize>(), any::<usize>(), 1usize..256, any::<usize>())
-            .prop_map(|(seed, from, len, at)| Mutation::Splice { seed, from, len, at }),
-        (any::<usize>(), any::<usize>()).prop_map(|(leaf, value)| Mutation::JsonLeaf { leaf, value }),
+        (any::<usize>(), any::<usize>(), 1usize..256, any::<usize>()).prop_map(
+            |(seed, from, len, at)| Mutation::Splice {
+                seed,
+                from,
+                len,
+                at
+            }
+        ),
+        (any::<usize>(), any::<usize>())
+            .prop_map(|(leaf, value)| Mutation::JsonLeaf { leaf, value }),
     ]
 }
 
@@ -299,10 +339,7 @@ fn fuzz(name: &str, target: fn(&[u8])) {
     }
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-    let strategy = (
-        0..seeds.len(),
-        prop::collection::vec(mutation(), 1..6),
-    );
+    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..6));
     let result = runner.run(&strategy, |(seed, mutations)| {
         let mut bytes = seeds[seed].clone();
         for mutation in &mutations {
@@ -517,7 +554,11 @@ fn fuzz_chat_template() {
 #[test]
 fn mutations_change_inputs_as_described() {
     let seeds = vec![br#"{"a": {"b": 1}, "c": [2, 3]}"#.to_vec(), b"XYZ".to_vec()];
-    let mutated = apply(seeds[0].clone(), &Mutation::JsonLeaf { leaf: 0, value: 4 }, &seeds);
+    let mutated = apply(
+        seeds[0].clone(),
+        &Mutation::JsonLeaf { leaf: 0, value: 4 },
+        &seeds,
+    );
     let json: serde_json::Value = serde_json::from_slice(&mutated).unwrap();
     assert_eq!(json["a"]["b"], serde_json::json!(u64::MAX));
     let spliced = apply(

@@ -56,7 +56,10 @@ pub fn is_truncated_jpeg(bytes: &[u8]) -> bool {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return false;
     }
-    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
     !bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 

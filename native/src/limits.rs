@@ -25,5 +25,4 @@ pub fn image_loader() -> ImageLoader {
 }
 
 /// The warning for an image decoded from a JPEG that ends before its end-of-image marker.
-pub const TRUNCATED_JPEG: &str =
-    "the JPEG ends before its end-of-image marker (a truncated file?); the missing part decodes as grey";
+pub const TRUNCATED_JPEG: &str = "the JPEG ends before its end-of-image marker (a truncated file?); the missing part decodes as grey";

@@ -7,7 +7,9 @@
 //! download stops at its listed size.
 
 use js_sys::{Reflect, Uint8Array};
-use lavender_core::bundle::{BundleError, BundleFiles, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest};
+use lavender_core::bundle::{
+    BundleError, BundleFiles, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest,
+};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 

@@ -26,6 +26,6 @@ pub use files::{BundleFiles, is_plain_name, sha256_hex};
 pub use load::quantized_param_count;
 pub use manifest::{
     BUNDLE_FORMAT, BUNDLE_VERSION, BundleAligner, BundleError, BundleExample, BundleQuant,
-    CrossAttentionInfo, FileEntry, GridInfo, MANIFEST_FILE, MAX_MANIFEST_BYTES, MODEL_FILES, Manifest,
-    WEIGHTS_FILE,
+    CrossAttentionInfo, FileEntry, GridInfo, MANIFEST_FILE, MAX_MANIFEST_BYTES, MODEL_FILES,
+    Manifest, WEIGHTS_FILE,
 };

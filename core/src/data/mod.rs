@@ -105,12 +105,13 @@ impl ImageLoader {
             #[cfg(feature = "parquet")]
             ImageSource::ParquetRow { file, row } => {
                 let bytes = self.parquet.bytes(file, *row)?;
-                let image = crate::images::decode_bytes(&bytes, self.max_pixels).map_err(
-                    |error| DataError::Format {
-                        path: file.clone(),
-                        reason: format!("row {row}: {error}"),
-                    },
-                )?;
+                let image =
+                    crate::images::decode_bytes(&bytes, self.max_pixels).map_err(|error| {
+                        DataError::Format {
+                            path: file.clone(),
+                            reason: format!("row {row}: {error}"),
+                        }
+                    })?;
                 if let Some(warn) = self.on_truncated
                     && crate::images::is_truncated_jpeg(&bytes)
                 {

@@ -94,9 +94,8 @@ pub(crate) fn template_environment(
         },
     );
     env.set_unknown_method_callback(python_method);
-    check_namespaces(&source).map_err(|reason| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, reason)
-    })?;
+    check_namespaces(&source)
+        .map_err(|reason| minijinja::Error::new(ErrorKind::InvalidOperation, reason))?;
     env.add_template_owned(TEMPLATE_NAME, source)?;
     Ok(env)
 }
@@ -128,7 +127,9 @@ pub(crate) fn check_namespaces(source: &str) -> Result<(), String> {
     };
     let mut names = std::collections::BTreeSet::new();
     for i in 0..tokens.len() {
-        if ident(i) == Some("namespace") && !matches!(i.checked_sub(1).map(|p| &tokens[p]), Some(Token::Dot)) {
+        if ident(i) == Some("namespace")
+            && !matches!(i.checked_sub(1).map(|p| &tokens[p]), Some(Token::Dot))
+        {
             if !is_definition(i) {
                 return Err(
                     "the template calls namespace() other than as `{% set NAME = namespace(...) %}`; \
@@ -294,11 +295,9 @@ fn tojson(
         key,
         // The engine charges the result once it exists; a large indent over a deep value
         // could make it enormous first, so stop at what the remaining fuel could pay for.
-        max_bytes: state
-            .fuel_levels()
-            .map_or(usize::MAX, |(_, remaining)| {
-                usize::try_from(remaining.saturating_mul(BYTES_PER_FUEL)).unwrap_or(usize::MAX)
-            }),
+        max_bytes: state.fuel_levels().map_or(usize::MAX, |(_, remaining)| {
+            usize::try_from(remaining.saturating_mul(BYTES_PER_FUEL)).unwrap_or(usize::MAX)
+        }),
     };
     let mut out = String::new();
     style.write(value, 0, &mut out)?;

@@ -163,7 +163,8 @@ fn decode_image(item: &EvalItem, loader: &mut ImageLoader) -> anyhow::Result<Rgb
     Ok(match &item.image {
         EvalImage::Source(source) => loader.load(source)?.to_rgb8(),
         EvalImage::Bytes(bytes) => {
-            let image = lavender_core::images::decode_bytes(bytes, crate::limits::max_image_pixels())?;
+            let image =
+                lavender_core::images::decode_bytes(bytes, crate::limits::max_image_pixels())?;
             if lavender_core::images::is_truncated_jpeg(bytes) {
                 tracing::warn!("{}: {}", item.id, crate::limits::TRUNCATED_JPEG);
             }

@@ -230,8 +230,12 @@ fn check_recipe(out: &Path, recipe: &serde_json::Value) -> anyhow::Result<()> {
     let Ok(existing) = fs::read_to_string(&path) else {
         return write_atomically(&path, format!("{recipe}\n").as_bytes());
     };
-    let mut existing: serde_json::Value = serde_json::from_str(&existing)
-        .with_context(|| format!("{} is not JSON; delete it or use another --out", path.display()))?;
+    let mut existing: serde_json::Value = serde_json::from_str(&existing).with_context(|| {
+        format!(
+            "{} is not JSON; delete it or use another --out",
+            path.display()
+        )
+    })?;
     let recorded_teacher = existing.as_object_mut().and_then(|o| o.remove("teacher"));
     let mut settings = recipe.clone();
     let teacher = settings
@@ -287,7 +291,12 @@ fn teacher_fingerprint(sd: &Path) -> anyhow::Result<String> {
         let mut files: Vec<(String, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
-            .map(|entry| (entry.file_name().to_string_lossy().into_owned(), entry.path()))
+            .map(|entry| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
             .collect();
         files.sort();
         for (name, path) in files {

@@ -646,9 +646,11 @@ mod tests {
             }
         }
         // A template that does not tokenize is an error (the check used to loop on it).
-        assert!(prompt
-            .set_chat_template("{% set ns = namespace() %}{{ 'unclosed", "broken.jinja")
-            .is_err());
+        assert!(
+            prompt
+                .set_chat_template("{% set ns = namespace() %}{{ 'unclosed", "broken.jinja")
+                .is_err()
+        );
         // transformers-style flags: allowed, and they render as Jinja2 renders them.
         prompt
             .set_chat_template(
@@ -659,7 +661,10 @@ mod tests {
                 "flags.jinja",
             )
             .unwrap();
-        let messages = [Message::user_with_image("hi"), Message::text("assistant", "yo")];
+        let messages = [
+            Message::user_with_image("hi"),
+            Message::text("assistant", "yo"),
+        ];
         assert_eq!(prompt.render(&messages, false).unwrap(), "True 1");
     }
 
@@ -681,8 +686,15 @@ mod tests {
             bos_token => "<|begin_of_text|>",
         };
         let captured = template.render_captured(context).unwrap();
-        assert!(captured.output().len() > 100_000, "{}", captured.output().len());
+        assert!(
+            captured.output().len() > 100_000,
+            "{}",
+            captured.output().len()
+        );
         let (consumed, _) = captured.state().fuel_levels().unwrap();
-        assert!(consumed < TEMPLATE_FUEL / 50, "{consumed} of {TEMPLATE_FUEL}");
+        assert!(
+            consumed < TEMPLATE_FUEL / 50,
+            "{consumed} of {TEMPLATE_FUEL}"
+        );
     }
 }
