@@ -28,6 +28,9 @@ pub mod probe;
 pub mod rng;
 /// The teacher: Stable Diffusion v1.x and its attention recipes.
 pub mod sd;
+/// A synthetic world of coloured shapes with a compositional out-of-distribution split: the
+/// self-contained Lavender study's data.
+pub mod shapes;
 /// The students: vision-language models (Llama-3.2-Vision).
 pub mod vlm;
 /// Reading safetensors weights and model folders.

@@ -58,6 +58,10 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Answer every question of a dataset (or a VLMEvalKit TSV) and score the answers.
     Eval(commands::eval::EvalArgs),
+    /// The pointing game of stored word maps against ground-truth masks (the study's teacher gate).
+    Point(commands::point::PointArgs),
+    /// Generate the synthetic shapes dataset (captions, questions, masks, a held-out split).
+    Shapes(commands::shapes::ShapesArgs),
     /// Write the student (adapter merged, weights quantized) as a bundle for the browser explorer.
     ExportWeb(commands::export_web::ExportWebArgs),
     /// Benchmark: UNet evaluations per second with attention capture (random weights).
@@ -117,6 +121,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Devices(args) => commands::devices::run(args, &mut std::io::stdout().lock()),
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
+        Command::Shapes(args) => commands::shapes::run(args),
+        Command::Point(args) => commands::point::run(args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
         Command::BenchTrain(args) => commands::bench_train::run(args),
         Command::Generate(args) => commands::generate::run(args),

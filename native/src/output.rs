@@ -18,6 +18,24 @@ pub fn write_folder_atomically<'a>(
     out: &Path,
     files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> anyhow::Result<()> {
+    write_folder(out, files, true)
+}
+
+/// [`write_folder_atomically`] for output a command regenerates exactly from its arguments
+/// (a generated dataset of thousands of small files): the rename still makes it all or
+/// nothing, but files are not synced one by one. Names may hold `/` (subfolders).
+pub fn write_regenerable_folder<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> anyhow::Result<()> {
+    write_folder(out, files, false)
+}
+
+fn write_folder<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    sync: bool,
+) -> anyhow::Result<()> {
     let name = out
         .file_name()
         .with_context(|| format!("{} has no folder name", out.display()))?
@@ -46,11 +64,15 @@ pub fn write_folder_atomically<'a>(
             .with_context(|| format!("cannot create {}", temporary.display()))?;
         for (file, bytes) in files {
             let path = temporary.join(file);
+            if let Some(folder) = path.parent() {
+                fs::create_dir_all(folder)
+                    .with_context(|| format!("cannot create {}", folder.display()))?;
+            }
             let mut handle = fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             handle
                 .write_all(bytes)
-                .and_then(|()| handle.sync_all())
+                .and_then(|()| if sync { handle.sync_all() } else { Ok(()) })
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         let rename = || {

@@ -53,6 +53,56 @@ pub fn quantize(maps: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+/// The safetensors file with its header's keys in sorted order, so that the same samples give
+/// the same bytes: `safetensors::serialize` takes the metadata as a `HashMap`, whose order
+/// changes from one process to the next. Sorting keeps the header's length (same entries,
+/// same compact JSON), so the data offsets stay valid; if it would not, the file is returned
+/// as it was.
+fn with_sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(length) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + length) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let Ok(mut sorted) = serde_json::to_vec(&sorted_keys(value)) else {
+        return bytes;
+    };
+    let trimmed = header
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(0, |last| last + 1);
+    if sorted.len() != trimmed {
+        return bytes;
+    }
+    sorted.resize(length, b' ');
+    bytes[8..8 + length].copy_from_slice(&sorted);
+    bytes
+}
+
+/// `value` with every object's keys in sorted order (whatever map serde_json was built with).
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_keys(value)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
+}
+
 /// Serialises a shard; `recipe` is the JSON of the extraction settings. Reads the maps from
 /// their device.
 pub fn shard_bytes(samples: &[StoredSample], recipe: &str) -> Result<Vec<u8>, String> {
@@ -97,7 +147,8 @@ pub fn shard_bytes(samples: &[StoredSample], recipe: &str) -> Result<Vec<u8>, St
         ),
         ("recipe".to_string(), recipe.to_string()),
     ]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    Ok(with_sorted_header(bytes))
 }
 
 fn samples_metadata(path: &Path, header: &str) -> Result<Vec<SampleHeader>, DataError> {
@@ -265,11 +316,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lavender-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("maps-00000.safetensors");
-        std::fs::write(
-            &path,
-            shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap(),
-        )
-        .unwrap();
+        let shard = shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap();
+        // The same samples give the same bytes (the metadata's HashMap order varies).
+        for _ in 0..20 {
+            assert!(shard_bytes(&samples, "{\"recipe\":\"noise\"}").unwrap() == shard);
+        }
+        std::fs::write(&path, shard).unwrap();
         assert_eq!(read_shard_ids(&path).unwrap(), vec!["1.jpg", "2.jpg"]);
         let read = read_shard(&path, &Device::flex()).unwrap();
         assert_eq!(

@@ -58,6 +58,8 @@ pub struct Conversation {
     /// System turns (optional) first, then user and assistant turns; the image goes with the
     /// first user turn.
     pub turns: Vec<Turn>,
+    /// A label for per-group scores (`eval`'s categories), where the dataset gives one.
+    pub category: Option<String>,
 }
 
 impl Conversation {
@@ -71,6 +73,7 @@ impl Conversation {
                 Turn::new(Role::User, CAPTION_PROMPT),
                 Turn::new(Role::Assistant, caption.trim()),
             ],
+            category: None,
         }
     }
 
@@ -165,6 +168,7 @@ mod tests {
             teacher_id: "x".into(),
             image: ImageSource::File("x.png".into()),
             turns,
+            category: None,
         }
     }
 

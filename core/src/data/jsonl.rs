@@ -3,7 +3,9 @@
 //! `{"image": ..., "conversations": [{"role": "user", "content": "..."}, ...], "id": optional}`
 //! (LLaVA's `{"from": "human"|"gpt", "value"}` turns are accepted too, `<image>` placeholders
 //! dropped). Image paths are relative to the file; blank lines are ignored; the id defaults to
-//! the image path. A `.json` file holding an array of such objects reads the same way.
+//! the image path. A conversation may name the sample whose teacher maps it uses
+//! (`"teacher_id"`, default its own id: questions about one image can share the maps of its
+//! caption) and a `"category"` for per-group scores. A `.json` file holding an array of such objects reads the same way.
 
 use std::path::Path;
 
@@ -121,10 +123,13 @@ fn conversation(record: &Value, base: &Path, strict: bool) -> Result<Conversatio
     }
     truncate_before_rejected_answer(&mut parsed);
     let conversation = Conversation {
-        teacher_id: id.clone(),
+        teacher_id: string_field(record, "teacher_id")?
+            .unwrap_or(&id)
+            .to_string(),
         id,
         image: source,
         turns: parsed,
+        category: string_field(record, "category")?.map(str::to_string),
     };
     conversation.check()?;
     Ok(conversation)
@@ -156,6 +161,48 @@ mod tests {
         assert!(
             error.contains("pairs.jsonl:1") && error.contains("text"),
             "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Questions about one image share its caption's teacher maps, and carry a category.
+    #[test]
+    fn conversations_name_their_teacher_sample_and_category() {
+        let dir =
+            std::env::temp_dir().join(format!("lavender-jsonl-teacher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vqa.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"image": "a.png", "id": "a-q0", "teacher_id": "a", "category": "colour", "conversations": [{"role": "user", "content": "What colour?"}, {"role": "assistant", "content": "red"}]}"#,
+                "\n",
+                r#"{"image": "a.png", "id": "a-q1", "conversations": [{"role": "user", "content": "Shape?"}, {"role": "assistant", "content": "circle"}]}"#,
+                "\n",
+                r#"{"image": "a.png", "id": "a-q2", "teacher_id": 3, "conversations": [{"role": "user", "content": "Shape?"}, {"role": "assistant", "content": "circle"}]}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let error = read_conversations(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("vqa.jsonl:3") && error.contains("`teacher_id` must be a string"),
+            "{error}"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
+        let samples = read_conversations(&path).unwrap();
+        assert_eq!(
+            (samples[0].id.as_str(), samples[0].teacher_id.as_str()),
+            ("a-q0", "a")
+        );
+        assert_eq!(samples[0].category.as_deref(), Some("colour"));
+        assert_eq!(
+            (
+                samples[1].teacher_id.as_str(),
+                samples[1].category.as_deref()
+            ),
+            ("a-q1", None)
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -53,6 +53,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
                     row: row_index,
                 },
                 turns,
+                category: None,
             };
             conversation.check().map_err(at)?;
             samples.push(conversation);

@@ -107,6 +107,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
                     Turn::new(Role::User, question.trim()),
                     Turn::new(Role::Assistant, row.chosen.trim()),
                 ],
+                category: None,
             })
         })
         .collect()

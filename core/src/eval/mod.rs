@@ -48,7 +48,7 @@ impl EvalItem {
             question: turn(Role::User)?,
             answer: turn(Role::Assistant)?,
             choices: Vec::new(),
-            category: None,
+            category: conversation.category.clone(),
         })
     }
 

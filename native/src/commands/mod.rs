@@ -10,6 +10,8 @@ pub mod eval;
 pub mod export_web;
 pub mod extract;
 pub mod generate;
+pub mod point;
+pub mod shapes;
 pub mod student_args;
 pub mod teacher_args;
 pub mod train;

@@ -482,6 +482,7 @@ mod tests {
                     Turn::new(Role::User, question),
                     Turn::new(Role::Assistant, answer),
                 ],
+                category: None,
             })
             .collect();
 
