@@ -543,6 +543,74 @@ fn lambda_zero_is_plain_sft_on_the_same_path() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A `--full` run ends with `model/`, a Hugging Face checkpoint of the trained weights
+/// (transformers' names and layout, as the fixture transformers wrote) that `lavender` loads
+/// as a model folder.
+#[test]
+fn a_full_run_writes_a_hugging_face_model() {
+    let dir = temp_dir("train-full");
+    let teacher = extract_teacher(&dir);
+    let run = dir.join("full");
+    success(&train(
+        &demo_data(),
+        &teacher,
+        &run,
+        &["--full", "--max-steps", "2", "--lr", "1e-3"],
+    ));
+    let model = run.join("model");
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.json",
+    ] {
+        assert!(
+            model.join(file).is_file(),
+            "{file} missing from {}",
+            model.display()
+        );
+    }
+    let trained_bytes = fs::read(model.join("model.safetensors")).unwrap();
+    let trained = safetensors::SafeTensors::deserialize(&trained_bytes).unwrap();
+    let original_bytes = fs::read(vlm().join("model.safetensors")).unwrap();
+    let original = safetensors::SafeTensors::deserialize(&original_bytes).unwrap();
+    let mut names: Vec<&str> = trained.names().into_iter().collect();
+    let mut expected: Vec<&str> = original.names().into_iter().collect();
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected);
+    let mut changed = 0;
+    for name in &names {
+        let (a, b) = (
+            trained.tensor(name).unwrap(),
+            original.tensor(name).unwrap(),
+        );
+        assert_eq!(a.shape(), b.shape(), "{name}");
+        changed += usize::from(a.data() != b.data());
+    }
+    assert!(
+        changed > names.len() / 2,
+        "only {changed} of {} tensors trained",
+        names.len()
+    );
+    // The exported folder is a model folder like any other.
+    let stdout = success(&lavender(&[
+        "generate",
+        "--vlm",
+        path(&model),
+        "--image",
+        path(&demo_dir().join("circle-sky.png")),
+        "--prompt",
+        "What is in the picture?",
+        "--max-new-tokens",
+        "3",
+        "--device",
+        "cpu",
+    ]));
+    assert!(!stdout.trim().is_empty());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Damaged or mismatched inputs stop `train` with exit code 1 and a message naming the
 /// problem, not a panic.
 #[test]

@@ -83,7 +83,21 @@ pub struct Weights {
     shapes_only: bool,
     /// Tensors replaced in memory (merged LoRA weights), by name: shape and f32 values.
     overrides: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Set by [`Weights::naming`]: the stored name and layout of every parameter built.
+    names: Option<std::sync::Mutex<ParamNames>>,
 }
+
+/// How a stored tensor became a parameter, so that it can be written back as it was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredLayout {
+    /// The parameter is the stored tensor.
+    AsStored,
+    /// The parameter is the stored 2-D tensor transposed (a Linear's `[out, in]` weight).
+    Transposed,
+}
+
+/// The stored name and layout of each parameter, by parameter id.
+pub type ParamNames = HashMap<ParamId, (String, StoredLayout)>;
 
 impl fmt::Debug for Weights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,6 +167,7 @@ impl Weights {
             random_std: None,
             shapes_only: false,
             overrides: HashMap::new(),
+            names: None,
         })
     }
 
@@ -165,6 +180,7 @@ impl Weights {
             random_std: Some(std),
             shapes_only: false,
             overrides: HashMap::new(),
+            names: None,
         }
     }
 
@@ -180,6 +196,35 @@ impl Weights {
             random_std: None,
             shapes_only: true,
             overrides: HashMap::new(),
+            names: None,
+        }
+    }
+
+    /// [`Weights::shapes_only`] that also records the stored name and layout of every
+    /// parameter it builds ([`Weights::take_names`]): a model's structure built from it names
+    /// the parameters of any model of the same structure (its parameters come in the same
+    /// order), which is how a trained model is written back under its checkpoint's names.
+    pub fn naming() -> Self {
+        Self {
+            names: Some(std::sync::Mutex::new(HashMap::new())),
+            ..Self::shapes_only()
+        }
+    }
+
+    /// The names recorded by a [`Weights::naming`] build (empty otherwise).
+    pub fn take_names(&self) -> ParamNames {
+        self.names
+            .as_ref()
+            .map(|names| std::mem::take(&mut *names.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
+
+    fn record(&self, id: ParamId, name: String, layout: StoredLayout) {
+        if let Some(names) = &self.names {
+            names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, (name, layout));
         }
     }
 
@@ -318,10 +363,13 @@ impl Weights {
         shape: [usize; D],
         device: &Device,
     ) -> Result<Param<Tensor<D>>, LoadError> {
-        if self.shapes_only {
-            return Ok(lazy_param(shape, device));
-        }
-        Ok(Param::from_tensor(self.tensor(name, shape, device)?))
+        let param = if self.shapes_only {
+            lazy_param(shape, device)
+        } else {
+            Param::from_tensor(self.tensor(name, shape, device)?)
+        };
+        self.record(param.id, name.to_string(), StoredLayout::AsStored);
+        Ok(param)
     }
 
     /// `prefix.weight` `[out, in]` (and `prefix.bias` `[out]`) as a Burn [`Linear`].
@@ -333,12 +381,14 @@ impl Weights {
         bias: bool,
         device: &Device,
     ) -> Result<Linear, LoadError> {
+        let name = format!("{prefix}.weight");
         let weight = if self.shapes_only {
             lazy_param([d_in, d_out], device)
         } else {
-            let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+            let weight = self.tensor(&name, [d_out, d_in], device)?;
             Param::from_tensor(weight.transpose())
         };
+        self.record(weight.id, name, StoredLayout::Transposed);
         let bias = if bias {
             Some(self.param(&format!("{prefix}.bias"), [d_out], device)?)
         } else {

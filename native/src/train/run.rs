@@ -16,12 +16,13 @@ use lavender_core::{
         aligner::{AlignerActivation, AlignerConfig, AlignerDepth},
         loss::LossConfig,
     },
+    bundle::MODEL_FILES,
     data::{
         Conversation, DataSpec, EpochShuffler, Holdout, ImageLoader, TeacherMapsIndex,
         dataset_fingerprint, split_holdout,
     },
     maps::WordMaps,
-    vlm::mllama::student::Mllama,
+    vlm::mllama::{hf_export::hf_safetensors, student::Mllama},
 };
 
 use super::{
@@ -750,11 +751,32 @@ fn export(run_dir: &RunDir, trainable: &Trainable, config: &TrainConfig) -> anyh
         .map_err(|error| anyhow::anyhow!("cannot serialise the Aligner: {error}"))?;
     write_atomically(&run_dir.path().join("aligner.safetensors"), &aligner)?;
     if config.full {
-        // No Hugging Face export of a whole model yet: its weights are the checkpoint's.
-        eprintln!(
-            "note: the fine-tuned weights are in the last checkpoint's model.bpk \
-             (no Hugging Face export of a full fine-tune yet)"
-        );
+        export_full_model(run_dir, trainable, config)?;
     }
     Ok(())
+}
+
+/// `model/`: a full run's model as a Hugging Face checkpoint (transformers' names and layout,
+/// f32), with the source folder's config, tokenizer, chat template and processor files, so
+/// that transformers, `lavender --vlm` and LoRA runs load it like any released model.
+fn export_full_model(
+    run_dir: &RunDir,
+    trainable: &Trainable,
+    config: &TrainConfig,
+) -> anyhow::Result<()> {
+    let weights = hf_safetensors(&trainable.student.model)
+        .map_err(|error| anyhow::anyhow!("cannot export the model: {error}"))?;
+    let mut files: Vec<(&str, Vec<u8>)> = vec![("model.safetensors", weights)];
+    for name in MODEL_FILES {
+        let path = config.vlm.join(name);
+        if path.is_file() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((name, bytes));
+        }
+    }
+    write_folder_atomically(
+        &run_dir.path().join("model"),
+        files.iter().map(|(name, bytes)| (*name, bytes.as_slice())),
+    )
 }

@@ -7,6 +7,7 @@ pub mod batch;
 #[cfg(test)]
 mod batch_parity;
 pub mod config;
+pub mod hf_export;
 pub mod labels;
 #[cfg(test)]
 mod lora_parity;
