@@ -104,9 +104,12 @@ impl ModuleVisitor for Ids {
     }
 }
 
+/// A parameter's shape and values, or why they could not be read.
+type ReadParam = Result<(Vec<usize>, Vec<f32>), String>;
+
 /// Parameter shapes and values in visiting order.
 #[derive(Default)]
-struct Values(Vec<Result<(Vec<usize>, Vec<f32>), String>>);
+struct Values(Vec<ReadParam>);
 
 impl ModuleVisitor for Values {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
