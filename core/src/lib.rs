@@ -8,6 +8,9 @@ pub mod adapters;
 pub mod align;
 /// The web bundle: a student and its extras as files a browser can load.
 pub mod bundle;
+/// A model written back as the checkpoint it was loaded from (names and layout recorded while
+/// building it).
+pub mod checkpoint;
 /// Datasets, the teacher maps store and the training split.
 pub mod data;
 /// Scoring a student's answers to questions with known answers (`lavender eval`).

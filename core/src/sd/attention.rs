@@ -64,7 +64,7 @@ impl AttentionCapture {
 }
 
 /// diffusers `Attention` as used by SD v1.x transformer blocks.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct Attention {
     to_q: Linear,
     to_k: Linear,

@@ -100,7 +100,7 @@ impl HiddenAct {
 }
 
 /// `CLIPAttention`: causal multi-head self-attention with biased q/k/v/out projections.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 struct ClipAttention {
     q_proj: Linear,
     k_proj: Linear,
@@ -147,13 +147,14 @@ impl ClipAttention {
 }
 
 /// `CLIPEncoderLayer`: `x + attn(ln1(x))`, then `x + fc2(act(fc1(ln2(x))))`.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 struct ClipEncoderLayer {
     layer_norm1: LayerNorm,
     self_attn: ClipAttention,
     layer_norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    #[module(skip)]
     act: HiddenAct,
 }
 
@@ -201,13 +202,14 @@ impl ClipEncoderLayer {
 }
 
 /// `CLIPTextModel` up to `last_hidden_state`.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct ClipTextModel {
     token_embedding: Embedding,
-    /// `[max_position_embeddings, hidden]`.
-    position_embedding: Tensor<2>,
+    /// `[max_position_embeddings, hidden]` (a parameter: it trains with the rest).
+    position_embedding: burn::module::Param<Tensor<2>>,
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
+    #[module(skip)]
     config: ClipTextConfig,
 }
 
@@ -254,7 +256,7 @@ impl ClipTextModel {
                 dim,
                 device,
             )?,
-            position_embedding: weights.tensor(
+            position_embedding: weights.param(
                 &format!("{prefix}embeddings.position_embedding.weight"),
                 [config.max_position_embeddings, dim],
                 device,
@@ -281,7 +283,7 @@ impl ClipTextModel {
         let [_, seq] = input_ids.dims();
         let positions = self
             .position_embedding
-            .clone()
+            .val()
             // Burn's slice takes one range per dimension.
             .slice([0..seq])
             .unsqueeze::<3>();

@@ -8,6 +8,7 @@ pub mod null_text;
 pub mod preprocess;
 pub mod resnet;
 pub mod sampling;
+pub mod save;
 pub mod scheduler;
 pub mod teacher;
 pub mod tokenizer;

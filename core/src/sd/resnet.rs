@@ -9,7 +9,7 @@ use burn::{
 
 use crate::weights::{LoadError, Weights};
 
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,

@@ -15,7 +15,7 @@ use crate::weights::{LoadError, Weights};
 /// diffusers `Downsample2D` with a convolution: conv3x3 with stride 2. With
 /// `padding = 0` (the VAE, or the UNet's `downsample_padding = 0`) diffusers pads only right
 /// and bottom by one.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct Downsample2D {
     conv: Conv2d,
 }
@@ -51,7 +51,7 @@ impl Downsample2D {
 }
 
 /// diffusers `Upsample2D` with a convolution: nearest-neighbour resize, then conv3x3.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct Upsample2D {
     conv: Conv2d,
 }

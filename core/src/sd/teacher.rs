@@ -627,4 +627,65 @@ mod tests {
         assert_eq!(sd.cross_attention_resolutions(32), vec![8, 16]);
         assert_eq!(sd.cross_attention_resolutions(40), vec![10, 20]);
     }
+
+    /// Every part of the teacher is a Burn module whose every parameter learns: one backward
+    /// through text encoder -> UNet (noise prediction) and VAE encode -> decode
+    /// (reconstruction) reaches all of them, as training a teacher here needs.
+    #[test]
+    fn every_teacher_parameter_receives_a_gradient() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use burn::tensor::Distribution;
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let sd = StableDiffusion::load(&sd_tiny_dir(), &device).unwrap();
+        let tokens = sd.tokenizer.encode("a red circle").unwrap();
+        let ids: Vec<i64> = tokens.ids.iter().map(|&id| i64::from(id)).collect();
+        let length = ids.len();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, length]), &device);
+        let context = sd.text_encoder.forward(ids);
+        let image = Tensor::<4>::random([1, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
+        let latent = sd.vae.encode_mean(image.clone());
+        let noise = Tensor::<4>::random(latent.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let predicted = sd.unet.forward(
+            latent.clone().detach() + noise.clone(),
+            300.0,
+            context,
+            None,
+        );
+        let loss = (predicted - noise).powi_scalar(2).mean()
+            + (sd.vae.decode(latent) - image).powi_scalar(2).mean();
+        let grads = loss.backward();
+
+        struct Count<'a>(&'a burn::tensor::Gradients, usize, Vec<String>);
+        impl ModuleVisitor for Count<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                match param.grad(self.0) {
+                    Some(grad) if grad.clone().abs().sum().into_scalar::<f32>() > 0.0 => {
+                        self.1 += 1
+                    }
+                    _ => self.2.push(format!("{:?}", param.shape())),
+                }
+            }
+        }
+        for (part, count) in [
+            ("text encoder", {
+                let mut c = Count(&grads, 0, Vec::new());
+                sd.text_encoder.visit(&mut c);
+                c
+            }),
+            ("unet", {
+                let mut c = Count(&grads, 0, Vec::new());
+                sd.unet.visit(&mut c);
+                c
+            }),
+            ("vae", {
+                let mut c = Count(&grads, 0, Vec::new());
+                sd.vae.visit(&mut c);
+                c
+            }),
+        ] {
+            assert!(count.1 > 10, "{part}: {} parameters learn", count.1);
+            assert!(count.2.is_empty(), "{part}: no gradient for {:?}", count.2);
+        }
+    }
 }

@@ -90,7 +90,7 @@ impl BlockShape {
 }
 
 /// `CrossAttnDownBlock2D` (with attentions) or `DownBlock2D` (without).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct DownBlock2D {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
@@ -156,7 +156,7 @@ impl DownBlock2D {
 
 /// `UNetMidBlock2DCrossAttn` with one layer: resnet, attention, resnet. Its attention is never
 /// offered to the capture (the teacher recipe records down and up blocks only).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct UNetMidBlock2DCrossAttn {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
@@ -199,7 +199,7 @@ impl UNetMidBlock2DCrossAttn {
 }
 
 /// `CrossAttnUpBlock2D` (with attentions) or `UpBlock2D` (without).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct UpBlock2D {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,

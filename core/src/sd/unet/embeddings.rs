@@ -51,7 +51,7 @@ impl Timesteps {
 }
 
 /// diffusers `TimestepEmbedding` with SiLU and no conditioning projection.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct TimestepEmbedding {
     linear_1: Linear,
     linear_2: Linear,

@@ -355,9 +355,10 @@ impl UNetConfig {
 }
 
 /// The SD v1.x noise predictor.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct UNet2DConditionModel {
     center_input_sample: bool,
+    #[module(skip)]
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     conv_in: Conv2d,
@@ -704,5 +705,75 @@ mod tests {
         assert_eq!(plan.cross_attention_dim, vec![768; 4]);
         assert_eq!(plan.down.last(), Some(&BlockKind::Plain));
         assert_eq!(plan.up.first(), Some(&BlockKind::Plain));
+    }
+
+    /// The UNet is a Burn module: on an autodiff device every parameter gets a gradient from
+    /// the noise-prediction loss, and a few Adam steps on a fixed batch lower that loss (the
+    /// first thing training a teacher here needs).
+    #[test]
+    fn the_unet_trains_on_the_noise_prediction_loss() {
+        use burn::{
+            module::{Module, ModuleVisitor, Param},
+            optim::{AdamConfig, GradientsParams, ModuleOptimizer},
+            tensor::Distribution,
+        };
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let unet =
+            UNet2DConditionModel::load(&sd_tiny_dir().join("unet"), &device).expect("tiny UNet");
+        let config = UNetConfig::from_file(&sd_tiny_dir().join("unet/config.json")).unwrap();
+        let context_dim = match &config.cross_attention_dim {
+            PerBlock::All(dim) => *dim,
+            PerBlock::Each(dims) => dims[0],
+        };
+        let normal = Distribution::Normal(0.0, 1.0);
+        let noisy = Tensor::<4>::random([2, 4, 8, 8], normal, &device);
+        let noise = Tensor::<4>::random([2, 4, 8, 8], normal, &device);
+        let context = Tensor::<3>::random([2, 5, context_dim], normal, &device);
+        let loss = |unet: &UNet2DConditionModel| {
+            (unet.forward(noisy.clone(), 400.0, context.clone(), None) - noise.clone())
+                .powi_scalar(2)
+                .mean()
+        };
+
+        struct Counter<'a> {
+            grads: &'a burn::tensor::Gradients,
+            with: usize,
+            without: usize,
+        }
+        impl ModuleVisitor for Counter<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                match param.grad(self.grads) {
+                    Some(grad) if grad.clone().abs().sum().into_scalar::<f32>() > 0.0 => {
+                        self.with += 1
+                    }
+                    _ => self.without += 1,
+                }
+            }
+        }
+        let first = loss(&unet);
+        let grads = first.backward();
+        let mut counter = Counter {
+            grads: &grads,
+            with: 0,
+            without: 0,
+        };
+        unet.visit(&mut counter);
+        assert!(
+            counter.with > 50,
+            "{} parameters with gradients",
+            counter.with
+        );
+        assert_eq!(counter.without, 0, "parameters without a gradient");
+
+        let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
+        let mut unet = unet;
+        let start: f32 = loss(&unet).into_scalar();
+        for _ in 0..5 {
+            let grads = GradientsParams::from_grads(loss(&unet).backward(), &unet);
+            unet = optimizer.step(1e-3, unet, grads);
+        }
+        let end: f32 = loss(&unet).into_scalar();
+        assert!(end < 0.9 * start, "loss {start} -> {end}");
     }
 }

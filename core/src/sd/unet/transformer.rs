@@ -32,7 +32,7 @@ pub struct TransformerShape {
 }
 
 /// `proj_in` / `proj_out`: a 1x1 convolution (SD v1) or a linear layer on the tokens (SD v2).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 enum Projection {
     Conv(Conv2d),
     Linear(Linear),
@@ -68,7 +68,7 @@ fn to_image(x: Tensor<3>, height: usize, width: usize) -> Tensor<4> {
         .permute([0, 3, 1, 2])
 }
 
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct Transformer2DModel {
     norm: GroupNorm,
     proj_in: Projection,
@@ -151,7 +151,7 @@ impl Transformer2DModel {
 }
 
 /// diffusers `BasicTransformerBlock` with `norm_type = "layer_norm"`, pre-norm residuals.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct BasicTransformerBlock {
     norm1: LayerNorm,
     attn1: Attention,
@@ -226,7 +226,7 @@ impl BasicTransformerBlock {
 
 /// diffusers `FeedForward` with GEGLU (`mult = 4`): `net.0.proj` (`dim -> 2 * 4 dim`), split
 /// into value and gate, `value * gelu(gate)`, then `net.2` (`4 dim -> dim`).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct FeedForward {
     proj: Linear,
     out: Linear,

@@ -13,7 +13,7 @@ use crate::{
     weights::{LoadError, Weights},
 };
 
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub(super) struct VaeAttention {
     group_norm: GroupNorm,
     to_q: Linear,

@@ -34,7 +34,7 @@ pub(super) enum Direction {
     Up,
 }
 
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 enum Sampler {
     Down(Downsample2D),
     Up(Upsample2D),
@@ -42,7 +42,7 @@ enum Sampler {
 
 /// `DownEncoderBlock2D` / `UpDecoderBlock2D`, which differ only in their sampler:
 /// `resnets.0..n`, then (all but the last block) `downsamplers.0` / `upsamplers.0`.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub(super) struct VaeBlock2D {
     resnets: Vec<ResnetBlock2D>,
     sampler: Option<Sampler>,
@@ -101,7 +101,7 @@ impl VaeBlock2D {
 
 /// `UNetMidBlock2D` with one layer and no time embedding: `resnets.0`, `attentions.0`
 /// (unless `mid_block_add_attention` is false), `resnets.1`.
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub(super) struct UNetMidBlock2D {
     resnet_in: ResnetBlock2D,
     attention: Option<VaeAttention>,

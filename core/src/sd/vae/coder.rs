@@ -20,8 +20,9 @@ use super::{
 use crate::weights::{LoadError, Weights};
 
 /// The VAE's encoder ([`Direction::Down`]) or decoder ([`Direction::Up`]).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub(super) struct Coder {
+    #[module(skip)]
     direction: Direction,
     conv_in: Conv2d,
     /// `down_blocks` or `up_blocks`, in the order they run.

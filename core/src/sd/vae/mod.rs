@@ -166,7 +166,7 @@ impl VaeConfig {
 }
 
 /// diffusers `AutoencoderKL` (keys `encoder.*`, `quant_conv`, `post_quant_conv`, `decoder.*`).
-#[derive(Debug)]
+#[derive(burn::module::Module, Debug)]
 pub struct AutoencoderKl {
     /// diffusers `Encoder`.
     encoder: Coder,
@@ -176,6 +176,7 @@ pub struct AutoencoderKl {
     post_quant_conv: Option<Conv2d>,
     /// diffusers `Decoder`.
     decoder: Coder,
+    #[module(skip)]
     config: VaeConfig,
 }
 
