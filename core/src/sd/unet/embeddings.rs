@@ -31,6 +31,23 @@ impl Timesteps {
     /// order of operations PyTorch uses, to follow the reference as closely as rounding allows
     /// (the arguments reach ~1000 radians, where a last-bit difference in a frequency shows).
     pub fn forward(&self, timestep: f32, device: &Device) -> Tensor<2> {
+        Tensor::from_data(
+            TensorData::new(self.features(timestep), [1, self.num_channels]),
+            device,
+        )
+    }
+
+    /// The features of one timestep per batch element (training draws one for each):
+    /// `[timesteps, num_channels]`.
+    pub fn forward_each(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = timesteps.iter().flat_map(|&t| self.features(t)).collect();
+        Tensor::from_data(
+            TensorData::new(values, [timesteps.len(), self.num_channels]),
+            device,
+        )
+    }
+
+    fn features(&self, timestep: f32) -> Vec<f32> {
         let half = self.num_channels / 2;
         let log_period = -(10000f64.ln() as f32);
         let denominator = half as f32 - self.downscale_freq_shift;
@@ -46,7 +63,7 @@ impl Timesteps {
         };
         // An odd width is zero-padded at the end.
         values.resize(self.num_channels, 0.0);
-        Tensor::from_data(TensorData::new(values, [1, self.num_channels]), device)
+        values
     }
 }
 

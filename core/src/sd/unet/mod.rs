@@ -535,21 +535,44 @@ impl UNet2DConditionModel {
         sample: Tensor<4>,
         timestep: f32,
         context: Tensor<3>,
-        mut capture: Option<&mut AttentionCapture>,
+        capture: Option<&mut AttentionCapture>,
     ) -> Tensor<4> {
         let [batch, ..] = sample.dims();
-        let device = sample.device();
+        // The same embedding for every batch element: computed once, then broadcast.
+        let temb = self
+            .time_embedding
+            .forward(self.time_proj.forward(timestep, &sample.device()));
+        let [_, temb_dim] = temb.dims();
+        self.forward_with_embedding(sample, temb.expand([batch, temb_dim]), context, capture)
+    }
+
+    /// [`forward`](Self::forward) with one timestep per batch element (`timesteps.len()` is
+    /// the batch), as training draws them.
+    pub fn forward_timesteps(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        context: Tensor<3>,
+    ) -> Tensor<4> {
+        let temb = self
+            .time_embedding
+            .forward(self.time_proj.forward_each(timesteps, &sample.device()));
+        self.forward_with_embedding(sample, temb, context, None)
+    }
+
+    /// The UNet from the timestep embedding `temb` `[batch, temb_dim]` on.
+    fn forward_with_embedding(
+        &self,
+        sample: Tensor<4>,
+        temb: Tensor<2>,
+        context: Tensor<3>,
+        mut capture: Option<&mut AttentionCapture>,
+    ) -> Tensor<4> {
         let sample = if self.center_input_sample {
             sample.mul_scalar(2.0).sub_scalar(1.0)
         } else {
             sample
         };
-        // The same embedding for every batch element: computed once, then broadcast.
-        let temb = self
-            .time_embedding
-            .forward(self.time_proj.forward(timestep, &device));
-        let [_, temb_dim] = temb.dims();
-        let temb = temb.expand([batch, temb_dim]);
 
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
@@ -705,6 +728,30 @@ mod tests {
         assert_eq!(plan.cross_attention_dim, vec![768; 4]);
         assert_eq!(plan.down.last(), Some(&BlockKind::Plain));
         assert_eq!(plan.up.first(), Some(&BlockKind::Plain));
+    }
+
+    /// One timestep per batch element: equal timesteps give [`forward`]'s output, different
+    /// ones give each element its own.
+    #[test]
+    fn per_sample_timesteps_match_the_shared_one() {
+        use burn::tensor::Distribution;
+        let device = device();
+        let unet = tiny_unet();
+        let config = UNetConfig::from_file(&sd_tiny_dir().join("unet/config.json")).unwrap();
+        let width = match &config.cross_attention_dim {
+            PerBlock::All(dim) => *dim,
+            PerBlock::Each(dims) => dims[0],
+        };
+        let sample = Tensor::<4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let context = Tensor::<3>::random([2, 5, width], Distribution::Normal(0.0, 1.0), &device);
+        let shared = unet.forward(sample.clone(), 250.0, context.clone(), None);
+        let each = unet.forward_timesteps(sample.clone(), &[250.0, 250.0], context.clone());
+        assert!(relative_error(each, shared.clone()) < 1e-6);
+        let mixed = unet.forward_timesteps(sample.clone(), &[250.0, 900.0], context.clone());
+        let first = |t: Tensor<4>| t.narrow(0, 0, 1);
+        assert!(relative_error(first(mixed.clone()), first(shared.clone())) < 1e-6);
+        let late = unet.forward(sample, 900.0, context, None);
+        assert!(relative_error(mixed.narrow(0, 1, 1), late.narrow(0, 1, 1)) < 1e-6);
     }
 
     /// The UNet is a Burn module: on an autodiff device every parameter gets a gradient from
