@@ -85,6 +85,8 @@ pub struct Weights {
     overrides: HashMap<String, (Vec<usize>, Vec<f32>)>,
     /// Set by [`Weights::naming`]: the stored name and layout of every parameter built.
     names: Option<std::sync::Mutex<ParamNames>>,
+    /// Set by [`Weights::fresh`]: every request is answered with a training initialisation.
+    fresh: bool,
 }
 
 /// How a stored tensor became a parameter, so that it can be written back as it was stored.
@@ -168,6 +170,7 @@ impl Weights {
             shapes_only: false,
             overrides: HashMap::new(),
             names: None,
+            fresh: false,
         })
     }
 
@@ -181,6 +184,7 @@ impl Weights {
             shapes_only: false,
             overrides: HashMap::new(),
             names: None,
+            fresh: false,
         }
     }
 
@@ -197,6 +201,7 @@ impl Weights {
             shapes_only: true,
             overrides: HashMap::new(),
             names: None,
+            fresh: false,
         }
     }
 
@@ -226,6 +231,36 @@ impl Weights {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, (name, layout));
         }
+    }
+
+    /// Weights that answer every request with a fresh initialisation for training from
+    /// scratch, by the stored name and shape (drawn from the device's seeded generator):
+    /// biases zero; 1-D weights (the norms' scales) one; embedding tables N(0, 0.02), as
+    /// transformers initialises them; every other weight N(0, 1/fan_in), which keeps a
+    /// layer's output on the scale of its input (fan_in: the stored shape's product after
+    /// its first dimension).
+    pub fn fresh() -> Self {
+        Self {
+            fresh: true,
+            ..Self::random(0.0)
+        }
+    }
+
+    /// The initial values [`Weights::fresh`] gives a stored tensor.
+    fn fresh_tensor<const D: usize>(name: &str, shape: [usize; D], device: &Device) -> Tensor<D> {
+        if name.ends_with(".bias") {
+            return Tensor::zeros(shape, device);
+        }
+        if D == 1 {
+            return Tensor::ones(shape, device);
+        }
+        let std = if name.ends_with("embedding.weight") {
+            0.02
+        } else {
+            let fan_in: usize = shape[1..].iter().product();
+            1.0 / (fan_in.max(1) as f64).sqrt()
+        };
+        Tensor::random(shape, Distribution::Normal(0.0, std), device)
     }
 
     /// Whether a tensor of this name exists.
@@ -301,6 +336,9 @@ impl Weights {
         }
         if self.shapes_only {
             return Ok(Tensor::zeros(shape, device));
+        }
+        if self.fresh {
+            return Ok(Self::fresh_tensor(name, shape, device));
         }
         if let Some(std) = self.random_std {
             return Ok(Tensor::random(
@@ -686,5 +724,37 @@ mod tests {
         let fine =
             Weights::from_bytes("fine", file_with(&[1.0, 2.0, 3.0, 4.0], Dtype::F32)).unwrap();
         assert!(fine.tensor::<2>("layer.weight", [2, 2], &device).is_ok());
+    }
+
+    /// A fresh initialisation by name and shape: zero biases, unit norm scales, small
+    /// embeddings, and weights of standard deviation 1/sqrt(fan_in).
+    #[test]
+    fn fresh_weights_follow_the_initialisation_rules() {
+        let device = Device::flex();
+        device.seed(1);
+        let fresh = Weights::fresh();
+        let values = |tensor: Tensor<2>| tensor.into_data().try_to_vec::<f32>().unwrap();
+        let std = |v: &[f32]| {
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        let bias = fresh.tensor("conv.bias", [8], &device).unwrap();
+        assert_eq!(bias.into_data().try_to_vec::<f32>().unwrap(), vec![0.0; 8]);
+        let scale = fresh.tensor("norm1.weight", [8], &device).unwrap();
+        assert_eq!(scale.into_data().try_to_vec::<f32>().unwrap(), vec![1.0; 8]);
+        let linear = values(fresh.tensor("to_q.weight", [64, 256], &device).unwrap());
+        assert!(
+            (std(&linear) - 1.0 / 16.0).abs() < 0.003,
+            "{}",
+            std(&linear)
+        );
+        let table = values(
+            fresh
+                .tensor("token_embedding.weight", [100, 64], &device)
+                .unwrap(),
+        );
+        assert!((std(&table) - 0.02).abs() < 0.002, "{}", std(&table));
+        let layer = fresh.linear("proj", 256, 64, true, &device).unwrap();
+        assert_eq!(layer.weight.dims(), [256, 64]);
     }
 }
