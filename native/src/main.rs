@@ -52,6 +52,8 @@ enum Command {
     Extract(commands::extract::ExtractArgs),
     /// Per-word heatmaps of where the student looks for each word of an answer.
     Attend(commands::attend::AttendArgs),
+    /// Train a small Stable Diffusion v1.x from scratch on captioned images (a diffusers folder).
+    TrainTeacher(commands::train_teacher::TrainTeacherArgs),
     /// Lavender fine-tuning of the student against teacher maps (or plain SFT with --lambda 0).
     Train(commands::train::TrainArgs),
     /// Answer a question about an image with Llama-3.2-Vision (optionally with a LoRA adapter).
@@ -122,6 +124,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::AttendSd(args) => commands::attend_sd::run(args),
         Command::Extract(args) => commands::extract::run(args),
         Command::Shapes(args) => commands::shapes::run(args),
+        Command::TrainTeacher(args) => commands::train_teacher::run(args),
         Command::Point(args) => commands::point::run(args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
         Command::BenchTrain(args) => commands::bench_train::run(args),

@@ -12,5 +12,6 @@ pub mod save;
 pub mod scheduler;
 pub mod teacher;
 pub mod tokenizer;
+pub mod training;
 pub mod unet;
 pub mod vae;

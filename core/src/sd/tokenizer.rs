@@ -26,8 +26,8 @@ use crate::weights::{LoadError, read_json};
 /// SD v1.x's text length: CLIP's `max_position_embeddings`.
 pub const MAX_LENGTH: usize = 77;
 
-const START: &str = "<|startoftext|>";
-const END: &str = "<|endoftext|>";
+pub(crate) const START: &str = "<|startoftext|>";
+pub(crate) const END: &str = "<|endoftext|>";
 /// Marks the last piece of a word in CLIP's vocabulary.
 const END_OF_WORD: &str = "</w>";
 /// CLIP's word split (transformers 5 `CLIPTokenizer`: the converter's pattern with the two

@@ -15,6 +15,7 @@ pub mod shapes;
 pub mod student_args;
 pub mod teacher_args;
 pub mod train;
+pub mod train_teacher;
 
 use std::collections::HashMap;
 
