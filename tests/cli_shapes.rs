@@ -244,3 +244,112 @@ fn bad_requests_are_refused_before_writing() {
     assert!(!dir.join("tiny").exists());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `train-teacher` on the shapes captions writes a diffusers folder that `extract` reads, and
+/// two runs with one seed write the same weights (training is deterministic on the CPU).
+#[test]
+fn a_teacher_trains_from_the_captions_deterministically() {
+    let dir = temp_dir("shapes-teacher");
+    let data = dir.join("data");
+    success(&lavender(&[
+        "shapes",
+        "--out",
+        data.to_str().unwrap(),
+        "--train",
+        "12",
+        "--val",
+        "4",
+        "--test",
+        "2",
+        "--ood",
+        "2",
+        "--size",
+        "32",
+    ]));
+    let captions = format!("jsonl:{}", data.join("captions-train.jsonl").display());
+    let train = |out: &Path, seed: &str| {
+        lavender(&[
+            "train-teacher",
+            "--data",
+            &captions,
+            "--out",
+            out.to_str().unwrap(),
+            "--image-size",
+            "32",
+            "--vae-steps",
+            "3",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--seed",
+            seed,
+            "--device",
+            "cpu",
+        ])
+    };
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    let stdout = success(&train(&a, "1"));
+    assert!(
+        stdout.contains("12 images at 32 px") && stdout.contains("wrote the teacher"),
+        "{stdout}"
+    );
+    success(&train(&b, "1"));
+    success(&train(&c, "2"));
+    for part in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ] {
+        let bytes = fs::read(a.join(part)).unwrap();
+        assert!(
+            bytes == fs::read(b.join(part)).unwrap(),
+            "{part}: two runs of one seed differ"
+        );
+        assert!(
+            bytes != fs::read(c.join(part)).unwrap(),
+            "{part}: another seed, same weights"
+        );
+    }
+    // Every caption word is one token of the teacher's vocabulary.
+    let vocab: Value =
+        serde_json::from_str(&fs::read_to_string(a.join("tokenizer/vocab.json")).unwrap()).unwrap();
+    for word in ["red", "circle", "triangle", "yellow", "left"] {
+        assert!(vocab.get(format!("{word}</w>")).is_some(), "{word}");
+    }
+    // A folder that exists is not overwritten.
+    let stderr = failure(&train(&a, "1"));
+    assert!(stderr.contains("exists; choose a new --out"), "{stderr}");
+
+    // The teacher's maps of the validation captions, and their pointing game.
+    let maps = dir.join("maps");
+    success(&lavender(&[
+        "extract",
+        "--sd",
+        a.to_str().unwrap(),
+        "--data",
+        &format!("jsonl:{}", data.join("captions-val.jsonl").display()),
+        "--out",
+        maps.to_str().unwrap(),
+        "--image-size",
+        "32",
+        // The tiny teacher's cross-attention is at 8x8 and 4x4 for 32 px images.
+        "--attn-res",
+        "8",
+        "--recipe",
+        "noise",
+        "--timesteps",
+        "500",
+        "--device",
+        "cpu",
+    ]));
+    let stdout = success(&lavender(&[
+        "point",
+        "--maps",
+        maps.to_str().unwrap(),
+        "--data",
+        data.join("captions-val.jsonl").to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("4 samples (0 without maps)"), "{stdout}");
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,7 @@ use std::{collections::BTreeSet, path::PathBuf, time::Instant};
 
 use anyhow::{Context, bail};
 use burn::{
+    module::Module,
     optim::{AdamConfig, GradientsParams, ModuleOptimizer},
     tensor::{Device, Distribution, Int, Tensor, TensorData},
 };
@@ -215,8 +216,11 @@ pub fn run(args: TrainTeacherArgs) -> anyhow::Result<()> {
     // The latents of every image, and their spread: the scaling factor.
     let mut latents: Vec<f32> = Vec::new();
     let all: Vec<usize> = (0..count).collect();
+    // Without autodiff: a graph kept for every chunk would hold every activation.
+    let encoder = vae.valid();
+    let plain = device.clone().without_autodiff();
     for chunk in all.chunks(64) {
-        let mean = vae.encode_mean(images(chunk, &device)).detach();
+        let mean = encoder.encode_mean(images(chunk, &plain));
         latents.extend(
             mean.into_data()
                 .convert::<f32>()
