@@ -129,37 +129,26 @@ pub fn questions(scene: &Scene, absent: Option<(Colour, Shape)>) -> Vec<Question
         ));
     }
     let clear = CLEAR_OFFSET * scene.size as f32;
+    // Along x, then y: the kind, how it is asked, and the answer for the smaller coordinate.
+    let axes = [
+        (
+            QuestionKind::LeftRight,
+            "left or right of",
+            ["left", "right"],
+        ),
+        (
+            QuestionKind::AboveBelow,
+            "above or below",
+            ["above", "below"],
+        ),
+    ];
     for (i, a) in scene.objects.iter().enumerate() {
         for (j, b) in scene.objects.iter().enumerate().skip(i + 1) {
-            if (a.centre[0] - b.centre[0]).abs() > clear {
-                let side = if a.centre[0] < b.centre[0] {
-                    "left"
-                } else {
-                    "right"
-                };
-                out.push(relation(
-                    QuestionKind::LeftRight,
-                    "left or right of",
-                    a,
-                    b,
-                    side,
-                    [i, j],
-                ));
-            }
-            if (a.centre[1] - b.centre[1]).abs() > clear {
-                let side = if a.centre[1] < b.centre[1] {
-                    "above"
-                } else {
-                    "below"
-                };
-                out.push(relation(
-                    QuestionKind::AboveBelow,
-                    "above or below",
-                    a,
-                    b,
-                    side,
-                    [i, j],
-                ));
+            for (axis, (kind, choice, answers)) in axes.iter().enumerate() {
+                if (a.centre[axis] - b.centre[axis]).abs() > clear {
+                    let answer = answers[usize::from(a.centre[axis] > b.centre[axis])];
+                    out.push(relation(*kind, choice, a, b, answer, [i, j]));
+                }
             }
         }
     }
