@@ -99,6 +99,8 @@ pub fn run(args: ShapesArgs) -> anyhow::Result<()> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut counts = BTreeMap::new();
     let mut train_records = Vec::new();
+    // The training scenes' masks, kept for the oracle's maps (rendered once).
+    let mut train_masks = Vec::new();
     for split in Split::ALL {
         let records = shapes::records(&config, split);
         let mut captions = String::new();
@@ -110,6 +112,9 @@ pub fn run(args: ShapesArgs) -> anyhow::Result<()> {
             files.push((image.clone(), png(&picture)?));
             for (k, mask) in masks.iter().enumerate() {
                 files.push((format!("masks/{}-{k}.png", record.id), png(mask)?));
+            }
+            if split == Split::Train {
+                train_masks.push(masks);
             }
             let objects = objects_json(record);
             writeln!(
@@ -146,7 +151,7 @@ pub fn run(args: ShapesArgs) -> anyhow::Result<()> {
         "vqa-train-shuffled-teacher.jsonl".into(),
         shuffled_teacher(&train_records, config.seed)?.into_bytes(),
     ));
-    for (name, bytes) in oracle_shards(&train_records, args.map_size as usize)? {
+    for (name, bytes) in oracle_shards(&train_records, &train_masks, args.map_size as usize)? {
         files.push((format!("oracle-maps/{name}"), bytes));
     }
     let held_out: Vec<String> = HELD_OUT
@@ -293,15 +298,23 @@ fn shuffled_teacher(records: &[SceneRecord], seed: u64) -> anyhow::Result<String
 }
 
 /// Ground-truth teacher maps of the training captions, in `extract`'s shard format.
-fn oracle_shards(records: &[SceneRecord], side: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// `masks`: each record's objects' masks, in order.
+fn oracle_shards(
+    records: &[SceneRecord],
+    masks: &[Vec<GrayImage>],
+    side: usize,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let device = Device::flex();
     let mut shards = Vec::new();
     let mut index = String::new();
-    for (number, chunk) in records.chunks(SHARD_SIZE).enumerate() {
+    for (number, (chunk, chunk_masks)) in records
+        .chunks(SHARD_SIZE)
+        .zip(masks.chunks(SHARD_SIZE))
+        .enumerate()
+    {
         let name = format!("maps-{number:05}.safetensors");
         let mut samples = Vec::with_capacity(chunk.len());
-        for record in chunk {
-            let (_, masks) = render(&record.scene);
+        for (record, masks) in chunk.iter().zip(chunk_masks) {
             let mut words: Vec<String> = Vec::new();
             let mut values: Vec<f32> = Vec::new();
             for word in record.caption.split_whitespace() {

@@ -334,9 +334,10 @@ pub fn run(args: TrainTeacherArgs) -> anyhow::Result<()> {
         &text_encoder_tensors(&denoiser.text_encoder).map_err(anyhow::Error::msg)?,
     )
     .map_err(anyhow::Error::msg)?;
-    // The autoencoder is written with the scaling factor its latents got.
+    // The weights do not depend on the scaling factor; the written vae/config.json carries it.
     let vae_bytes = safetensors_bytes(&vae_tensors(&vae).map_err(anyhow::Error::msg)?)
         .map_err(anyhow::Error::msg)?;
+    // The config to be written must read back as one.
     let _: VaeConfig = serde_json::from_value(vae_json.clone())?;
     let specials = json!({
         "bos_token": "<|startoftext|>",
