@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use burn::{
     module::{Module, ModuleVisitor, Param, ParamId},
-    tensor::Tensor,
+    tensor::{Tensor, f16},
 };
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -72,18 +72,46 @@ pub fn stored_tensors<M: Module>(
     Ok(tensors)
 }
 
+/// How a checkpoint stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoredDtype {
+    #[default]
+    F32,
+    /// IEEE half precision, rounded to nearest: half the bytes (what `--half` teachers and
+    /// released fp16 weights use); every loader here and in diffusers reads it back as f32.
+    F16,
+}
+
 /// `tensors` as the bytes of a safetensors file with `format: pt` (what PyTorch libraries
-/// write and expect).
+/// write and expect), in f32.
 pub fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>, String> {
+    safetensors_bytes_as(tensors, StoredDtype::F32)
+}
+
+/// `tensors` as the bytes of a safetensors file with `format: pt`, stored as `dtype`.
+pub fn safetensors_bytes_as(
+    tensors: &[NamedTensor],
+    dtype: StoredDtype,
+) -> Result<Vec<u8>, String> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|(_, _, values)| match dtype {
+            StoredDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            StoredDtype::F16 => values
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect(),
+        })
         .collect();
+    let stored = match dtype {
+        StoredDtype::F32 => Dtype::F32,
+        StoredDtype::F16 => Dtype::F16,
+    };
     let views = tensors
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
+            TensorView::new(stored, shape.clone(), bytes)
                 .map(|view| (name.as_str(), view))
                 .map_err(|error| format!("{name}: {error}"))
         })

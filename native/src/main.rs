@@ -60,8 +60,10 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Answer every question of a dataset (or a VLMEvalKit TSV) and score the answers.
     Eval(commands::eval::EvalArgs),
-    /// The pointing game of stored word maps against ground-truth masks (the study's teacher gate).
+    /// The pointing game of word maps (stored, or a student's) against ground-truth masks.
     Point(commands::point::PointArgs),
+    /// The self-contained Lavender study on shapes: data, teacher, student, arms, eval, report.
+    Study(commands::study::StudyArgs),
     /// Generate the synthetic shapes dataset (captions, questions, masks, a held-out split).
     Shapes(commands::shapes::ShapesArgs),
     /// Write the student (adapter merged, weights quantized) as a bundle for the browser explorer.
@@ -126,6 +128,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Shapes(args) => commands::shapes::run(args),
         Command::TrainTeacher(args) => commands::train_teacher::run(args),
         Command::Point(args) => commands::point::run(args),
+        Command::Study(args) => commands::study::run(args, run_args),
         Command::BenchUnet(args) => commands::bench_unet::run(args),
         Command::BenchTrain(args) => commands::bench_train::run(args),
         Command::Generate(args) => commands::generate::run(args),

@@ -80,7 +80,7 @@ impl EvalItem {
 }
 
 /// Accuracy over all items and per category.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub count: usize,
     pub correct: usize,
@@ -89,7 +89,7 @@ pub struct Summary {
     pub categories: BTreeMap<String, CategoryScore>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CategoryScore {
     pub count: usize,
     pub correct: usize,

@@ -4,10 +4,15 @@
 
 use burn::tensor::Tensor;
 
+use image::RgbImage;
+
 use crate::{
     align::grid::{GridMode, attention_to_grid, legacy_attention_to_grid},
     maps::words::{group_words, word_maps},
-    vlm::mllama::student::{Mllama, Prepared, StudentError},
+    vlm::mllama::{
+        prompt::Message,
+        student::{Mllama, Prepared, StudentError},
+    },
 };
 
 impl Mllama {
@@ -75,5 +80,43 @@ impl Mllama {
             answer.len(),
         );
         Ok((groups.words.clone(), word_maps(maps, &groups)))
+    }
+
+    /// Per-word maps of `answer` to `question` about `image` ([`Mllama::answer_word_maps`]):
+    /// the conversation with the answer as the assistant's turn, the answer's tokens those
+    /// after the generation prompt up to the end of its turn. What `lavender attend` draws and
+    /// `lavender point --vlm` scores.
+    pub fn answer_maps(
+        &self,
+        image: &RgbImage,
+        question: &str,
+        answer: &str,
+        size: usize,
+        mode: GridMode,
+    ) -> Result<(Vec<String>, Tensor<3>), StudentError> {
+        if answer.trim().is_empty() {
+            return Err(StudentError::Input("the answer is empty".into()));
+        }
+        let prefix = self
+            .prepare(image, &[Message::user_with_image(question)], true)?
+            .inputs
+            .input_ids;
+        let conversation = [
+            Message::user_with_image(question),
+            Message::text("assistant", answer),
+        ];
+        let full = self.prepare(image, &conversation, false)?;
+        let ids = &full.inputs.input_ids;
+        if !ids.starts_with(&prefix) {
+            return Err(StudentError::Input(
+                "the chat template does not place the answer after its generation prompt".into(),
+            ));
+        }
+        let stops = self.model.config.text_config.stop_tokens();
+        let end = ids[prefix.len()..]
+            .iter()
+            .position(|id| stops.contains(id))
+            .map_or(ids.len(), |offset| prefix.len() + offset);
+        self.answer_word_maps(&full, prefix.len()..end, size, mode)
     }
 }

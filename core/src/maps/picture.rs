@@ -53,6 +53,18 @@ pub fn heatmap_overlay(background: &RgbImage, map: &[f32], side: usize) -> RgbIm
     })
 }
 
+/// `cell` under a white strip with `text` (lower-cased; as much as fits), for grids of
+/// labelled pictures of any cell size.
+pub fn label_cell(cell: &RgbImage, text: &str) -> RgbImage {
+    let (width, height) = cell.dimensions();
+    let mut labelled = RgbImage::from_pixel(width, height + 20, Rgb([255, 255, 255]));
+    image::imageops::replace(&mut labelled, cell, 0, 20);
+    let fits = (width.saturating_sub(6) / 6) as usize;
+    let text: String = text.to_lowercase().chars().take(fits).collect();
+    draw_text(&mut labelled, &text, 3, 6, 1);
+    labelled
+}
+
 /// The inferno colormap (matplotlib), linearly interpolated between five of its stops.
 pub fn inferno(value: f32) -> [u8; 3] {
     const STOPS: [[f32; 3]; 5] = [
@@ -72,7 +84,8 @@ pub fn inferno(value: f32) -> [u8; 3] {
     std::array::from_fn(|c| (STOPS[low][c] * (1.0 - t) + STOPS[low + 1][c] * t).round() as u8)
 }
 
-/// Draws lower-case ASCII letters and digits in a 5x7 bitmap font, `scale` pixels per dot;
+/// Draws lower-case ASCII letters, digits, space, `:`, `-` and `'` in a 5x7 bitmap font, `scale`
+/// pixels per dot;
 /// other characters are drawn as `?`.
 fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32) {
     let mut cursor = x;
@@ -137,6 +150,8 @@ fn glyph(ch: char) -> [u8; 5] {
         'z' => [0x44, 0x64, 0x54, 0x4C, 0x44],
         '-' => [0x08, 0x08, 0x08, 0x08, 0x08],
         '\'' => [0x00, 0x05, 0x03, 0x00, 0x00],
+        ' ' => [0x00; 5],
+        ':' => [0x00, 0x36, 0x36, 0x00, 0x00],
         _ => [0x02, 0x01, 0x51, 0x09, 0x06],
     }
 }

@@ -11,6 +11,10 @@
 
 pub mod language;
 pub mod render;
+pub mod student;
+
+#[cfg(test)]
+mod committed_models;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use lavender_core::vlm::mllama::prompt::Message;
 
 use crate::commands::{student_args::StudentArgs, tensor_values, write_png};
 
@@ -38,26 +37,10 @@ pub fn run(args: AttendArgs) -> anyhow::Result<()> {
     crate::output::check_writable(&args.png, "--png")?;
     let (student, image) = args.student.load()?;
 
-    // The answer's tokens are those after the generation prompt, up to the end of its turn.
-    let question = [Message::user_with_image(args.prompt.as_str())];
-    let prefix = student.prepare(&image, &question, true)?.inputs.input_ids;
-    let conversation = [
-        Message::user_with_image(args.prompt.as_str()),
-        Message::text("assistant", args.answer.as_str()),
-    ];
-    let full = student.prepare(&image, &conversation, false)?;
-    let ids = &full.inputs.input_ids;
-    if !ids.starts_with(&prefix) {
-        bail!("the chat template does not place the answer after its generation prompt");
-    }
-    let stops = student.model.config.text_config.stop_tokens();
-    let end = ids[prefix.len()..]
-        .iter()
-        .position(|id| stops.contains(id))
-        .map_or(ids.len(), |offset| prefix.len() + offset);
-    let (words, maps) = student.answer_word_maps(
-        &full,
-        prefix.len()..end,
+    let (words, maps) = student.answer_maps(
+        &image,
+        &args.prompt,
+        &args.answer,
         args.student.map_size,
         args.student.grid.into(),
     )?;

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod point;
 pub mod shapes;
 pub mod student_args;
+pub mod study;
 pub mod teacher_args;
 pub mod train;
 pub mod train_teacher;

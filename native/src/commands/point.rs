@@ -5,15 +5,23 @@
 //! rate of shuffled maps (each sample scored with the next sample's maps, which knows where
 //! objects tend to be but not where this one is: on a layout grid it is well above the area
 //! chance). This is the study's teacher gate.
+//!
+//! With `--vlm` (and `--adapter`) instead of `--maps`, the maps are a student's: for each
+//! sample, the per-word cross-attention maps of its answer (a question's answer, or a caption
+//! as the answer to the captioning prompt), read as `lavender attend` reads them; the words of
+//! the answer that name an object are scored. This is the study's student pointing game.
 
 use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
-    data::TeacherMapsIndex,
+    align::grid::GridMode,
+    data::{TeacherMapsIndex, conversation::CAPTION_PROMPT},
     maps::pointing::{chance, points_inside},
+    vlm::mllama::student::Mllama,
 };
 use serde::Serialize;
 
@@ -23,14 +31,33 @@ use crate::output::{check_writable, write_atomically};
 #[command(after_help = "Examples:
   lavender point --maps maps/ --data data/shapes/captions-val.jsonl
   lavender point --maps data/shapes/oracle-maps --data data/shapes/captions-train.jsonl --out oracle.json
+  lavender point --vlm student/ --adapter runs/lavender/adapter --data data/shapes/vqa-ood.jsonl --map-size 16
 
 The data is a jsonl file whose lines carry an \"id\" (the maps' sample id) and \"objects\":
 [{\"mask\": \"masks/x.png\", \"words\": [\"red\", \"circle\"]}, ...], mask paths relative to the
-file (what `lavender shapes` writes in captions-*.jsonl).")]
+file (what `lavender shapes` writes in captions-*.jsonl and vqa-*.jsonl). With --vlm each line
+also needs \"image\" and either \"text\" (a caption, the answer to the captioning prompt) or
+\"conversations\" (the first user turn is the question, the first assistant turn the answer).")]
 pub struct PointArgs {
     /// A folder of word maps (`extract`'s output, or `shapes`' oracle-maps/).
-    #[arg(long, value_name = "DIR")]
-    pub maps: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "vlm")]
+    pub maps: Option<PathBuf>,
+
+    /// Score a student's maps instead: a Hugging Face Mllama folder.
+    #[arg(long, value_name = "DIR", conflicts_with = "maps")]
+    pub vlm: Option<PathBuf>,
+
+    /// A PEFT LoRA adapter merged into --vlm.
+    #[arg(long, value_name = "DIR", requires = "vlm")]
+    pub adapter: Option<PathBuf>,
+
+    /// Side of the student's maps.
+    #[arg(long, default_value_t = 16, requires = "vlm")]
+    pub map_size: usize,
+
+    /// cuda[:N], wgpu[:N] or cpu, for --vlm (default: the first CUDA GPU, else the CPU).
+    #[arg(long, value_name = "DEVICE", requires = "vlm")]
+    pub device: Option<crate::device::DeviceSpec>,
 
     /// The samples with their objects' masks and words (jsonl).
     #[arg(long, value_name = "PATH")]
@@ -94,14 +121,17 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         check_writable(out, "--out")?;
     }
-    let index = TeacherMapsIndex::open(&args.maps)
-        .with_context(|| format!("cannot open the maps {}", args.maps.display()))?;
+    anyhow::ensure!(
+        (1..=256).contains(&args.map_size),
+        "--map-size must be 1 to 256"
+    );
     let text = std::fs::read_to_string(&args.data)
         .with_context(|| format!("cannot read {}", args.data.display()))?;
     let base = args.data.parent().unwrap_or(std::path::Path::new("."));
     let device = Device::flex();
     // Every sample's objects (mask, words), then its maps where the folder has them.
     let mut records: Vec<(String, Vec<MaskedObject>)> = Vec::new();
+    let mut answers: Vec<Answered> = Vec::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -120,7 +150,7 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
                 .as_str()
                 .with_context(|| format!("{}: an object without \"mask\"", at()))?;
             let mask = crate::commands::open_image(&base.join(mask_path))?;
-            let words = object["words"]
+            let words: Vec<String> = object["words"]
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
@@ -129,25 +159,36 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
                 .collect();
             objects.push((image::DynamicImage::ImageRgb8(mask).to_luma8(), words));
         }
+        if args.vlm.is_some() {
+            let mut sample = answered(&record).with_context(at)?;
+            // Only answers that name one of the objects are scored: skip the model's work
+            // for the others (yes/no, counts, directions).
+            let answer_words: Vec<String> = sample
+                .answer
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_lowercase)
+                .collect();
+            let names_an_object = objects
+                .iter()
+                .any(|(_, words)| words.iter().any(|w| answer_words.contains(w)));
+            if !names_an_object {
+                sample.answer.clear();
+            }
+            answers.push(sample);
+        }
         records.push((id.to_string(), objects));
     }
-    let mut maps = Vec::with_capacity(records.len());
-    for (id, _) in &records {
-        maps.push(match index.get(id, &device)? {
-            Some(found) => {
-                let values = found.to_values().map_err(anyhow::Error::msg)?;
-                let side = found.side();
-                Some((found.words, side, values))
-            }
-            None => None,
-        });
-    }
+    let (maps, source) = match (&args.maps, &args.vlm) {
+        (Some(folder), _) => (teacher_maps(folder, &records, &device)?, folder.clone()),
+        (None, Some(vlm)) => (student_maps(&args, vlm, base, &answers)?, vlm.clone()),
+        (None, None) => bail!("give --maps DIR or --vlm DIR"),
+    };
     let samples = records.len();
     let without_maps = maps.iter().filter(|m| m.is_none()).count();
     let mut all = Tally::default();
     let mut shuffled = Tally::default();
     let mut by_word: BTreeMap<String, Tally> = BTreeMap::new();
-    let score = |maps: &(Vec<String>, usize, Vec<f32>), word: &str, mask: &image::GrayImage| {
+    let score = |maps: &SampleMaps, word: &str, mask: &image::GrayImage| {
         let (words, side, values) = maps;
         let row = words.iter().position(|w| w == word)?;
         let map = &values[row * side * side..(row + 1) * side * side];
@@ -177,12 +218,12 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
         bail!(
             "none of the {samples} samples of {} has maps in {}",
             args.data.display(),
-            args.maps.display()
+            source.display()
         );
     }
     println!(
         "pointing game of {} on {}: {} samples ({} without maps)",
-        args.maps.display(),
+        source.display(),
         args.data.display(),
         samples,
         without_maps
@@ -207,7 +248,8 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
     );
     if let Some(out) = &args.out {
         let result = serde_json::json!({
-            "maps": args.maps.display().to_string(),
+            "maps": source.display().to_string(),
+            "adapter": args.adapter.as_ref().map(|a| a.display().to_string()),
             "data": args.data.display().to_string(),
             "samples": samples,
             "without_maps": without_maps,
@@ -221,4 +263,112 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// One sample's maps: its words, the maps' side and `[words, side, side]` values.
+type SampleMaps = (Vec<String>, usize, Vec<f32>);
+
+/// A sample's image (relative to the data file) and the question and answer a student is
+/// read on.
+struct Answered {
+    image: String,
+    question: String,
+    answer: String,
+}
+
+/// The image, question and answer of a jsonl record: a caption answers the captioning prompt;
+/// a conversation's first user and assistant turns are the question and answer.
+fn answered(record: &serde_json::Value) -> anyhow::Result<Answered> {
+    let image = record["image"]
+        .as_str()
+        .context("no \"image\"")?
+        .to_string();
+    if let Some(text) = record["text"].as_str() {
+        return Ok(Answered {
+            image,
+            question: CAPTION_PROMPT.to_string(),
+            answer: text.to_string(),
+        });
+    }
+    let turns = record["conversations"]
+        .as_array()
+        .context("neither \"text\" nor \"conversations\"")?;
+    let turn = |role: &str| {
+        turns
+            .iter()
+            .find(|t| t["role"] == role)
+            .and_then(|t| t["content"].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("no {role} turn"))
+    };
+    Ok(Answered {
+        image,
+        question: turn("user")?,
+        answer: turn("assistant")?,
+    })
+}
+
+/// The stored maps of every record (`None` where the folder has none).
+fn teacher_maps(
+    folder: &std::path::Path,
+    records: &[(String, Vec<MaskedObject>)],
+    device: &Device,
+) -> anyhow::Result<Vec<Option<SampleMaps>>> {
+    let index = TeacherMapsIndex::open(folder)
+        .with_context(|| format!("cannot open the maps {}", folder.display()))?;
+    let mut maps = Vec::with_capacity(records.len());
+    for (id, _) in records {
+        maps.push(match index.get(id, device)? {
+            Some(found) => {
+                let values = found.to_values().map_err(anyhow::Error::msg)?;
+                let side = found.side();
+                Some((found.words, side, values))
+            }
+            None => None,
+        });
+    }
+    Ok(maps)
+}
+
+/// The student's answer maps of every record ([`Mllama::answer_maps`]).
+fn student_maps(
+    args: &PointArgs,
+    vlm: &std::path::Path,
+    base: &std::path::Path,
+    answers: &[Answered],
+) -> anyhow::Result<Vec<Option<SampleMaps>>> {
+    let spec = args
+        .device
+        .unwrap_or_else(crate::device::DeviceSpec::best_available);
+    let device = spec.open()?;
+    let student = Mllama::load(vlm, args.adapter.as_deref(), &device)
+        .with_context(|| format!("cannot load the model from {}", vlm.display()))?;
+    let progress = ProgressBar::new(answers.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} samples, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut maps = Vec::with_capacity(answers.len());
+    for answered in answers {
+        if answered.answer.is_empty() {
+            maps.push(None);
+            progress.inc(1);
+            continue;
+        }
+        let path = base.join(&answered.image);
+        let image = crate::commands::open_image(&path)?;
+        let (words, values) = student
+            .answer_maps(
+                &image,
+                &answered.question,
+                &answered.answer,
+                args.map_size,
+                GridMode::Corrected,
+            )
+            .with_context(|| format!("the student's maps of {}", path.display()))?;
+        let values = crate::commands::tensor_values(values, "the word maps")?;
+        maps.push(Some((words, args.map_size, values)));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(maps)
 }

@@ -14,7 +14,10 @@
 //! - `oracle-maps/`: teacher-map shards whose maps are the ground truth (a colour or shape
 //!   word's map is its object's mask, other words uniform), readable by `train
 //!   --teacher-maps`, the upper bound of attention supervision;
-//! - `dataset.json`: the settings, the held-out combinations and the counts.
+//! - `dataset.json`: the settings, the held-out combinations and the counts;
+//! - `student/`: a Llama-3.2-Vision folder without weights for the study's student
+//!   (`shapes::student`: word-level tokenizer of this language, an 8x8 patch grid), for
+//!   `lavender train --full --from-scratch --vlm DIR/student` (when --size is a multiple of 8).
 //!
 //! The folder is written under a temporary name and renamed when complete.
 
@@ -29,7 +32,10 @@ use lavender_core::{
     maps::WordMaps,
     rng::SeededRng,
     shapes::{
-        self, HELD_OUT, SceneRecord, ShapesConfig, Split, language::QuestionKind, render::render,
+        self, HELD_OUT, SceneRecord, ShapesConfig, Split,
+        language::QuestionKind,
+        render::render,
+        student::{StudentSize, student_files},
     },
 };
 use serde_json::json;
@@ -176,6 +182,16 @@ pub fn run(args: ShapesArgs) -> anyhow::Result<()> {
         "question_kinds": kinds,
     });
     files.push(("dataset.json".into(), serde_json::to_vec_pretty(&manifest)?));
+    if args.size.is_multiple_of(8) {
+        let size = StudentSize {
+            image_size: args.size as usize,
+            patch_size: args.size as usize / 8,
+            ..StudentSize::default()
+        };
+        for (name, bytes) in student_files(size) {
+            files.push((format!("student/{name}"), bytes));
+        }
+    }
     write_regenerable_folder(
         &args.out,
         files

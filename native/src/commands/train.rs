@@ -102,6 +102,11 @@ pub struct TrainSettingsArgs {
     /// Fine-tune every parameter instead of LoRA factors.
     #[arg(long)]
     pub full: bool,
+    /// With --full: initialise every weight at random (from --seed) from --vlm's config.json
+    /// instead of loading its safetensors, to pre-train a model from scratch (the folder needs
+    /// only config.json, tokenizer.json, the chat template and preprocessor_config.json).
+    #[arg(long, requires = "full")]
+    pub from_scratch: bool,
     /// Start the LoRA factors from this PEFT adapter folder (its r, alpha and target modules
     /// come from its adapter_config.json).
     #[arg(long, value_name = "DIR", conflicts_with = "full")]
@@ -324,6 +329,7 @@ fn resolve(args: &TrainArgs, device_list: &str) -> anyhow::Result<TrainConfig> {
         adapter: s.adapter.as_deref().map(absolute),
         lambda,
         full: s.full,
+        from_scratch: s.from_scratch,
         lora,
         lr,
         lr_gamma: s.lr_gamma,

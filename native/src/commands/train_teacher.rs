@@ -20,7 +20,7 @@ use burn::{
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
-    checkpoint::safetensors_bytes,
+    checkpoint::{NamedTensor, StoredDtype, safetensors_bytes_as},
     data::DataSpec,
     rng::SeededRng,
     sd::{
@@ -85,6 +85,10 @@ pub struct TrainTeacherArgs {
     /// Seed of the initialisation, the batches, the noise and the timesteps.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// Store the weights in f16 (half the size; training is in f32 either way).
+    #[arg(long)]
+    pub half: bool,
 
     /// cuda[:N], wgpu[:N] or cpu (default: the first CUDA GPU if there is one, else the CPU).
     #[arg(long, value_name = "DEVICE")]
@@ -327,16 +331,20 @@ pub fn run(args: TrainTeacherArgs) -> anyhow::Result<()> {
 
     // The diffusers folder.
     let vae_json = vae_config(size, scaling);
-    let unet_bytes =
-        safetensors_bytes(&unet_tensors(&denoiser.unet, &unet_parsed).map_err(anyhow::Error::msg)?)
-            .map_err(anyhow::Error::msg)?;
-    let text_bytes = safetensors_bytes(
-        &text_encoder_tensors(&denoiser.text_encoder).map_err(anyhow::Error::msg)?,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let dtype = if args.half {
+        StoredDtype::F16
+    } else {
+        StoredDtype::F32
+    };
+    let stored = |tensors: Result<Vec<NamedTensor>, String>| {
+        tensors
+            .and_then(|tensors| safetensors_bytes_as(&tensors, dtype))
+            .map_err(anyhow::Error::msg)
+    };
+    let unet_bytes = stored(unet_tensors(&denoiser.unet, &unet_parsed))?;
+    let text_bytes = stored(text_encoder_tensors(&denoiser.text_encoder))?;
     // The weights do not depend on the scaling factor; the written vae/config.json carries it.
-    let vae_bytes = safetensors_bytes(&vae_tensors(&vae).map_err(anyhow::Error::msg)?)
-        .map_err(anyhow::Error::msg)?;
+    let vae_bytes = stored(vae_tensors(&vae))?;
     // The config to be written must read back as one.
     let _: VaeConfig = serde_json::from_value(vae_json.clone())?;
     let specials = json!({
@@ -360,6 +368,7 @@ pub fn run(args: TrainTeacherArgs) -> anyhow::Result<()> {
         "lr": args.lr,
         "caption_dropout": args.caption_dropout,
         "seed": args.seed,
+        "half": args.half,
         "device": spec.to_string(),
         "seconds": seconds,
         "autoencoder_loss": vae_loss,

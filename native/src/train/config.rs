@@ -102,6 +102,9 @@ pub struct TrainConfig {
     pub adapter: Option<PathBuf>,
     pub lambda: f64,
     pub full: bool,
+    /// A `full` run's weights start at random from the config instead of the folder's.
+    #[serde(default)]
+    pub from_scratch: bool,
     pub lora: LoraSettings,
     pub lr: f64,
     pub lr_gamma: f64,

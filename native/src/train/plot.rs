@@ -33,7 +33,7 @@ pub const FONT_CANDIDATES: &[&str] = &[
 ];
 
 /// Registers a font for plotters once per process; whether one was found.
-fn font_available() -> bool {
+pub(crate) fn font_available() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
         let from_env = std::env::var("LAVENDER_PLOT_FONT").ok();

@@ -660,7 +660,6 @@ impl Mean {
     }
 }
 
-/// The student (LoRA'd unless `full`, factors from `adapter` if given) and a fresh Aligner.
 /// How a session treats a sample whose image cannot be read: skipped, listed once in the
 /// run's `skipped.jsonl` and warned about, or with `--strict` an error.
 struct SkipUnreadable<'a> {
@@ -702,9 +701,15 @@ impl SkipUnreadable<'_> {
     }
 }
 
+/// The student (LoRA'd unless `full`, factors from `adapter` if given; at random from the
+/// config if `from_scratch`) and a fresh Aligner.
 fn build_trainable(config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
-    let mut student = Mllama::load(&config.vlm, None, device)
-        .with_context(|| format!("cannot load the model from {}", config.vlm.display()))?;
+    let mut student = if config.from_scratch {
+        Mllama::from_scratch(&config.vlm, device)
+    } else {
+        Mllama::load(&config.vlm, None, device)
+    }
+    .with_context(|| format!("cannot load the model from {}", config.vlm.display()))?;
     if !config.full {
         student = student.try_map_model(|model| {
             let model = apply_lora(model, &config.lora)?;

@@ -13,6 +13,7 @@ use image::RgbImage;
 
 use super::{
     batch::SampleInputs,
+    config::MllamaConfig,
     model::MllamaModel,
     processor::{MllamaImageProcessor, PreprocessError, ProcessedImage},
     prompt::{Message, MllamaPrompt, PromptError, PromptInputs},
@@ -23,7 +24,7 @@ use crate::{
         grid::TileGeometry,
         student::{StudentVlm, Supervision, TextToImageAttention},
     },
-    weights::{FileSource, LoadError},
+    weights::{FileSource, LoadError, Weights},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,15 @@ impl Mllama {
             }
         }
         let model = MllamaModel::load(folder, adapter, device)?;
+        Ok(Self::assemble(model, &FileSource::Folder(folder))?)
+    }
+
+    /// A model of `folder`'s config.json with fresh weights ([`Weights::fresh`], drawn from the
+    /// device's seeded generator) for training from scratch, with the folder's tokenizer, chat
+    /// template and processor; the folder needs no safetensors.
+    pub fn from_scratch(folder: &Path, device: &Device) -> Result<Self, StudentError> {
+        let config = MllamaConfig::load(folder)?;
+        let model = MllamaModel::from_weights(config, &Weights::fresh(), device)?;
         Ok(Self::assemble(model, &FileSource::Folder(folder))?)
     }
 
