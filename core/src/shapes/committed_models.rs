@@ -23,13 +23,18 @@ fn models() -> PathBuf {
 }
 
 fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/shapes-models/golden.safetensors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/shapes-models/golden.safetensors")
 }
 
 fn metadata(key: &str) -> String {
     let bytes = std::fs::read(golden_path()).unwrap();
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    metadata.metadata().as_ref().and_then(|m| m.get(key).cloned()).unwrap()
+    metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .unwrap()
 }
 
 fn scene() -> image::RgbImage {
@@ -45,25 +50,38 @@ fn committed_teacher_matches_diffusers() {
     let teacher = models().join("shapes-teacher");
     let golden = Weights::from_files(&[golden_path()]).unwrap();
     let tokenizer = ClipTokenizer::load(&teacher.join("tokenizer")).unwrap();
-    let ids = tokenizer.encode(&metadata("caption")).unwrap().to_tensor(&device);
+    let ids = tokenizer
+        .encode(&metadata("caption"))
+        .unwrap()
+        .to_tensor(&device);
     let (expected_ids, _) = golden_i64(&golden_path(), "teacher_input_ids");
     let ours: Vec<i64> = ids.clone().into_data().iter::<i64>().collect();
     assert_eq!(ours, expected_ids);
 
     let text = ClipTextModel::load(&teacher.join("text_encoder"), &device).unwrap();
     let context = text.forward(ids);
-    let expected = golden.tensor::<3>("teacher_context", context.dims(), &device).unwrap();
+    let expected = golden
+        .tensor::<3>("teacher_context", context.dims(), &device)
+        .unwrap();
     assert_close("text encoder", context, expected.clone(), 1e-4);
 
     let unet = UNet2DConditionModel::load(&teacher.join("unet"), &device).unwrap();
-    let latents = golden.tensor::<4>("teacher_latents", [1, 4, 16, 16], &device).unwrap();
+    let latents = golden
+        .tensor::<4>("teacher_latents", [1, 4, 16, 16], &device)
+        .unwrap();
     let noise = unet.forward(latents, 500.0, expected, None);
-    let expected = golden.tensor::<4>("teacher_noise", [1, 4, 16, 16], &device).unwrap();
+    let expected = golden
+        .tensor::<4>("teacher_noise", [1, 4, 16, 16], &device)
+        .unwrap();
     assert_close("UNet", noise, expected, 1e-4);
 
     let vae = AutoencoderKl::load(&teacher.join("vae"), &device).unwrap();
-    let image = golden.tensor::<4>("teacher_image", [1, 3, 64, 64], &device).unwrap();
-    let expected = golden.tensor::<4>("teacher_vae_mean", [1, 4, 16, 16], &device).unwrap();
+    let image = golden
+        .tensor::<4>("teacher_image", [1, 3, 64, 64], &device)
+        .unwrap();
+    let expected = golden
+        .tensor::<4>("teacher_vae_mean", [1, 4, 16, 16], &device)
+        .unwrap();
     assert_close("VAE encoder", vae.encode_mean(image), expected, 1e-4);
 }
 
@@ -79,7 +97,12 @@ fn committed_student_matches_transformers() {
     ];
     let (prepared, _) = student.prepare_conversation(&scene(), &messages).unwrap();
     let (expected_ids, _) = golden_i64(&golden_path(), "student_input_ids");
-    let ids: Vec<i64> = prepared.inputs.input_ids.iter().map(|&id| id as i64).collect();
+    let ids: Vec<i64> = prepared
+        .inputs
+        .input_ids
+        .iter()
+        .map(|&id| id as i64)
+        .collect();
     assert_eq!(ids, expected_ids);
 
     let golden = Weights::from_files(&[golden_path()]).unwrap();
@@ -87,8 +110,16 @@ fn committed_student_matches_transformers() {
     let logits = student
         .model
         .text
-        .forward(input_ids, Some(prepared.states), Some(prepared.mask), &mut KvCache::new(), false)
+        .forward(
+            input_ids,
+            Some(prepared.states),
+            Some(prepared.mask),
+            &mut KvCache::new(),
+            false,
+        )
         .logits;
-    let expected = golden.tensor::<3>("student_logits", logits.dims(), &device).unwrap();
+    let expected = golden
+        .tensor::<3>("student_logits", logits.dims(), &device)
+        .unwrap();
     assert_close("student logits", logits, expected, 1e-4);
 }

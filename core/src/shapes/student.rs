@@ -10,10 +10,48 @@ use serde_json::{Value, json};
 /// The words of every caption, question and answer [`super::language`] writes, of the
 /// captioning prompt ([`crate::data::conversation::CAPTION_PROMPT`]) and the chat roles the template writes. A test checks that no generated text needs another.
 const WORDS: [&str; 42] = [
-    "a", "and", "from", "left", "right", "to", "of", "above", "below", "or", "what", "colour",
-    "is", "the", "shape", "object", "there", "how", "many", "objects", "are", "yes", "no", "two",
-    "three", "red", "green", "blue", "yellow", "circle", "square", "triangle", "user",
-    "assistant", "system", "image", "describe", "in", "single", "sentence", "as", "caption",
+    "a",
+    "and",
+    "from",
+    "left",
+    "right",
+    "to",
+    "of",
+    "above",
+    "below",
+    "or",
+    "what",
+    "colour",
+    "is",
+    "the",
+    "shape",
+    "object",
+    "there",
+    "how",
+    "many",
+    "objects",
+    "are",
+    "yes",
+    "no",
+    "two",
+    "three",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "user",
+    "assistant",
+    "system",
+    "image",
+    "describe",
+    "in",
+    "single",
+    "sentence",
+    "as",
+    "caption",
 ];
 
 /// Punctuation and whitespace pieces the byte-level pre-tokenizer cuts from the texts (`Ċ` is
@@ -74,9 +112,8 @@ pub fn tokenizer_json() -> Value {
         .enumerate()
         .map(|(id, token)| (token.clone(), json!(id)))
         .collect();
-    let special_id = |token: &str| {
-        words.len() + SPECIAL_TOKENS.iter().position(|t| *t == token).unwrap_or(0)
-    };
+    let special_id =
+        |token: &str| words.len() + SPECIAL_TOKENS.iter().position(|t| *t == token).unwrap_or(0);
     let added: Vec<Value> = SPECIAL_TOKENS
         .iter()
         .map(|token| {
@@ -300,7 +337,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             encoding.get_tokens(),
-            ["<|begin_of_text|>", "What", "Ġcolour", "Ġis", "Ġthe", "Ġcircle", "?"]
+            [
+                "<|begin_of_text|>",
+                "What",
+                "Ġcolour",
+                "Ġis",
+                "Ġthe",
+                "Ġcircle",
+                "?"
+            ]
         );
         let alone: Vec<String> = encoding.get_ids()[1..]
             .iter()
@@ -309,11 +354,21 @@ mod tests {
         assert_eq!(alone, ["What", " colour", " is", " the", " circle", "?"]);
         // The answer after the header's newlines, and the generation prompt that ends with
         // them, cut the newlines the same way.
-        let answer = tokenizer.encode("assistant<|end_header_id|>\n\nblue", false).unwrap();
-        let prompt = tokenizer.encode("assistant<|end_header_id|>\n\n", false).unwrap();
-        assert_eq!(answer.get_tokens(), ["assistant", "<|end_header_id|>", "ĊĊ", "blue"]);
+        let answer = tokenizer
+            .encode("assistant<|end_header_id|>\n\nblue", false)
+            .unwrap();
+        let prompt = tokenizer
+            .encode("assistant<|end_header_id|>\n\n", false)
+            .unwrap();
+        assert_eq!(
+            answer.get_tokens(),
+            ["assistant", "<|end_header_id|>", "ĊĊ", "blue"]
+        );
         assert_eq!(prompt.get_tokens(), &answer.get_tokens()[..3]);
         let image = tokenizer.token_to_id("<|image|>").unwrap() as u64;
-        assert_eq!(config_json(StudentSize::default())["image_token_index"], image);
+        assert_eq!(
+            config_json(StudentSize::default())["image_token_index"],
+            image
+        );
     }
 }

@@ -44,8 +44,9 @@ pub fn run(args: DemoArgs, run_command: RunCommand) -> anyhow::Result<()> {
             "{} holds a study that is not a demo: choose another --out",
             args.out.display()
         );
-        fs::remove_dir_all(&args.out)
-            .with_context(|| format!("cannot replace the earlier demo in {}", args.out.display()))?;
+        fs::remove_dir_all(&args.out).with_context(|| {
+            format!("cannot replace the earlier demo in {}", args.out.display())
+        })?;
     }
     study::run(
         StudyArgs {

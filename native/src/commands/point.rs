@@ -241,11 +241,13 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
             tally.z()
         );
     }
-    println!(
-        "shuffled maps (each sample scored with another's): rate {:.3} over {} words",
-        shuffled.rate(),
-        shuffled.words
-    );
+    if shuffled.words > 0 {
+        println!(
+            "shuffled maps (each sample scored with another's): rate {:.3} over {} words",
+            shuffled.rate(),
+            shuffled.words
+        );
+    }
     if let Some(out) = &args.out {
         let result = serde_json::json!({
             "maps": source.display().to_string(),

@@ -153,7 +153,7 @@ impl StudyPlan {
             StudyMode::Quick => ([1000, 200, 100, 100], 3, 100, 0),
             StudyMode::Full => ([2000, 200, 400, 400], 5, 300, 2000),
             StudyMode::Smoke => ([40, 10, 8, 8], 2, 3, 20),
-            StudyMode::Demo => ([300, 100, 30, 30], 1, 60, 0),
+            StudyMode::Demo => ([200, 100, 30, 30], 1, 40, 0),
         };
         let seeds = args.seeds.unwrap_or(seeds);
         let fewest = if mode == StudyMode::Demo { 1 } else { 2 };
@@ -386,7 +386,9 @@ impl Study<'_> {
 
         let student = if plan.student.is_empty() {
             let run = out.join("student-pretraining");
-            self.stage("student: captioning pre-training from scratch (`train --full --from-scratch`)");
+            self.stage(
+                "student: captioning pre-training from scratch (`train --full --from-scratch`)",
+            );
             self.command(
                 &run.join("model").join("model.safetensors"),
                 &strings(&[
@@ -425,13 +427,14 @@ impl Study<'_> {
         };
 
         let questions = |name: &str| path(&data.join(name));
-        let arm = |name: &str, description: &str, lambda: f64, file: &str, maps: Option<&Path>| Arm {
-            name: name.to_string(),
-            description: description.to_string(),
-            lambda,
-            questions: questions(file),
-            maps: maps.map(Path::to_path_buf),
-        };
+        let arm =
+            |name: &str, description: &str, lambda: f64, file: &str, maps: Option<&Path>| Arm {
+                name: name.to_string(),
+                description: description.to_string(),
+                lambda,
+                questions: questions(file),
+                maps: maps.map(Path::to_path_buf),
+            };
         let oracle_maps = data.join("oracle-maps");
         let train_arm = |arm: &Arm, seed: u64| -> anyhow::Result<PathBuf> {
             let run = out.join("arms").join(format!("{}-seed{seed}", arm.name));
@@ -465,7 +468,10 @@ impl Study<'_> {
             if let Some(maps) = &arm.maps {
                 args.extend(strings(&["--teacher-maps", &path(maps)]));
             }
-            self.command(&run.join("adapter").join("adapter_model.safetensors"), &args)?;
+            self.command(
+                &run.join("adapter").join("adapter_model.safetensors"),
+                &args,
+            )?;
             Ok(run)
         };
         let eval = |run: &Path, split: &str, limit: Option<usize>| -> anyhow::Result<PathBuf> {
@@ -517,7 +523,13 @@ impl Study<'_> {
             .map(|(lambda, _)| lambda);
 
         let mut arms = vec![
-            arm("sft", "plain fine-tuning (lambda 0)", 0.0, "vqa-train.jsonl", None),
+            arm(
+                "sft",
+                "plain fine-tuning (lambda 0)",
+                0.0,
+                "vqa-train.jsonl",
+                None,
+            ),
             arm(
                 "lavender",
                 "Lavender, the teacher's maps (lambda 10)",
@@ -576,7 +588,10 @@ impl Study<'_> {
         let mut results = Vec::new();
         for arm in &arms {
             for &seed in &plan.seeds {
-                self.stage(&format!("arm {}, seed {seed}: train, eval, point", arm.name));
+                self.stage(&format!(
+                    "arm {}, seed {seed}: train, eval, point",
+                    arm.name
+                ));
                 let run = train_arm(arm, seed)?;
                 let id = eval(&run, "test", test_limit)?;
                 let ood = eval(&run, "ood", test_limit)?;

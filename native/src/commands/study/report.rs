@@ -156,7 +156,8 @@ impl Interval {
 
     /// Whether the interval leaves out zero.
     pub fn excludes_zero(&self) -> bool {
-        self.half_width.is_finite() && (self.mean - self.half_width > 0.0 || self.mean + self.half_width < 0.0)
+        self.half_width.is_finite()
+            && (self.mean - self.half_width > 0.0 || self.mean + self.half_width < 0.0)
     }
 
     /// `mean ± half-width` in per cent (the mean alone from one value).
@@ -180,8 +181,8 @@ impl Interval {
 /// The two-sided 95% quantile of Student's t with `df` degrees of freedom.
 pub fn t_95(df: usize) -> f64 {
     const TABLE: [f64; 20] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
     ];
     match df {
         0 => f64::NAN,
@@ -234,7 +235,8 @@ pub fn write(inputs: Inputs<'_>) -> anyhow::Result<Written> {
         pictures,
         elapsed,
     } = inputs;
-    let of_arm = |name: &str| -> Vec<&RunResult> { results.iter().filter(|r| r.arm == name).collect() };
+    let of_arm =
+        |name: &str| -> Vec<&RunResult> { results.iter().filter(|r| r.arm == name).collect() };
     let interval = |name: &str, metric: Metric| {
         Interval::of(&of_arm(name).iter().map(|r| metric(r)).collect::<Vec<_>>())
     };
@@ -359,7 +361,10 @@ pub fn write(inputs: Inputs<'_>) -> anyhow::Result<Written> {
     }
 
     let mut report = String::new();
-    writeln!(report, "# Lavender on shapes: does aligning attention with a diffusion teacher help out of distribution?\n")?;
+    writeln!(
+        report,
+        "# Lavender on shapes: does aligning attention with a diffusion teacher help out of distribution?\n"
+    )?;
     writeln!(report, "**Result.** {reading}\n")?;
     writeln!(report, "{table}")?;
     writeln!(
@@ -389,14 +394,22 @@ pub fn write(inputs: Inputs<'_>) -> anyhow::Result<Written> {
         report,
         "- Teacher: `{}` (a tiny Stable Diffusion: CLIP text encoder, UNet with cross-attention, \
          AutoencoderKL), maps by `extract --recipe noise --timesteps 200,500` at {}×{}.",
-        if plan.teacher.is_empty() { "teacher/, trained here by lavender train-teacher" } else { &plan.teacher },
+        if plan.teacher.is_empty() {
+            "teacher/, trained here by lavender train-teacher"
+        } else {
+            &plan.teacher
+        },
         plan.map_size,
         plan.map_size
     )?;
     writeln!(
         report,
         "- Student: `{}` (a tiny Llama-3.2-Vision pre-trained on captioning the training images).",
-        if plan.student.is_empty() { "student-pretraining/model, pre-trained here by lavender train --full --from-scratch" } else { &plan.student }
+        if plan.student.is_empty() {
+            "student-pretraining/model, pre-trained here by lavender train --full --from-scratch"
+        } else {
+            &plan.student
+        }
     )?;
     writeln!(
         report,
@@ -460,8 +473,9 @@ pub fn write(inputs: Inputs<'_>) -> anyhow::Result<Written> {
     writeln!(
         report,
         "Pictures: `accuracy.png` (accuracy per arm with intervals), `maps.png` (OOD questions: \
-         image, ground truth, teacher, SFT student, Lavender student; seed {})."
-    , plan.seeds[0])?;
+         image, ground truth, teacher, SFT student, Lavender student; seed {}).",
+        plan.seeds[0]
+    )?;
 
     let summary: BTreeMap<String, BTreeMap<&str, Interval>> = arms
         .iter()
@@ -561,7 +575,10 @@ fn accuracy_png(bars: &[(String, Interval, Interval)]) -> anyhow::Result<Vec<u8>
         builder.margin(20);
         if with_text {
             builder
-                .caption("accuracy per arm (mean, 95% interval over seeds)", ("sans-serif", 22))
+                .caption(
+                    "accuracy per arm (mean, 95% interval over seeds)",
+                    ("sans-serif", 22),
+                )
                 .x_label_area_size(40)
                 .y_label_area_size(50);
         }
@@ -617,7 +634,10 @@ fn accuracy_png(bars: &[(String, Interval, Interval)]) -> anyhow::Result<Vec<u8>
             for (k, label) in ["in-distribution test", "OOD test"].iter().enumerate() {
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
-                        [(0.0, 0.96 - 0.05 * k as f64), (0.05, 0.99 - 0.05 * k as f64)],
+                        [
+                            (0.0, 0.96 - 0.05 * k as f64),
+                            (0.05, 0.99 - 0.05 * k as f64),
+                        ],
                         colours[k].filled(),
                     )))
                     .map_err(|e| anyhow!("cannot draw: {e}"))?;
@@ -674,13 +694,14 @@ impl MapPictures<'_> {
             let record: serde_json::Value = serde_json::from_str(line)?;
             let category = record["category"].as_str().unwrap_or("");
             let object = &record["objects"][0];
-            let held_out = object["colour"].as_str().zip(object["shape"].as_str()).is_some_and(
-                |(colour, shape)| {
+            let held_out = object["colour"]
+                .as_str()
+                .zip(object["shape"].as_str())
+                .is_some_and(|(colour, shape)| {
                     lavender_core::shapes::HELD_OUT
                         .iter()
                         .any(|(c, s)| c.name() == colour && s.name() == shape)
-                },
-            );
+                });
             if !(held_out && (category == "colour" || category == "shape")) {
                 continue;
             }
@@ -688,7 +709,9 @@ impl MapPictures<'_> {
             let Some(teacher) = index.get(scene, &Device::flex())? else {
                 continue;
             };
-            let turns = record["conversations"].as_array().context("conversations")?;
+            let turns = record["conversations"]
+                .as_array()
+                .context("conversations")?;
             let question = turns[0]["content"].as_str().unwrap_or("");
             // The map cell labels: the image cell says which question it is.
             let answer = turns[1]["content"].as_str().unwrap_or("");
@@ -708,11 +731,18 @@ impl MapPictures<'_> {
                 (format!("{category}: {answer}"), background.clone()),
                 (
                     "ground truth".to_string(),
-                    mask_overlay(&background, &image::DynamicImage::ImageRgb8(mask).to_luma8()),
+                    mask_overlay(
+                        &background,
+                        &image::DynamicImage::ImageRgb8(mask).to_luma8(),
+                    ),
                 ),
                 (
                     format!("teacher: {answer}"),
-                    heatmap_overlay(&background, &values[row * side * side..(row + 1) * side * side], side),
+                    heatmap_overlay(
+                        &background,
+                        &values[row * side * side..(row + 1) * side * side],
+                        side,
+                    ),
                 ),
             ];
             for (name, student) in ["SFT", "Lavender"].iter().zip(&students) {
@@ -726,7 +756,11 @@ impl MapPictures<'_> {
                 let maps = crate::commands::tensor_values(maps, "student maps")?;
                 let size = self.map_size;
                 let cell = match words.iter().position(|w| w == answer) {
-                    Some(k) => heatmap_overlay(&background, &maps[k * size * size..(k + 1) * size * size], size),
+                    Some(k) => heatmap_overlay(
+                        &background,
+                        &maps[k * size * size..(k + 1) * size * size],
+                        size,
+                    ),
                     None => background.clone(),
                 };
                 cells.push((format!("{name}: {answer}"), cell));
@@ -762,7 +796,11 @@ fn mask_overlay(background: &RgbImage, mask: &GrayImage) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let under = background.get_pixel(x, y).0;
         if mask.get_pixel(x, y).0[0] > 127 {
-            image::Rgb([255, (under[1] as u16 / 3) as u8, (under[2] as u16 / 3) as u8])
+            image::Rgb([
+                255,
+                (under[1] as u16 / 3) as u8,
+                (under[2] as u16 / 3) as u8,
+            ])
         } else {
             image::Rgb(under.map(|v| v / 2))
         }
@@ -778,8 +816,8 @@ fn png_bytes(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
@@ -793,7 +831,11 @@ mod tests {
     fn interval_of_three_values() {
         let interval = Interval::of(&[0.5, 0.6, 0.7]);
         assert!((interval.mean - 0.6).abs() < 1e-12);
-        assert!((interval.half_width - 0.248434).abs() < 1e-5, "{}", interval.half_width);
+        assert!(
+            (interval.half_width - 0.248434).abs() < 1e-5,
+            "{}",
+            interval.half_width
+        );
         assert!(interval.excludes_zero());
         assert!(!Interval::of(&[-0.1, 0.1, 0.05]).excludes_zero());
         assert!(Interval::of(&[0.3]).half_width.is_nan());
