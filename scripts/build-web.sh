@@ -26,32 +26,35 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
     --out-dir "$staging/pkg" \
     "$target_dir/wasm32-unknown-unknown/release/lavender_web.wasm"
 cp www/*.html www/*.css www/*.js "$staging/"
-# The example the explorer opens by default: the tiny test student (random weights) with its
-# test adapter, fine-tuned for a few Lavender steps on the six demo images against the tiny
-# Stable Diffusion teacher's maps (extracted at 32 px, as `lavender demo` does: seconds), then
-# exported by the native CLI exactly as a user would export a real run: the adapter merged, the
-# trained Aligner and the demo images with their teacher maps shipped, so the explorer can show
-# training's Aligner maps and the teacher's map of a word beside the student's. The maps and
-# the run are not part of the site. The debug binary is the one `cargo test` builds anyway.
+# The example the explorer opens by default: the shapes study's student (native/models/:
+# pre-trained here on captioning, then fine-tuned 100 LoRA steps with Lavender by
+# `lavender study --quick`, seed 0), exported by the native CLI exactly as a user would export
+# a run: the adapter merged, weights in 8 bits, the trained Aligner and four out-of-distribution
+# scenes with the committed teacher's maps shipped as examples, so the explorer shows the
+# student's map of a word beside the teacher's. The scenes, masks and maps are generated here
+# (seconds) and are not part of the site but for the pages' two images and one mask the browser
+# test scores. The debug binary is the one `cargo test` builds anyway.
 cargo build -p lavender
 lavender="$target_dir/debug/lavender"
+scenes="$staging/scenes.tmp"
 teacher_maps="$staging/teacher-maps.tmp"
-run="$staging/run.tmp"
-"$lavender" extract --sd tests/fixtures/sd-tiny \
-    --data jsonl:native/demo/captions.jsonl --out "$teacher_maps" \
-    --image-size 32 --device cpu >/dev/null
-"$lavender" train --vlm tests/fixtures/mllama-tiny --adapter tests/fixtures/mllama-tiny/adapter \
-    --data jsonl:native/demo/captions.jsonl --teacher-maps "$teacher_maps" --out "$run" \
-    --lr 5e-3 --batch 1 --max-steps 6 --device cpu >"$staging/train.log" 2>&1 \
-    || { cat "$staging/train.log" >&2; echo "build-web: the example's training run failed" >&2; exit 1; }
-"$lavender" export-web --vlm tests/fixtures/mllama-tiny --adapter "$run/adapter" \
-    --aligner "$run/aligner.safetensors" --quant q8 --out "$staging/example" \
-    --teacher-maps "$teacher_maps" --examples jsonl:native/demo/captions.jsonl \
-    --example-limit 6 >/dev/null
-rm -rf "$teacher_maps" "$run" "$staging/train.log"
+"$lavender" shapes --out "$scenes" --train 1 --val 1 --test 1 --ood 4 >/dev/null
+"$lavender" extract --sd native/models/shapes-teacher \
+    --data "jsonl:$scenes/captions-ood.jsonl" --out "$teacher_maps" --image-size 64 \
+    --recipe noise --timesteps 200,500 --attn-res 16 --map-size 16 --seed 0 --device cpu >/dev/null
+"$lavender" export-web --vlm native/models/shapes-student \
+    --adapter native/models/shapes-lavender/adapter \
+    --aligner native/models/shapes-lavender/aligner.safetensors --quant q8 --map-size 16 \
+    --out "$staging/example" --teacher-maps "$teacher_maps" \
+    --examples "jsonl:$scenes/captions-ood.jsonl" --example-limit 4 >/dev/null
 mkdir -p "$staging/images"
-cp native/demo/dog-ball.png native/demo/house.png "$staging/images/"
+# ood-00003: "a red square, a yellow triangle and a blue circle from left to right" (object 2 is
+# the blue circle); ood-00001: "a yellow square, a blue circle and a green triangle ...".
+cp "$scenes/images/ood-00003.png" "$staging/images/shapes.png"
+cp "$scenes/masks/ood-00003-2.png" "$staging/images/shapes-blue-circle-mask.png"
+cp "$scenes/images/ood-00001.png" "$staging/images/shapes-2.png"
 cp tests/fixtures/mllama-tiny/image.png "$staging/images/fixture.png"
+rm -rf "$scenes" "$teacher_maps"
 rm -rf "$out"
 mv "$staging" "$out"
 echo "build-web: $(du -sh "$out" | cut -f1) in $out ($(du -h "$out/pkg/lavender_web_bg.wasm" | cut -f1) wasm)"

@@ -398,20 +398,20 @@ fn export_overwriting(out: &Path) {
     success(&export_web(out, &["--quant", "none", "--overwrite"]));
 }
 
-/// The bundled demo images and captions (`{"id", "image", "text"}` per line).
-fn demo_captions() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../native/demo/captions.jsonl")
+/// The test drawings and their captions (`{"id", "image", "text"}` per line).
+fn drawings_captions() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/drawings/captions.jsonl")
 }
 
-/// `lavender extract` of the demo captions' odd samples (`--shard 1/2`: square-grass, sun-sea,
+/// `lavender extract` of the drawings' odd samples (`--shard 1/2`: square-grass, sun-sea,
 /// dog-ball) with the tiny Stable Diffusion at 32 x 32 on the CPU, into `out`.
-fn extract_odd_demo_samples(out: &Path) {
+fn extract_odd_drawings(out: &Path) {
     success(&lavender(&[
         "extract",
         "--sd",
         common::fixture_dir("sd-tiny").to_str().unwrap(),
         "--data",
-        &format!("jsonl:{}", demo_captions().display()),
+        &format!("jsonl:{}", drawings_captions().display()),
         "--out",
         out.to_str().unwrap(),
         "--image-size",
@@ -440,9 +440,9 @@ fn read_bundle(dir: &Path) -> BundleFiles {
 fn bundles_ship_examples_with_the_teachers_maps() {
     let dir = temp_dir("export-web-examples");
     let maps = dir.join("maps");
-    extract_odd_demo_samples(&maps);
+    extract_odd_drawings(&maps);
     let bundle = dir.join("bundle");
-    let examples = format!("jsonl:{}", demo_captions().display());
+    let examples = format!("jsonl:{}", drawings_captions().display());
     let report = success(&export_web(
         &bundle,
         &[
@@ -466,7 +466,7 @@ fn bundles_ship_examples_with_the_teachers_maps() {
     let ids: Vec<&str> = manifest.examples.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["square-grass", "sun-sea"]);
     let index = TeacherMapsIndex::open(&maps).unwrap();
-    let demo = demo_captions().parent().unwrap().to_path_buf();
+    let drawings = drawings_captions().parent().unwrap().to_path_buf();
     for example in &manifest.examples {
         for name in [&example.image, &example.maps] {
             let entry = &manifest.files[name];
@@ -483,7 +483,7 @@ fn bundles_ship_examples_with_the_teachers_maps() {
         assert_eq!(shipped.words, teacher.words);
         assert_eq!(shipped.to_values().unwrap(), teacher.to_values().unwrap());
         let png = image::open(bundle.join(&example.image)).unwrap().to_rgb8();
-        let original = image::open(demo.join(format!("{}.png", example.id)))
+        let original = image::open(drawings.join(format!("{}.png", example.id)))
             .unwrap()
             .to_rgb8();
         assert_eq!(
@@ -519,7 +519,7 @@ fn example_flags_go_together_and_bad_examples_are_named() {
         lavender(&args)
     };
     let maps = dir.join("maps");
-    let examples = format!("jsonl:{}", demo_captions().display());
+    let examples = format!("jsonl:{}", drawings_captions().display());
     for (extra, missing) in [
         (vec!["--teacher-maps", maps.to_str().unwrap()], "--examples"),
         (vec!["--examples", examples.as_str()], "--teacher-maps"),
@@ -547,7 +547,7 @@ fn example_flags_go_together_and_bad_examples_are_named() {
         "{error}"
     );
 
-    extract_odd_demo_samples(&maps);
+    extract_odd_drawings(&maps);
     let broken = dir.join("broken.jsonl");
     fs::write(
         &broken,

@@ -1,9 +1,9 @@
 //! End-to-end checks of `lavender train` through the real binary, on the tiny Mllama fixture
 //! (`tests/fixtures/mllama-tiny`) with teacher maps that `lavender extract` writes from the
-//! tiny SD fixture for the demo captions (`native/demo/captions.jsonl`).
+//! tiny SD fixture for six captioned drawings (`tests/fixtures/drawings/captions.jsonl`).
 //!
 //! Each test extracts its own teacher folder with the one-pass `noise` recipe (a fraction of a
-//! second for the six demo samples), so every test owns, and removes, all it writes.
+//! second for the six drawings), so every test owns, and removes, all it writes.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -23,19 +23,23 @@ fn vlm() -> PathBuf {
     common::fixture_dir("mllama-tiny")
 }
 
-fn demo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo")
+fn drawings_dir() -> PathBuf {
+    // Canonical: `train` records the data path without `..`.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/drawings")
+        .canonicalize()
+        .unwrap()
 }
 
-fn demo_data() -> String {
-    format!("jsonl:{}", demo_dir().join("captions.jsonl").display())
+fn drawings_data() -> String {
+    format!("jsonl:{}", drawings_dir().join("captions.jsonl").display())
 }
 
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Teacher maps (32x32) of the six demo captions in `dir/teacher`.
+/// Teacher maps (32x32) of the six drawings in `dir/teacher`.
 fn extract_teacher(dir: &Path) -> PathBuf {
     let out = dir.join("teacher");
     let sd = common::fixture_dir("sd-tiny");
@@ -44,7 +48,7 @@ fn extract_teacher(dir: &Path) -> PathBuf {
         "--sd",
         path(&sd),
         "--data",
-        &demo_data(),
+        &drawings_data(),
         "--out",
         path(&out),
         "--image-size",
@@ -209,7 +213,7 @@ fn lavender_trains_and_writes_the_run_folder() {
     );
     let output = Command::new(env!("CARGO_BIN_EXE_lavender"))
         .args(&args)
-        .current_dir(demo_dir())
+        .current_dir(drawings_dir())
         .output()
         .unwrap();
     let stdout = success(&output);
@@ -250,7 +254,7 @@ fn lavender_trains_and_writes_the_run_folder() {
     assert_eq!(config["map_size"].as_integer(), Some(32));
     assert_eq!(config["device"].as_str(), Some("cpu"));
     assert_eq!(config["teacher_maps"].as_str(), Some(path(&teacher)));
-    assert_eq!(config["data"].as_str(), Some(demo_data().as_str()));
+    assert_eq!(config["data"].as_str(), Some(drawings_data().as_str()));
     assert_eq!(config["lora"]["r"].as_integer(), Some(8));
     assert_eq!(config["lora"]["alpha"].as_float(), Some(32.0));
 
@@ -295,7 +299,7 @@ fn lavender_trains_and_writes_the_run_folder() {
         "--adapter",
         path(&run.join("adapter")),
         "--image",
-        path(&demo_dir().join("circle-sky.png")),
+        path(&drawings_dir().join("circle-sky.png")),
         "--prompt",
         "What is in the picture?",
         "--max-new-tokens",
@@ -325,7 +329,7 @@ fn the_loss_decreases_on_one_sample() {
             "{}\n",
             serde_json::json!({
                 "id": "circle-sky",
-                "image": demo_dir().join("circle-sky.png"),
+                "image": drawings_dir().join("circle-sky.png"),
                 "text": "a red ball in the blue sky",
             })
         ),
@@ -414,10 +418,10 @@ fn a_killed_run_resumes_to_the_same_weights() {
         "1e-2",
     ];
     let whole = dir.join("whole");
-    success(&train(&demo_data(), &teacher, &whole, &settings));
+    success(&train(&drawings_data(), &teacher, &whole, &settings));
 
     let killed = dir.join("killed");
-    let args = train_args(&demo_data(), &teacher, &killed, &settings);
+    let args = train_args(&drawings_data(), &teacher, &killed, &settings);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lavender"))
         .args(&args)
         .stdout(Stdio::null())
@@ -513,7 +517,7 @@ fn lambda_zero_is_plain_sft_on_the_same_path() {
     let teacher = extract_teacher(&dir);
     let sft = dir.join("sft");
     let stdout = success(&train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &sft,
         &["--max-steps", "2", "--lambda", "0"],
@@ -521,7 +525,7 @@ fn lambda_zero_is_plain_sft_on_the_same_path() {
     assert!(stdout.contains("trained 2 steps (plain SFT)"), "{stdout}");
     let lavender_run = dir.join("lavender");
     success(&train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &lavender_run,
         &["--max-steps", "1"],
@@ -552,7 +556,7 @@ fn a_full_run_writes_a_hugging_face_model() {
     let teacher = extract_teacher(&dir);
     let run = dir.join("full");
     success(&train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &run,
         &["--full", "--max-steps", "2", "--lr", "1e-3"],
@@ -599,7 +603,7 @@ fn a_full_run_writes_a_hugging_face_model() {
         "--vlm",
         path(&model),
         "--image",
-        path(&demo_dir().join("circle-sky.png")),
+        path(&drawings_dir().join("circle-sky.png")),
         "--prompt",
         "What is in the picture?",
         "--max-new-tokens",
@@ -620,7 +624,12 @@ fn bad_inputs_are_clear_errors() {
 
     // A truncated checkpoint on --resume.
     let run = dir.join("run");
-    success(&train(&demo_data(), &teacher, &run, &["--max-steps", "1"]));
+    success(&train(
+        &drawings_data(),
+        &teacher,
+        &run,
+        &["--max-steps", "1"],
+    ));
     let model = run.join("checkpoints/step-000001/model.bpk");
     let size = fs::metadata(&model).unwrap().len();
     fs::File::options()
@@ -641,7 +650,12 @@ fn bad_inputs_are_clear_errors() {
     );
 
     // --out on an existing run, --resume on a folder that is not one.
-    let stderr = failure(&train(&demo_data(), &teacher, &run, &["--max-steps", "1"]));
+    let stderr = failure(&train(
+        &drawings_data(),
+        &teacher,
+        &run,
+        &["--max-steps", "1"],
+    ));
     assert_no_panic(&stderr);
     assert!(stderr.contains("already holds a run"), "{stderr}");
     let stderr = failure(&lavender(&["train", "--resume", path(&teacher)]));
@@ -666,7 +680,7 @@ fn bad_inputs_are_clear_errors() {
         .set_len(size / 2)
         .unwrap();
     let stderr = failure(&train(
-        &demo_data(),
+        &drawings_data(),
         &damaged,
         &dir.join("run-damaged"),
         &["--max-steps", "1"],
@@ -680,7 +694,7 @@ fn bad_inputs_are_clear_errors() {
 
     // Teacher maps of another side than --map-size.
     let stderr = failure(&train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &dir.join("run-16"),
         &["--max-steps", "1", "--map-size", "16"],
@@ -693,7 +707,7 @@ fn bad_inputs_are_clear_errors() {
 
     // A missing model folder.
     let missing = dir.join("no-such-model");
-    let mut args = train_args(&demo_data(), &teacher, &dir.join("run-missing"), &[]);
+    let mut args = train_args(&drawings_data(), &teacher, &dir.join("run-missing"), &[]);
     args[2] = path(&missing).to_string();
     let stderr = failure(&lavender(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -715,7 +729,7 @@ fn bad_inputs_are_clear_errors() {
     fs::write(empty_teacher.join("index.jsonl"), b"").unwrap();
     let out = dir.join("run-no-maps");
     let stderr = failure(&train(
-        &demo_data(),
+        &drawings_data(),
         &empty_teacher,
         &out,
         &["--max-steps", "1"],
@@ -744,7 +758,7 @@ fn bad_inputs_are_clear_errors() {
     fs::write(dora.join("adapter_config.json"), config.to_string()).unwrap();
     let out = dir.join("run-dora");
     let stderr = failure(&train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &out,
         &["--max-steps", "1", "--adapter", path(&dora)],
@@ -780,7 +794,7 @@ fn bad_inputs_are_clear_errors() {
         (&["--lambda", "inf"][..], "--lambda must be a number"),
     ] {
         let out = dir.join("run-sizes");
-        let stderr = failure(&train(&demo_data(), &teacher, &out, flags));
+        let stderr = failure(&train(&drawings_data(), &teacher, &out, flags));
         assert_no_panic(&stderr);
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
         assert!(!out.exists(), "{flags:?} left a run folder");
@@ -798,7 +812,7 @@ fn a_diverged_run_resumes_with_a_lower_learning_rate() {
     let teacher = extract_teacher(&dir);
     let run = dir.join("run");
     let output = train(
-        &demo_data(),
+        &drawings_data(),
         &teacher,
         &run,
         &[
@@ -848,7 +862,7 @@ fn an_unreadable_image_is_skipped_and_recorded() {
     let teacher = extract_teacher(&dir);
     let data_dir = dir.join("data");
     fs::create_dir_all(&data_dir).unwrap();
-    for entry in fs::read_dir(demo_dir()).unwrap() {
+    for entry in fs::read_dir(drawings_dir()).unwrap() {
         let entry = entry.unwrap();
         fs::copy(entry.path(), data_dir.join(entry.file_name())).unwrap();
     }

@@ -24,8 +24,10 @@ const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const lavender = join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug", "lavender");
 
 // What the page asks by default (web/src/lib.rs, web/src/explorer/mod.rs).
-const IMAGE = "images/dog-ball.png";
-const PROMPT = "What is in the picture?";
+const IMAGE = "images/shapes.png";
+const PROMPT = "What shape is the blue object?";
+// The blue circle's ground-truth mask in IMAGE (scripts/build-web.sh copies it beside it).
+const CIRCLE_MASK = "images/shapes-blue-circle-mask.png";
 const MAX_NEW_TOKENS = 48;
 
 const QUIET_FLAGS = [
@@ -152,7 +154,7 @@ test("CPU: the example answers as the native CLI; words, layers and exports work
     const answer = await ask(page);
     console.log(`CPU answer ${JSON.stringify(answer.text)} ${answer.tokenIds}; ${answer.timings}`);
     assertNativeAnswer(answer, problems);
-    assert.deepEqual(answer.words.slice(0, 5), ["What", "is", "in", "the", "picture"]);
+    assert.deepEqual(answer.words.slice(0, 5), ["What", "shape", "is", "the", "blue"]);
 
     const before = await canvasPixels(page);
     await page.locator(".lx-word").first().click();
@@ -221,23 +223,24 @@ function readSafetensors(path, name) {
 
 test("examples: the teacher's map of a word is drawn beside the student's, with their MSE", { timeout: 600_000 }, async () => {
   const manifest = JSON.parse(readFileSync(join(dist, "example", "manifest.json"), "utf8"));
-  const example = manifest.examples.find((e) => e.id === "circle-sky");
-  assert.ok(example, "the example bundle has no circle-sky example");
+  const example = manifest.examples.find((e) => e.id === "ood-00001");
+  assert.ok(example, "the example bundle has no ood-00001 example");
   await withPage({}, async (page, problems) => {
     await page.goto(server.url + "?backend=cpu");
     assert.equal((await modelState(page)).state, "ready");
     assert.equal(await page.locator(".lx-example").count(), manifest.examples.length);
-    // The default image has the pixels of the dog-ball example, so it counts as that example.
-    await page.locator('.lx-example[data-id="dog-ball"][aria-pressed="true"]').waitFor();
+    // The default image has the pixels of the ood-00003 example, so it counts as that example.
+    await page.locator('.lx-example[data-id="ood-00003"][aria-pressed="true"]').waitFor();
 
-    await page.click('.lx-example[data-id="circle-sky"]');
-    await page.locator('.lx-example[data-id="circle-sky"][aria-pressed="true"]').waitFor();
+    await page.click('.lx-example[data-id="ood-00001"]');
+    await page.locator('.lx-example[data-id="ood-00001"][aria-pressed="true"]').waitFor();
     const answer = await ask(page);
     assert.equal(answer.state, "done", `${answer.error}\n${problems.join("\n")}`);
-    // "the" is in the question and in the teacher's caption ("a red ball in the blue sky").
-    const the = answer.words.indexOf("the");
-    assert.ok(the >= 0, `no "the" among ${answer.words}`);
-    await page.locator(".lx-word").nth(the).click();
+    // "blue" is in the question and in the teacher's caption ("a yellow square, a blue circle
+    // and a green triangle from left to right").
+    const blue = answer.words.indexOf("blue");
+    assert.ok(blue >= 0, `no "blue" among ${answer.words}`);
+    await page.locator(".lx-word").nth(blue).click();
     const comparison = page.locator(".lx-comparison[data-mse]");
     await comparison.waitFor();
     assert.ok(await page.locator(".lx-teacher").isVisible(), "the teacher's map is not shown");
@@ -248,12 +251,12 @@ test("examples: the teacher's map of a word is drawn beside the student's, with 
     const [download] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-json")]);
     const jsonPath = join(artifacts, "explorer-teacher-maps.json");
     await download.saveAs(jsonPath);
-    const student = JSON.parse(readFileSync(jsonPath, "utf8")).words[the].map.flat();
+    const student = JSON.parse(readFileSync(jsonPath, "utf8")).words[blue].map.flat();
     const teacher = readSafetensors(join(dist, "example", example.maps), "maps");
     const side = example.side;
     assert.deepEqual(teacher.shape, [example.words.length, side, side]);
     assert.equal(student.length, side * side, "the example bundle's map sizes differ");
-    const row = example.words.indexOf("the");
+    const row = example.words.indexOf("blue");
     let sum = 0;
     for (let i = 0; i < side * side; i++) sum += (student[i] - teacher.values[row * side * side + i]) ** 2;
     const expected = sum / (side * side);
@@ -264,6 +267,51 @@ test("examples: the teacher's map of a word is drawn beside the student's, with 
     await page.locator(".lx-word").first().click();
     await page.locator(".lx-comparison", { hasText: "The teacher has no map for “What”" }).waitFor();
     assert.equal(await page.locator(".lx-teacher").isVisible(), false);
+  });
+});
+
+test("the trained student looks at the object its answer names (on this example)", { timeout: 600_000 }, async () => {
+  // A property of the Lavender-trained example student, not of a fixture: asked for the shape
+  // of the blue object in the default scene, it answers "circle", and the answer word's map
+  // (the mean over heads and layers, as `lavender attend` and the study's pointing game read
+  // it) peaks inside the circle's ground-truth mask. The study reports how often this holds
+  // over the whole OOD test; this is one case where it does.
+  await withPage({}, async (page, problems) => {
+    await page.goto(server.url + "?backend=cpu");
+    assert.equal((await modelState(page)).state, "ready");
+    const answer = await ask(page);
+    assert.equal(answer.state, "done", `${answer.error}\n${problems.join("\n")}`);
+    const circle = answer.words.lastIndexOf("circle");
+    assert.ok(circle >= 0, `the answer is ${JSON.stringify(answer.text)}`);
+    await page.selectOption(".lx-aggregation", "grid");
+    await page.selectOption(".lx-layer", "mean");
+    await page.selectOption(".lx-head", "mean");
+    await page.locator(".lx-word").nth(circle).click();
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-json")]);
+    const jsonPath = join(artifacts, "explorer-pointing-maps.json");
+    await download.saveAs(jsonPath);
+    const maps = JSON.parse(readFileSync(jsonPath, "utf8"));
+    const map = maps.words[circle].map.flat();
+    const side = maps.size;
+    let best = 0;
+    for (let i = 1; i < map.length; i++) if (map[i] > map[best]) best = i;
+    // The mask's pixels, decoded by the page.
+    const mask = await page.evaluate(async (url) => {
+      const image = new Image();
+      image.src = url;
+      await image.decode();
+      const canvas = document.createElement("canvas");
+      [canvas.width, canvas.height] = [image.width, image.height];
+      const context = canvas.getContext("2d");
+      context.drawImage(image, 0, 0);
+      const data = context.getImageData(0, 0, image.width, image.height).data;
+      return { width: image.width, height: image.height, red: [...data.filter((_, i) => i % 4 === 0)] };
+    }, CIRCLE_MASK);
+    // The centre of the map's top cell, on the mask's pixels (`maps::pointing::points_inside`).
+    const x = Math.floor(((best % side) + 0.5) * mask.width / side);
+    const y = Math.floor((Math.floor(best / side) + 0.5) * mask.height / side);
+    assert.ok(mask.red[y * mask.width + x] > 0, `the map of "circle" peaks at (${x}, ${y}), outside the circle`);
+    await page.screenshot({ path: join(artifacts, "explorer-pointing.png"), fullPage: true });
   });
 });
 

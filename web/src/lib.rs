@@ -37,8 +37,12 @@ pub fn start() {
         host.set_inner_html("");
         let options = ExplorerOptions {
             model: js::query_param("model"),
-            image: Some(js::query_param("image").unwrap_or_else(|| "images/dog-ball.png".into())),
-            prompt: js::query_param("prompt"),
+            // The page's example: a scene of the shapes study, a question its student knows.
+            image: Some(js::query_param("image").unwrap_or_else(|| "images/shapes.png".into())),
+            prompt: Some(
+                js::query_param("prompt")
+                    .unwrap_or_else(|| "What shape is the blue object?".into()),
+            ),
             force_cpu: false,
             max_new_tokens: js::query_param("max-new-tokens")
                 .and_then(|n| n.parse().ok())
