@@ -566,10 +566,9 @@ impl Study<'_> {
         // The pre-trained student's own pointing, before any fine-tuning: the level the
         // arms start from (its attention already finds objects; which one is the question).
         self.stage("the pre-trained student's pointing on the OOD questions");
-        let before = out.join("student-point-ood.json");
-        self.command(
-            &before,
-            &strings(&[
+        // `point --vlm` on the OOD questions, with an arm's adapter or none.
+        let point_student = |adapter: Option<&Path>, result: &Path| -> anyhow::Result<()> {
+            let mut args = strings(&[
                 "point",
                 "--vlm",
                 &path(&student),
@@ -578,11 +577,17 @@ impl Study<'_> {
                 "--map-size",
                 &plan.map_size.to_string(),
                 "--out",
-                &path(&before),
+                &path(result),
                 "--device",
                 &device,
-            ]),
-        )?;
+            ]);
+            if let Some(adapter) = adapter {
+                args.extend(strings(&["--adapter", &path(adapter)]));
+            }
+            self.command(result, &args)
+        };
+        let before = out.join("student-point-ood.json");
+        point_student(None, &before)?;
         let pointing_before = report::Gate::read(&before)?.rate;
         let test_limit = None;
         let mut results = Vec::new();
@@ -596,24 +601,7 @@ impl Study<'_> {
                 let id = eval(&run, "test", test_limit)?;
                 let ood = eval(&run, "ood", test_limit)?;
                 let pointing = run.join("point-ood.json");
-                self.command(
-                    &pointing,
-                    &strings(&[
-                        "point",
-                        "--vlm",
-                        &path(&student),
-                        "--adapter",
-                        &path(&run.join("adapter")),
-                        "--data",
-                        &path(&data.join("vqa-ood.jsonl")),
-                        "--map-size",
-                        &plan.map_size.to_string(),
-                        "--out",
-                        &path(&pointing),
-                        "--device",
-                        &device,
-                    ]),
-                )?;
+                point_student(Some(&run.join("adapter")), &pointing)?;
                 results.push(report::RunResult::read(
                     &arm.name, seed, &run, &id, &ood, &pointing,
                 )?);
