@@ -102,6 +102,12 @@ pub fn vocabulary() -> Vec<String> {
     tokens
 }
 
+/// The id of special token `token`: the special tokens follow the `words` of the vocabulary,
+/// in [`SPECIAL_TOKENS`]' order.
+fn special_token_id(words: usize, token: &str) -> usize {
+    words + SPECIAL_TOKENS.iter().position(|t| *t == token).unwrap_or(0)
+}
+
 /// `tokenizer.json`: a word-level model over [`vocabulary`] behind Llama 3's pre-tokenizer
 /// (its split, then the byte-level alphabet) and byte-level decoder, the special tokens after the vocabulary, and `<|begin_of_text|>`
 /// added to every encoding (Llama 3's post-processor).
@@ -112,8 +118,7 @@ pub fn tokenizer_json() -> Value {
         .enumerate()
         .map(|(id, token)| (token.clone(), json!(id)))
         .collect();
-    let special_id =
-        |token: &str| words.len() + SPECIAL_TOKENS.iter().position(|t| *t == token).unwrap_or(0);
+    let special_id = |token: &str| special_token_id(words.len(), token);
     let added: Vec<Value> = SPECIAL_TOKENS
         .iter()
         .map(|token| {
@@ -191,7 +196,7 @@ impl Default for StudentSize {
 /// `config.json` (transformers' `MllamaConfig` field names) for `size`.
 pub fn config_json(size: StudentSize) -> Value {
     let words = vocabulary().len();
-    let id = |token: &str| words + SPECIAL_TOKENS.iter().position(|t| *t == token).unwrap_or(0);
+    let id = |token: &str| special_token_id(words, token);
     json!({
         "model_type": "mllama",
         "architectures": ["MllamaForConditionalGeneration"],

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::{
-    commands::study::{self, StudyArgs, StudyMode},
+    commands::study::{self, StudyArgs, StudyMode, StudyPlan},
     device::DeviceSpec,
 };
 
@@ -39,8 +39,10 @@ pub fn run(args: DemoArgs, run_command: RunCommand) -> anyhow::Result<()> {
     // An earlier demo is replaced, so the demo always does its work; any other folder is kept.
     if args.out.join("study.json").is_file() {
         let plan = fs::read_to_string(args.out.join("study.json")).unwrap_or_default();
+        let is_demo =
+            serde_json::from_str::<StudyPlan>(&plan).is_ok_and(|plan| plan.mode == StudyMode::Demo);
         anyhow::ensure!(
-            plan.contains("\"Demo\""),
+            is_demo,
             "{} holds a study that is not a demo: choose another --out",
             args.out.display()
         );

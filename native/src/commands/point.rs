@@ -20,7 +20,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lavender_core::{
     align::grid::GridMode,
     data::{TeacherMapsIndex, conversation::CAPTION_PROMPT},
-    maps::pointing::{chance, points_inside},
+    maps::{
+        pointing::{chance, points_inside},
+        words::{normalise_word, word_spans},
+    },
     vlm::mllama::student::Mllama,
 };
 use serde::Serialize;
@@ -131,7 +134,8 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     // Every sample's objects (mask, words), then its maps where the folder has them.
     let mut records: Vec<(String, Vec<MaskedObject>)> = Vec::new();
-    let mut answers: Vec<Answered> = Vec::new();
+    // With --vlm: each sample's question and answer, `None` when the answer names no object.
+    let mut answers: Vec<Option<Answered>> = Vec::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -160,21 +164,18 @@ pub fn run(args: PointArgs) -> anyhow::Result<()> {
             objects.push((image::DynamicImage::ImageRgb8(mask).to_luma8(), words));
         }
         if args.vlm.is_some() {
-            let mut sample = answered(&record).with_context(at)?;
+            let sample = answered(&record).with_context(at)?;
             // Only answers that name one of the objects are scored: skip the model's work
-            // for the others (yes/no, counts, directions).
-            let answer_words: Vec<String> = sample
-                .answer
-                .split(|c: char| !c.is_alphanumeric())
-                .map(str::to_lowercase)
+            // for the others (yes/no, counts, directions). The answer's words by the
+            // project's one word rule, as the student's maps key them.
+            let answer_words: Vec<String> = word_spans(&[sample.answer.as_str()])
+                .iter()
+                .map(|span| normalise_word(&span.text))
                 .collect();
             let names_an_object = objects
                 .iter()
                 .any(|(_, words)| words.iter().any(|w| answer_words.contains(w)));
-            if !names_an_object {
-                sample.answer.clear();
-            }
-            answers.push(sample);
+            answers.push(names_an_object.then_some(sample));
         }
         records.push((id.to_string(), objects));
     }
@@ -337,7 +338,7 @@ fn student_maps(
     args: &PointArgs,
     vlm: &std::path::Path,
     base: &std::path::Path,
-    answers: &[Answered],
+    answers: &[Option<Answered>],
 ) -> anyhow::Result<Vec<Option<SampleMaps>>> {
     let spec = args
         .device
@@ -351,11 +352,11 @@ fn student_maps(
     );
     let mut maps = Vec::with_capacity(answers.len());
     for answered in answers {
-        if answered.answer.is_empty() {
+        let Some(answered) = answered else {
             maps.push(None);
             progress.inc(1);
             continue;
-        }
+        };
         let path = base.join(&answered.image);
         let image = crate::commands::open_image(&path)?;
         let (words, values) = student
