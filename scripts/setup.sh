@@ -38,5 +38,16 @@ fi
 
 bash scripts/setup-llvm-offline.sh
 
+# Trunk, the web build (scripts/build-web.sh): 0.21.14, the last release that builds on this
+# toolchain (0.22 needs rustc 1.96.1). Its release profile is fat LTO, one codegen unit; a
+# tool needs none of that, so it is built without (minutes less on 2 cores).
+if [ "$(trunk --version 2>/dev/null | awk '{ print $2 }')" != "0.21.14" ]; then
+    echo "setup: installing trunk 0.21.14"
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        cargo install --quiet --locked trunk --version 0.21.14
+fi
+
+# npm's binaryen (wasm-opt) for the web build, and the browser-test driver.
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

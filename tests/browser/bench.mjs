@@ -1,16 +1,24 @@
 // Times the explorer in headless Chromium: bundle load, time to the first token and decoding
 // rate as the page measures them, on WebGPU (SwiftShader here) and on the CPU backend, and the
-// longest task that blocked the page's main thread meanwhile (the model runs in a worker).
+// longest task that blocked the page's main thread meanwhile (the model runs in a worker), and
+// the time from navigation until the WebAssembly module had started (download, compile,
+// instantiate: what the bundle's size costs).
 //
-//   node bench.mjs [cpu|webgpu ...]     (after scripts/build-web.sh; prints one JSON line each)
+//   node bench.mjs [--dist DIR] [cpu|webgpu ...]
+//
+// (after scripts/build-web.sh; DIR defaults to www/dist; prints one JSON line each). Compare
+// two builds in one run by passing each one's folder.
 import { chromium } from "playwright-core";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serveStatic } from "./serve.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const server = await serveStatic(join(here, "..", "..", "www", "dist"));
-const backends = process.argv.slice(2).length ? process.argv.slice(2) : ["cpu", "webgpu"];
+const args = process.argv.slice(2);
+const distAt = args.indexOf("--dist");
+const dist = distAt >= 0 ? args.splice(distAt, 2)[1] : join(here, "..", "..", "www", "dist");
+const server = await serveStatic(dist);
+const backends = args.length ? args : ["cpu", "webgpu"];
 try {
   for (const backend of backends) {
     const browser = await chromium.launch({
@@ -26,6 +34,9 @@ try {
           .observe({ type: "longtask", buffered: true });
       });
       await page.goto(server.url + (backend === "cpu" ? "?backend=cpu" : ""));
+      // The explorer's root appears once the module has started.
+      await page.locator(".lavender-explorer-ui").waitFor({ timeout: 300_000 });
+      const moduleStartMs = Math.round(await page.evaluate(() => performance.now()));
       const state = (name) => document.querySelector(".lavender-explorer-ui")?.dataset[name];
       await page.waitForFunction(
         (s) => ["ready", "error"].includes(document.querySelector(".lavender-explorer-ui")?.dataset.modelState),
@@ -57,7 +68,7 @@ try {
           mainThreadLongTasks: window.longTasks.length,
         };
       });
-      console.log(JSON.stringify(result));
+      console.log(JSON.stringify({ ...result, dist, moduleStartMs }));
     } finally {
       await browser.close();
     }

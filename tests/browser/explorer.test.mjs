@@ -206,6 +206,13 @@ test("CPU: the example answers as the native CLI; words, layers and exports work
     const again = await modelState(page);
     assert.equal(again.state, "ready");
     assert.match(again.status, /files from the cache/);
+    // "Clear cached models" empties it: the next visit downloads everything again.
+    await page.click(".lx-clear-cache");
+    await page.waitForFunction(() => document.querySelector(".lx-cache-note").textContent.includes("cleared"));
+    await page.reload();
+    const fresh = await modelState(page);
+    assert.equal(fresh.state, "ready");
+    assert.doesNotMatch(fresh.status, /from the cache/);
   });
 });
 
@@ -262,6 +269,17 @@ test("examples: the teacher's map of a word is drawn beside the student's, with 
     const expected = sum / (side * side);
     assert.ok(expected > 0, "student and teacher maps are identical");
     assert.ok(Math.abs(shown - expected) <= 1e-5 * Math.max(1, expected), `page MSE ${shown}, expected ${expected}`);
+
+    // The whole view as one PNG: the student's overlay and the teacher's, side by side under
+    // their labels.
+    const [viewPng] = await Promise.all([page.waitForEvent("download"), page.click(".lx-export-view")]);
+    assert.equal(viewPng.suggestedFilename(), "lavender-view.png");
+    const viewPath = join(artifacts, "explorer-view.png");
+    await viewPng.saveAs(viewPath);
+    const png = readFileSync(viewPath);
+    const [width, height] = [png.readUInt32BE(16), png.readUInt32BE(20)];
+    const canvas = await page.$eval(".lx-canvas", (c) => [c.width, c.height]);
+    assert.deepEqual([width, height], [2 * canvas[0] + 8, canvas[1] + 28]);
 
     // A word the teacher's caption lacks says so, and hides the teacher's picture.
     await page.locator(".lx-word").first().click();
@@ -465,8 +483,11 @@ test("the embed page mounts two explorers and unmounts one cleanly", { timeout: 
     await page.goto(server.url + "embed.html?backend=cpu");
     assert.equal((await modelState(page, 0)).state, "ready");
     assert.equal((await modelState(page, 1)).state, "ready");
-    // Both explorers share the page's inference worker.
+    // Both explorers share the page's inference worker, and the model they both name.
     assert.equal(page.workers().length, 1);
+    assert.equal(await page.workers()[0].evaluate(() => self.lavenderModelBuilds), 1);
+    const shared = await page.$$eval(".lavender-explorer-ui", (nodes) => nodes.map((n) => n.dataset.modelShared));
+    assert.deepEqual(shared.sort(), ["false", "true"]);
     await page.screenshot({ path: join(artifacts, "embed-two.png"), fullPage: true });
     await page.evaluate(async () => (await window.secondExplorer).unmount());
     assert.equal(await page.locator(".lavender-explorer-ui").count(), 1);

@@ -15,10 +15,25 @@ const TYPES = {
   ".svg": "image/svg+xml",
 };
 
-/** Serves `root` on an ephemeral loopback port; resolves to `{ url, close }`. */
-export async function serveStatic(root) {
+/**
+ * Serves `root` on an ephemeral loopback port; resolves to `{ url, close }`. `prefix` serves it
+ * under a sub-path instead of the site's root (as a project page at `/user/repo/` is), and
+ * `pages` adds files that are not in `root` (`{ "name.html": "contents" }`).
+ */
+export async function serveStatic(root, { prefix = "/", pages = {} } = {}) {
   const server = createServer(async (request, response) => {
-    const path = decodeURIComponent(new URL(request.url, "http://localhost").pathname);
+    const full = decodeURIComponent(new URL(request.url, "http://localhost").pathname);
+    if (!full.startsWith(prefix)) {
+      response.writeHead(404).end("not found");
+      return;
+    }
+    const path = "/" + full.slice(prefix.length);
+    const page = pages[path.slice(1)];
+    if (page !== undefined) {
+      response.writeHead(200, { "content-type": TYPES[extname(path)] ?? "text/plain", "cache-control": "no-store" });
+      response.end(page);
+      return;
+    }
     const file = normalize(join(root, path.endsWith("/") ? path + "index.html" : path));
     if (!file.startsWith(normalize(root) + sep)) {
       response.writeHead(403).end();
@@ -38,7 +53,7 @@ export async function serveStatic(root) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://127.0.0.1:${port}${prefix}`,
     close: () => new Promise((resolve) => server.close(resolve)),
   };
 }

@@ -123,12 +123,42 @@ pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<
                 cache_put(cache, &key, bytes).await;
             }
         }
+        if !fresh.is_empty() {
+            ask_persistent_storage();
+        }
     }
     Ok(Fetched {
         files,
         manifest,
         cached: progress.cached,
     })
+}
+
+/// Asks the browser not to evict the cached models under storage pressure
+/// (`navigator.storage.persist()`); it may say no, and the models are then merely cached.
+fn ask_persistent_storage() {
+    let persist = js::navigator()
+        .and_then(|navigator| Reflect::get(&navigator, &JsValue::from_str("storage")).ok())
+        .filter(JsValue::is_object)
+        .and_then(|storage| {
+            let persist = Reflect::get(&storage, &JsValue::from_str("persist")).ok()?;
+            Some((storage, persist.dyn_into::<js_sys::Function>().ok()?))
+        });
+    if let Some((storage, persist)) = persist {
+        // A promise the page need not wait for.
+        let _ = persist.call0(&storage);
+    }
+}
+
+/// Deletes every cached bundle file of this site; `Ok(false)` when there was no cache.
+pub async fn clear_cache() -> Result<bool, String> {
+    let Some(caches) = js::caches() else {
+        return Ok(false);
+    };
+    let deleted = JsFuture::from(caches.delete(CACHE_NAME))
+        .await
+        .map_err(|error| format!("cannot clear the cached models: {}", describe(&error)))?;
+    Ok(deleted.as_bool().unwrap_or(false))
 }
 
 /// A bundle from files the user picked (all of a bundle folder's files, by name).

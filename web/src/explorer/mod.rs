@@ -11,13 +11,16 @@
 //! [`requests`] (to the worker), [`replies`] (from it), [`picture`], [`draw`], [`export`]
 //! and the view's [`panels`].
 
+pub mod control;
 mod draw;
+mod events;
 mod export;
 mod panels;
 mod picture;
 mod replies;
 mod requests;
 mod state;
+mod url_state;
 
 use std::{cell::RefCell, rc::Rc};
 
@@ -29,17 +32,38 @@ use crate::{js, worker::client::Link};
 use self::{
     draw::repaint,
     panels::{
-        BackendBar, ErrorNotice, ImagePanel, MapControls, ModelPanel, QuestionForm, Stage,
-        TimingsPanel, WordsPanel,
+        BackendBar, ErrorNotice, HeadGrid, ImagePanel, LoadStatus, MapControls, ModelPanel,
+        QuestionForm, Stage, TimingsPanel, WordsPanel,
     },
     picture::load_image_url,
     replies::on_reply,
-    requests::load_model,
+    requests::{load_model, request_head_maps},
     state::{ErrorKind, Shared, Ui, View},
 };
 
+/// How much of the explorer shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Every control: the bundle URL and files, the image file and URL, the examples.
+    #[default]
+    Full,
+    /// The picture, the question, the answer and the maps; the loading controls are folded
+    /// away (for a page that chose the model and the image itself).
+    Compact,
+}
+
+impl Layout {
+    pub fn from_id(id: &str) -> Option<Self> {
+        match id {
+            "full" => Some(Self::Full),
+            "compact" => Some(Self::Compact),
+            _ => None,
+        }
+    }
+}
+
 /// What the page or the embedding script asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ExplorerOptions {
     /// A bundle folder URL, relative to the page; `example/` when absent.
     pub model: Option<String>,
@@ -50,6 +74,13 @@ pub struct ExplorerOptions {
     /// Use the CPU even where WebGPU is available.
     pub force_cpu: bool,
     pub max_new_tokens: usize,
+    pub layout: Layout,
+    /// The element the explorer's events are dispatched on ([`events`]).
+    pub host: Option<web_sys::HtmlElement>,
+    /// Where the explorer leaves its [`control::Control`] for the host page.
+    pub control: Option<control::ControlSlot>,
+    /// Keep the view in the page's URL ([`url_state`]): the explorer's own page only.
+    pub url_state: bool,
 }
 
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 48;
@@ -79,18 +110,42 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
             .clone()
             .unwrap_or_else(|| DEFAULT_PROMPT.into()),
     );
-    let force_cpu = options.force_cpu;
+    let force_cpu = RwSignal::new(options.force_cpu);
     let max_new_tokens = if options.max_new_tokens == 0 {
         DEFAULT_MAX_NEW_TOKENS
     } else {
         options.max_new_tokens
     };
 
+    if let Some(host) = options.host.clone() {
+        events::announce(host, view_state.clone(), ui);
+    }
+    if let Some(slot) = &options.control {
+        *slot.borrow_mut() = Some(control::Control {
+            link: link.clone(),
+            view: view_state.clone(),
+            ui,
+            model_url,
+            image_url,
+            prompt,
+            force_cpu,
+            max_new_tokens,
+        });
+    }
+    if options.url_state {
+        url_state::keep_in_url(
+            link.clone(),
+            view_state.clone(),
+            ui,
+            (model_url, image_url, prompt),
+            max_new_tokens,
+        );
+    }
     load_model(
         &link,
         &view_state,
         ui,
-        force_cpu,
+        options.force_cpu,
         Some(model_url.get_untracked()),
         Vec::new(),
     );
@@ -123,15 +178,36 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         });
     }
 
+    // The layer × head grid follows the selected word (once its run has its maps).
+    {
+        let (link, view_state) = (link.clone(), view_state.clone());
+        Effect::new(move |_| {
+            let Some(word) = ui.selected.get() else {
+                return;
+            };
+            if ui.run_state.get() == state::RunState::Done {
+                request_head_maps(&link, &view_state, word);
+            }
+        });
+    }
+
     let token_ids_attr = move || {
         let ids: Vec<String> = ui.token_ids.get().iter().map(u32::to_string).collect();
         ids.join(",")
     };
 
+    let compact = options.layout == Layout::Compact;
+    let setup = view! {
+        <ModelPanel link=link.clone() view_state=view_state.clone() ui force_cpu model_url />
+        <ImagePanel view_state=view_state.clone() ui image_url />
+    };
     view! {
         <section
             class="lavender-explorer-ui"
+            class:lx-compact=compact
+            data-layout=if compact { "compact" } else { "full" }
             data-model-state=move || ui.model_state.get().id()
+            data-model-shared=move || ui.model_shared.get().to_string()
             data-run-state=move || ui.run_state.get().id()
             data-backend=move || ui.backend.get().map(|(backend, _)| backend.id()).unwrap_or("")
             data-token-ids=token_ids_attr
@@ -140,12 +216,17 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
         >
             <BackendBar ui />
             <ErrorNotice ui />
-            <ModelPanel link=link.clone() view_state=view_state.clone() ui force_cpu model_url />
-            <ImagePanel view_state=view_state.clone() ui image_url />
+            <LoadStatus ui />
+            // Folded away in the compact layout, open in the full one.
+            <details class="lx-setup" open=!compact>
+                <summary>"Model and image"</summary>
+                {setup}
+            </details>
             <Stage view_state=view_state.clone() ui canvas teacher_canvas />
             <QuestionForm link=link.clone() view_state=view_state.clone() ui prompt max_new_tokens />
             <WordsPanel ui />
-            <MapControls link view_state ui canvas />
+            <MapControls link=link.clone() view_state=view_state.clone() ui canvas teacher_canvas />
+            <HeadGrid link view_state ui />
             <TimingsPanel ui />
         </section>
     }

@@ -12,7 +12,7 @@ use crate::{
 
 use super::{
     picture::set_examples,
-    state::{Aggregation, ErrorKind, ModelState, Pick, RunState, Shared, Ui},
+    state::{Aggregation, ErrorKind, HeadMaps, ModelState, Pick, RunState, Shared, Ui},
 };
 
 /// Applies a reply of the worker to the view and the signals.
@@ -55,8 +55,10 @@ pub(super) fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
             map_size,
             examples,
             aligner,
+            shared,
         } if latest(load) => {
             view.borrow_mut().map_size = map_size;
+            ui.model_shared.set(shared);
             ui.has_aligner.set(aligner);
             // Another model may have other layers and heads.
             ui.layer.set(Pick::Mean);
@@ -114,6 +116,26 @@ pub(super) fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
                 ui.end_run(RunState::Done);
             }
         }
+        Reply::HeadMaps {
+            run,
+            word,
+            layers,
+            heads,
+            size,
+        } if current(run) && ui.selected.get_untracked() == Some(word) => {
+            view.borrow_mut().head_maps =
+                message.floats.into_iter().next().map(|values| HeadMaps {
+                    word,
+                    layers,
+                    heads,
+                    size,
+                    values,
+                });
+            ui.head_maps_version.update(|v| *v += 1);
+        }
+        Reply::HeadMapsFailed { run, message, .. } if current(run) => {
+            ui.fail(ErrorKind::Maps, message);
+        }
         Reply::RunFailed { run, message } if current(run) => {
             ui.run_state.set(RunState::Error);
             ui.fail(ErrorKind::Run, message);
@@ -143,6 +165,8 @@ pub(super) fn on_reply(view: &Shared, ui: Ui, message: Envelope<Reply>) {
         | Reply::Token { .. }
         | Reply::Answered { .. }
         | Reply::Maps { .. }
+        | Reply::HeadMaps { .. }
+        | Reply::HeadMapsFailed { .. }
         | Reply::RunFailed { .. }
         | Reply::MapsFailed { .. } => {}
         Reply::Panic { message } => {

@@ -37,6 +37,7 @@ pub(super) fn load_model(
     };
     ui.error.set(None);
     ui.model_state.set(ModelState::Loading);
+    ui.model_shared.set(false);
     ui.progress.set(None);
     ui.clear_run();
     ui.run_state.set(RunState::Idle);
@@ -65,6 +66,7 @@ pub(super) fn run(link: &Link, view: &Shared, ui: Ui, prompt: String, max_new_to
         view.run += 1;
         view.words.clear();
         view.maps = None;
+        view.head_maps = None;
         (view.run, view.image.clone())
     };
     let Some(image) = image else {
@@ -97,4 +99,14 @@ pub(super) fn request_maps(link: &Link, view: &Shared, ui: Ui) {
         run,
         choice: ui.choice(),
     });
+}
+
+/// Asks for word `word`'s map of the current run for every layer and head.
+pub(super) fn request_head_maps(link: &Link, view: &Shared, word: usize) {
+    let run = {
+        let mut view = view.borrow_mut();
+        view.head_maps = None;
+        view.run
+    };
+    link.request(Request::HeadMaps { run, word });
 }

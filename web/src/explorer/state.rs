@@ -42,6 +42,28 @@ pub(super) struct View {
     pub(super) examples: Vec<Example>,
     /// The example the current image is (same pixels), if any.
     pub(super) example: Option<usize>,
+    /// The selected word's map for every layer and head.
+    pub(super) head_maps: Option<HeadMaps>,
+}
+
+/// One word's maps for every cross-attention layer and head: `values` is
+/// `[layers, heads, size, size]`.
+pub(super) struct HeadMaps {
+    pub(super) word: usize,
+    pub(super) layers: usize,
+    pub(super) heads: usize,
+    pub(super) size: usize,
+    pub(super) values: Vec<f32>,
+}
+
+impl HeadMaps {
+    pub(super) fn map(&self, layer: usize, head: usize) -> Option<&[f32]> {
+        let area = self.size * self.size;
+        let start = (layer * self.heads + head) * area;
+        (layer < self.layers && head < self.heads)
+            .then(|| self.values.get(start..start + area))
+            .flatten()
+    }
 }
 
 pub(super) struct Example {
@@ -224,6 +246,8 @@ pub(super) struct Ui {
     pub(super) backend: RwSignal<Option<(Backend, Option<String>)>>,
     pub(super) model_state: RwSignal<ModelState>,
     pub(super) model_status: RwSignal<String>,
+    /// The model is another explorer's copy on this page.
+    pub(super) model_shared: RwSignal<bool>,
     pub(super) progress: RwSignal<Option<Progress>>,
     pub(super) error: RwSignal<Option<(ErrorKind, String)>>,
     pub(super) image_name: RwSignal<Option<String>>,
@@ -244,12 +268,17 @@ pub(super) struct Ui {
     pub(super) opacity: RwSignal<f32>,
     pub(super) colormap: RwSignal<Colormap>,
     pub(super) maps_version: RwSignal<u64>,
+    /// Bumped when [`View::head_maps`] changes.
+    pub(super) head_maps_version: RwSignal<u64>,
     pub(super) timings: RwSignal<Timings>,
     /// Each example's id and caption.
     pub(super) examples: RwSignal<Vec<(String, String)>>,
     /// The example the image is, if any.
     pub(super) example: RwSignal<Option<usize>>,
     pub(super) comparison: RwSignal<Option<Comparison>>,
+    /// The image cell last clicked (row, column of the maps' grid) and the words that
+    /// attended to it most, strongest first: (word index, value there).
+    pub(super) region: RwSignal<Option<((usize, usize), Vec<(usize, f32)>)>>,
 }
 
 impl Ui {
@@ -258,6 +287,7 @@ impl Ui {
             backend: RwSignal::new(None),
             model_state: RwSignal::new(ModelState::Idle),
             model_status: RwSignal::new("No model loaded.".into()),
+            model_shared: RwSignal::new(false),
             progress: RwSignal::new(None),
             error: RwSignal::new(None),
             image_name: RwSignal::new(None),
@@ -275,10 +305,12 @@ impl Ui {
             opacity: RwSignal::new(0.6),
             colormap: RwSignal::new(Colormap::Inferno),
             maps_version: RwSignal::new(0),
+            head_maps_version: RwSignal::new(0),
             timings: RwSignal::new(Timings::default()),
             examples: RwSignal::new(Vec::new()),
             example: RwSignal::new(None),
             comparison: RwSignal::new(None),
+            region: RwSignal::new(None),
         }
     }
 
@@ -311,6 +343,7 @@ impl Ui {
     }
 
     pub(super) fn clear_run(&self) {
+        self.region.set(None);
         self.answer.set(String::new());
         self.token_ids.set(Vec::new());
         self.words.set(Vec::new());
@@ -318,9 +351,47 @@ impl Ui {
     }
 }
 
+/// The words whose maps (`[words, size, size]`, row-major) are strongest at `cell` (row,
+/// column), strongest first, at most `top` of them: the reverse view, from a region of the
+/// image to the words that looked there.
+pub(super) fn words_at(
+    maps: &[f32],
+    size: usize,
+    (row, column): (usize, usize),
+    top: usize,
+) -> Vec<(usize, f32)> {
+    if size == 0 || row >= size || column >= size {
+        return Vec::new();
+    }
+    let mut ranked: Vec<(usize, f32)> = maps
+        .chunks_exact(size * size)
+        .map(|map| map[row * size + column])
+        .enumerate()
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(top);
+    ranked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_at_ranks_the_words_by_their_value_in_the_cell() {
+        // Three words on a 2x2 grid; the cell (1, 0) holds 0.2, 0.9 and 0.5.
+        let maps = [
+            0.0, 0.0, 0.2, 0.0, //
+            0.0, 0.0, 0.9, 0.0, //
+            1.0, 1.0, 0.5, 1.0,
+        ];
+        assert_eq!(
+            words_at(&maps, 2, (1, 0), 5),
+            vec![(1, 0.9), (2, 0.5), (0, 0.2)]
+        );
+        assert_eq!(words_at(&maps, 2, (1, 0), 1), vec![(1, 0.9)]);
+        assert_eq!(words_at(&maps, 2, (2, 0), 5), vec![]);
+    }
 
     #[test]
     fn states_keep_the_texts_the_page_shows() {

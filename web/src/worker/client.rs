@@ -20,7 +20,7 @@ use crate::js::describe;
 // WebAssembly module as its first message (so it is not compiled a second time), starts it
 // and enters `worker_main`.
 export function spawn_lavender_worker(module) {
-  const glue = new URL("../../lavender_web.js", import.meta.url).href;
+  const glue = new URL("../../lavender-web.js", import.meta.url).href;
   const source =
     `import init, { worker_main } from ${JSON.stringify(glue)};\n` +
     `self.onmessage = async (event) => {\n` +

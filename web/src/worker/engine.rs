@@ -6,7 +6,7 @@ use std::{cell::RefCell, rc::Rc};
 
 use image::RgbImage;
 use lavender_core::{
-    align::{aligner::Aligner, student_maps::Aggregation},
+    align::student_maps::Aggregation,
     bundle::WEIGHTS_FILE,
     explore::{Pick, SequenceAttention, SequenceWord, WordSource},
     vlm::mllama::{
@@ -19,6 +19,7 @@ use lavender_core::{
 };
 
 use super::{
+    models::{self, Claim, LoadedModel},
     protocol::{Envelope, ExampleInfo, GRID, MapChoice, Reply, WordInfo},
     scope::post,
 };
@@ -40,11 +41,8 @@ pub struct Run {
 #[derive(Default)]
 pub struct Engine {
     pub explorer: u32,
-    pub student: Option<Rc<Mllama>>,
-    /// The bundle's trained Aligner, for the Aligner aggregations.
-    pub aligner: Option<Rc<Aligner>>,
-    /// Side of the maps, from the bundle's manifest.
-    pub map_size: usize,
+    /// The model, possibly shared with other explorers ([`super::models`]).
+    pub model: Option<Rc<LoadedModel>>,
     pub run: Option<Rc<Run>>,
     /// The page's number of the load it wants now: an older one stops at its next step.
     pub model_generation: u64,
@@ -88,8 +86,7 @@ pub async fn load(
         let mut engine = engine.borrow_mut();
         engine.model_generation = load;
         engine.current_run += 1;
-        engine.student = None;
-        engine.aligner = None;
+        engine.model = None;
         engine.run = None;
     }
     let status = |message: String| {
@@ -111,6 +108,26 @@ pub async fn load(
             reason: chosen.fallback_reason.clone(),
         },
     );
+    // The same bundle on the same backend, already loaded (or being loaded) for another
+    // explorer on this page, is shared rather than downloaded and built again.
+    let permit = match &url {
+        Some(url) => {
+            let still_wanted = || !superseded(&engine, load);
+            match models::claim(models::key(url, force_cpu, max_buffer), still_wanted).await {
+                Claim::Shared(model) => {
+                    let took_ms = finite(now_ms() - started);
+                    let message = format!(
+                        "Model loaded from {url} in {took_ms:.0} ms (shared with another \
+                         explorer on this page)."
+                    );
+                    return send_loaded(&engine, load, model, message, took_ms, true);
+                }
+                Claim::Build(permit) => Some(permit),
+                Claim::Abandoned => return,
+            }
+        }
+        None => None,
+    };
     let fetched = match &url {
         Some(url) => {
             status(format!("Downloading {url}…"));
@@ -145,18 +162,12 @@ pub async fn load(
         return;
     }
     match result {
-        Ok(Built {
-            student,
-            aligner,
-            map_size,
-            cached,
-            dequantized,
-            examples,
-        }) => {
-            // Finite, so the reply's JSON parses (serde writes NaN as null).
-            let took_ms = Some(now_ms() - started)
-                .filter(|ms| ms.is_finite())
-                .unwrap_or(0.0);
+        Ok((model, cached, dequantized)) => {
+            let model = Rc::new(model);
+            if let Some(permit) = permit {
+                permit.finish(&model);
+            }
+            let took_ms = finite(now_ms() - started);
             let source = url.unwrap_or_else(|| "local files".into());
             let cache_note = if cached > 0 {
                 format!(", {cached} files from the cache")
@@ -168,47 +179,61 @@ pub async fn load(
             } else {
                 String::new()
             };
-            {
-                let mut engine = engine.borrow_mut();
-                engine.student = Some(Rc::new(student));
-                engine.aligner = aligner.map(Rc::new);
-                engine.map_size = map_size;
-            }
-            let explorer = engine.borrow().explorer;
-            let has_aligner = engine.borrow().aligner.is_some();
-            let mut message = Envelope::new(
-                explorer,
-                Reply::Loaded {
-                    load,
-                    message: format!(
-                        "Model loaded from {source} in {took_ms:.0} ms{cache_note}.{dequantized_note}"
-                    ),
-                    took_ms,
-                    map_size,
-                    examples: Vec::new(),
-                    aligner: has_aligner,
-                },
+            let message = format!(
+                "Model loaded from {source} in {took_ms:.0} ms{cache_note}.{dequantized_note}"
             );
-            for (info, image, maps) in examples {
-                if let Reply::Loaded { examples, .. } = &mut message.body {
-                    examples.push(info);
-                }
-                message.bytes.push(image);
-                message.floats.push(maps);
-            }
-            post(message);
+            send_loaded(&engine, load, model, message, took_ms, false);
         }
         Err(message) => reply(&engine, Reply::LoadFailed { load, message }),
     }
 }
 
-/// The model from verified bundle files: (model, map side, files from the cache, weights
-/// dequantized for WebGPU).
+/// Finite, so the reply's JSON parses (serde writes NaN as null).
+fn finite(ms: f64) -> f64 {
+    if ms.is_finite() { ms } else { 0.0 }
+}
+
+/// Gives `engine` the model and tells its explorer, with the bundle's examples.
+fn send_loaded(
+    engine: &Shared,
+    load: u64,
+    model: Rc<LoadedModel>,
+    status: String,
+    took_ms: f64,
+    shared: bool,
+) {
+    let explorer = engine.borrow().explorer;
+    let mut message = Envelope::new(
+        explorer,
+        Reply::Loaded {
+            load,
+            message: status,
+            took_ms,
+            map_size: model.map_size,
+            examples: model
+                .examples
+                .iter()
+                .map(|(info, _, _)| info.clone())
+                .collect(),
+            aligner: model.aligner.is_some(),
+            shared,
+        },
+    );
+    for (_, image, maps) in &model.examples {
+        message.bytes.push(image.clone());
+        message.floats.push(maps.clone());
+    }
+    engine.borrow_mut().model = Some(model);
+    post(message);
+}
+
+/// The model from verified bundle files, with the number of files served from the cache and
+/// of weights dequantized for WebGPU.
 async fn build(
     chosen: &Chosen,
     fetched: Result<Fetched, String>,
     max_buffer: Option<u64>,
-) -> Result<Built, String> {
+) -> Result<(LoadedModel, usize, usize), String> {
     let Fetched {
         files,
         manifest,
@@ -270,27 +295,13 @@ async fn build(
             Mllama::from_bundle(files, &chosen.device).map_err(|error| error.to_string())?;
         (student, 0)
     };
-    Ok(Built {
+    let model = LoadedModel {
         student,
         aligner,
         map_size: manifest.grid.map_size,
-        cached,
-        dequantized,
         examples,
-    })
-}
-
-/// A loaded model and what the page needs to know of its bundle.
-struct Built {
-    student: Mllama,
-    aligner: Option<Aligner>,
-    map_size: usize,
-    /// Files served from the cache.
-    cached: usize,
-    /// Weights dequantized for WebGPU.
-    dequantized: usize,
-    /// Each example: what it is, its image (PNG) and its teacher maps.
-    examples: Vec<(ExampleInfo, Vec<u8>, Vec<f32>)>,
+    };
+    Ok((model, cached, dequantized))
 }
 
 /// Whether run `id` of `engine` should stop: a newer run, a new model, or a closed explorer.
@@ -309,13 +320,13 @@ pub async fn run(
     image: RgbImage,
     choice: MapChoice,
 ) {
-    let student = {
+    let model = {
         let mut engine = engine.borrow_mut();
         engine.current_run = id;
         engine.run = None;
-        engine.student.clone()
+        engine.model.clone()
     };
-    let Some(student) = student else {
+    let Some(model) = model else {
         return reply(
             &engine,
             Reply::RunFailed {
@@ -324,7 +335,7 @@ pub async fn run(
             },
         );
     };
-    match generate(&engine, id, &student, &image, &prompt, max_new_tokens).await {
+    match generate(&engine, id, &model.student, &image, &prompt, max_new_tokens).await {
         Ok(true) => {
             if let Err(message) = send_maps(&engine, id, choice.clone()).await
                 && !stale(&engine, id)
@@ -468,18 +479,14 @@ async fn generate(
 
 /// Computes, reads back and sends the maps of run `id` for `choice`.
 pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<(), String> {
-    let (student, aligner, run, size) = {
+    let (model, run) = {
         let engine = engine.borrow();
-        (
-            engine.student.clone(),
-            engine.aligner.clone(),
-            engine.run.clone(),
-            engine.map_size,
-        )
+        (engine.model.clone(), engine.run.clone())
     };
-    let (Some(student), Some(run)) = (student, run) else {
+    let (Some(model), Some(run)) = (model, run) else {
         return Ok(());
     };
+    let (student, aligner, size) = (&model.student, model.aligner.as_ref(), model.map_size);
     if run.id != id {
         return Ok(());
     }
@@ -502,7 +509,7 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
                 &run.prepared,
                 &run.attention,
                 &run.words,
-                aligner.as_deref(),
+                aligner,
                 aggregation,
                 size,
             )
@@ -525,6 +532,70 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
             run: id,
             size,
             choice,
+        },
+    );
+    message.floats.push(values);
+    post(message);
+    Ok(())
+}
+
+/// Computes, reads back and sends word `word`'s map of run `id` for every cross-attention
+/// layer and head.
+pub async fn send_head_maps(engine: &Shared, id: u64, word: usize) -> Result<(), String> {
+    let (model, run) = {
+        let engine = engine.borrow();
+        (engine.model.clone(), engine.run.clone())
+    };
+    let (Some(model), Some(run)) = (model, run) else {
+        return Ok(());
+    };
+    if run.id != id {
+        return Ok(());
+    }
+    if word >= run.words.len() {
+        return Err(format!(
+            "no word {word}: the run has {} words",
+            run.words.len()
+        ));
+    }
+    let (layers, heads, size) = (
+        run.attention.layers.len(),
+        run.attention.heads(),
+        model.map_size,
+    );
+    let mut maps = Vec::with_capacity(layers * heads);
+    for layer in 0..layers {
+        for head in 0..heads {
+            let all = model.student.sequence_word_maps(
+                &run.prepared,
+                &run.attention,
+                &run.words,
+                Pick::One(layer),
+                Pick::One(head),
+                size,
+            );
+            maps.push(all.narrow(0, word, 1));
+        }
+    }
+    let values: Vec<f32> = burn::tensor::Tensor::cat(maps, 0)
+        .into_data_async()
+        .await
+        .map_err(|error| format!("reading the maps failed: {error:?}"))?
+        .convert::<f32>()
+        .try_to_vec()
+        .map_err(|error| format!("reading the maps failed: {error:?}"))?;
+    if stale(engine, id) {
+        return Ok(());
+    }
+    let explorer = engine.borrow().explorer;
+    let mut message = Envelope::new(
+        explorer,
+        Reply::HeadMaps {
+            run: id,
+            word,
+            layers,
+            heads,
+            size,
         },
     );
     message.floats.push(values);

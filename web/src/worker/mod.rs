@@ -10,6 +10,7 @@
 
 pub mod client;
 mod engine;
+mod models;
 pub mod protocol;
 mod scope;
 
@@ -117,6 +118,17 @@ fn handle(message: Envelope<Request>) {
                             choice,
                             message,
                         },
+                    ));
+                }
+            });
+        }
+        Request::HeadMaps { run, word } => {
+            let engine = engine(explorer);
+            spawn_local(async move {
+                if let Err(message) = engine::send_head_maps(&engine, run, word).await {
+                    scope::post(Envelope::new(
+                        explorer,
+                        Reply::HeadMapsFailed { run, word, message },
                     ));
                 }
             });

@@ -34,6 +34,9 @@ pub enum Request {
     },
     /// The maps of run `run`'s words for another choice.
     Maps { run: u64, choice: MapChoice },
+    /// Word `word`'s map of run `run` for every cross-attention layer and head (the
+    /// explorer's layer × head grid).
+    HeadMaps { run: u64, word: usize },
     /// Stop run `run` (the explorer moved on: a new picture).
     Stop { run: u64 },
     /// Stop whatever runs for this explorer and drop its model (it was unmounted).
@@ -72,6 +75,9 @@ pub enum Reply {
         map_size: usize,
         examples: Vec<ExampleInfo>,
         aligner: bool,
+        /// The model is another explorer's copy on this page (the same bundle URL and
+        /// backend), not a second download.
+        shared: bool,
     },
     LoadFailed {
         load: u64,
@@ -97,6 +103,20 @@ pub enum Reply {
         run: u64,
         size: usize,
         choice: MapChoice,
+    },
+    /// `floats[0]`: word `word`'s maps `[layers, heads, size, size]`, one per cross-attention
+    /// layer and head.
+    HeadMaps {
+        run: u64,
+        word: usize,
+        layers: usize,
+        heads: usize,
+        size: usize,
+    },
+    HeadMapsFailed {
+        run: u64,
+        word: usize,
+        message: String,
     },
     RunFailed {
         run: u64,

@@ -7,7 +7,7 @@ use leptos::{html, prelude::*};
 
 use crate::{
     explorer::{
-        export::{export_json, export_png},
+        export::{export_json, export_png, export_view_png},
         requests::request_maps,
         state::{Aggregation, Pick, RunState, Shared, Ui},
     },
@@ -21,6 +21,7 @@ pub(in crate::explorer) fn MapControls(
     view_state: Shared,
     ui: Ui,
     canvas: NodeRef<html::Canvas>,
+    teacher_canvas: NodeRef<html::Canvas>,
 ) -> impl IntoView {
     let rechoose = {
         let view_state = view_state.clone();
@@ -57,6 +58,11 @@ pub(in crate::explorer) fn MapControls(
             export_png(&canvas, ui);
         }
     };
+    let on_export_view = move |_| {
+        if let Some(canvas) = canvas.get_untracked() {
+            export_view_png(&canvas, teacher_canvas.get_untracked().as_ref(), ui);
+        }
+    };
     let on_export_json = move |_| export_json(&view_state, ui);
     // Usable once there are words, also after a choice of map failed.
     let has_maps = move || !ui.words.get().is_empty() && ui.run_state.get() != RunState::Running;
@@ -81,8 +87,10 @@ pub(in crate::explorer) fn MapControls(
                 <select class="lx-layer" on:change=on_layer prop:value=move || ui.layer.get().id() disabled=move || !is_grid()>
                     <option value=Pick::Mean.id()>"mean of layers"</option>
                     <option value=Pick::Max.id()>"max over layers"</option>
+                    // Selected by the option itself too: the choice may be set (from a link)
+                    // before these options exist.
                     {move || ui.layers.get().into_iter().enumerate().map(|(i, layer)| view! {
-                        <option value=Pick::One(i).id()>{format!("cross-attention layer {layer}")}</option>
+                        <option value=Pick::One(i).id() prop:selected=move || ui.layer.get() == Pick::One(i)>{format!("cross-attention layer {layer}")}</option>
                     }).collect_view()}
                 </select>
             </label>
@@ -92,7 +100,7 @@ pub(in crate::explorer) fn MapControls(
                     <option value=Pick::Mean.id()>"mean of heads"</option>
                     <option value=Pick::Max.id()>"max over heads"</option>
                     {move || (0..ui.heads.get()).map(|h| view! {
-                        <option value=Pick::One(h).id()>{format!("head {h}")}</option>
+                        <option value=Pick::One(h).id() prop:selected=move || ui.head.get() == Pick::One(h)>{format!("head {h}")}</option>
                     }).collect_view()}
                 </select>
             </label>
@@ -118,6 +126,7 @@ pub(in crate::explorer) fn MapControls(
                 </select>
             </label>
             <button type="button" class="lx-export-png" on:click=on_export_png>"Export PNG"</button>
+            <button type="button" class="lx-export-view" on:click=on_export_view>"Export view (PNG)"</button>
             <button type="button" class="lx-export-json" on:click=on_export_json>"Export maps (JSON)"</button>
         </fieldset>
     }

@@ -7,6 +7,7 @@
 
 mod bar;
 mod controls;
+mod heads;
 mod image;
 mod model;
 mod question;
@@ -18,8 +19,9 @@ use wasm_bindgen::JsCast;
 pub(super) use self::{
     bar::{BackendBar, ErrorNotice},
     controls::MapControls,
+    heads::HeadGrid,
     image::ImagePanel,
-    model::ModelPanel,
+    model::{LoadStatus, ModelPanel},
     question::{QuestionForm, WordsPanel},
     stage::Stage,
     timings::TimingsPanel,

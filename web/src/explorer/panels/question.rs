@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 
 use crate::{
     explorer::{
@@ -55,11 +56,27 @@ pub(in crate::explorer) fn QuestionForm(
     }
 }
 
-/// The prompt's words, the answer as it streams in, and the answer's words.
+/// The prompt's words, the answer as it streams in, and the answer's words. The arrow keys
+/// move the selection from word to word.
 #[component]
 pub(in crate::explorer) fn WordsPanel(ui: Ui) -> impl IntoView {
+    let on_key = move |event: web_sys::KeyboardEvent| {
+        let count = ui.words.get_untracked().len();
+        let Some(next) = next_word(&event.key(), ui.selected.get_untracked(), count) else {
+            return;
+        };
+        event.prevent_default();
+        ui.selected.set(Some(next));
+        // Focus follows the selection, so the next key press and a screen reader are there.
+        let panel: web_sys::Element = event_target_element(&event);
+        if let Ok(Some(button)) = panel.query_selector(&format!(".lx-word[data-index=\"{next}\"]"))
+            && let Ok(button) = button.dyn_into::<web_sys::HtmlElement>()
+        {
+            let _ = button.focus();
+        }
+    };
     view! {
-        <div class="lx-words">
+        <div class="lx-words" on:keydown=on_key>
             <p>"Prompt: " <span class="lx-prompt-words"><WordButtons ui answer_words=false /></span></p>
             <p>
                 "Answer: "
@@ -68,6 +85,30 @@ pub(in crate::explorer) fn WordsPanel(ui: Ui) -> impl IntoView {
             <p>"Answer words: " <span class="lx-answer-words"><WordButtons ui answer_words=true /></span></p>
         </div>
     }
+}
+
+/// The word an arrow key selects among `count`, from `selected`; `None` for other keys.
+fn next_word(key: &str, selected: Option<usize>, count: usize) -> Option<usize> {
+    if count == 0 {
+        return None;
+    }
+    match (key, selected) {
+        ("ArrowRight" | "ArrowDown", None) => Some(0),
+        ("ArrowLeft" | "ArrowUp", None) => Some(count - 1),
+        ("ArrowRight" | "ArrowDown", Some(i)) => Some((i + 1).min(count - 1)),
+        ("ArrowLeft" | "ArrowUp", Some(i)) => Some(i.saturating_sub(1)),
+        ("Home", _) => Some(0),
+        ("End", _) => Some(count - 1),
+        _ => None,
+    }
+}
+
+/// The element a listener sits on (`currentTarget`).
+fn event_target_element(event: &web_sys::KeyboardEvent) -> web_sys::Element {
+    event
+        .current_target()
+        .expect("a listener's element")
+        .unchecked_into()
 }
 
 /// A button per word of the answer (`answer_words`) or of the prompt; the pressed one is the
@@ -95,5 +136,22 @@ fn WordButtons(ui: Ui, answer_words: bool) -> impl IntoView {
                 }
             })
             .collect_view()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_word;
+
+    #[test]
+    fn arrow_keys_step_through_the_words_and_stop_at_the_ends() {
+        assert_eq!(next_word("ArrowRight", None, 3), Some(0));
+        assert_eq!(next_word("ArrowRight", Some(0), 3), Some(1));
+        assert_eq!(next_word("ArrowRight", Some(2), 3), Some(2));
+        assert_eq!(next_word("ArrowLeft", Some(0), 3), Some(0));
+        assert_eq!(next_word("ArrowUp", Some(2), 3), Some(1));
+        assert_eq!(next_word("End", Some(0), 3), Some(2));
+        assert_eq!(next_word("Enter", Some(0), 3), None);
+        assert_eq!(next_word("ArrowRight", None, 0), None);
     }
 }
