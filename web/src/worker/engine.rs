@@ -515,6 +515,27 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
             )
             .map_err(|error| error.to_string())?
     };
+    send_values(
+        engine,
+        id,
+        maps,
+        Reply::Maps {
+            run: id,
+            size,
+            choice,
+        },
+    )
+    .await
+}
+
+/// Reads `maps` back from the device and sends them with `reply` (as its `floats[0]`), unless
+/// run `id` went stale meanwhile.
+async fn send_values(
+    engine: &Shared,
+    id: u64,
+    maps: burn::tensor::Tensor<3>,
+    reply: Reply,
+) -> Result<(), String> {
     let values: Vec<f32> = maps
         .into_data_async()
         .await
@@ -526,14 +547,7 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
         return Ok(());
     }
     let explorer = engine.borrow().explorer;
-    let mut message = Envelope::new(
-        explorer,
-        Reply::Maps {
-            run: id,
-            size,
-            choice,
-        },
-    );
+    let mut message = Envelope::new(explorer, reply);
     message.floats.push(values);
     post(message);
     Ok(())
@@ -577,19 +591,10 @@ pub async fn send_head_maps(engine: &Shared, id: u64, word: usize) -> Result<(),
             maps.push(all.narrow(0, word, 1));
         }
     }
-    let values: Vec<f32> = burn::tensor::Tensor::cat(maps, 0)
-        .into_data_async()
-        .await
-        .map_err(|error| format!("reading the maps failed: {error:?}"))?
-        .convert::<f32>()
-        .try_to_vec()
-        .map_err(|error| format!("reading the maps failed: {error:?}"))?;
-    if stale(engine, id) {
-        return Ok(());
-    }
-    let explorer = engine.borrow().explorer;
-    let mut message = Envelope::new(
-        explorer,
+    send_values(
+        engine,
+        id,
+        burn::tensor::Tensor::cat(maps, 0),
         Reply::HeadMaps {
             run: id,
             word,
@@ -597,8 +602,6 @@ pub async fn send_head_maps(engine: &Shared, id: u64, word: usize) -> Result<(),
             heads,
             size,
         },
-    );
-    message.floats.push(values);
-    post(message);
-    Ok(())
+    )
+    .await
 }
