@@ -14,7 +14,7 @@ if [ "${TRUNK_PROFILE:-debug}" = "release" ]; then
     wasm="$TRUNK_STAGING_DIR/pkg/lavender-web_bg.wasm"
     # The name and producers sections only serve debuggers. Debian's wasm-opt (108) breaks
     # this module; npm's binaryen is pinned in web/package.json.
-    web/node_modules/.bin/wasm-opt "${WASM_OPT_LEVEL:--O2}" --enable-bulk-memory --enable-nontrapping-float-to-int \
+    web/node_modules/.bin/wasm-opt "${WASM_OPT_LEVEL:--Os}" --enable-bulk-memory --enable-nontrapping-float-to-int \
         --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
         --strip-debug --strip-producers "$wasm" -o "$wasm.opt"
     mv "$wasm.opt" "$wasm"
