@@ -7,8 +7,8 @@ set -euo pipefail
 : "${TRUNK_STAGING_DIR:?run by Trunk (trunk build / trunk serve in web/)}"
 cd "$(dirname "$0")/.."
 
-target_dir="${CARGO_TARGET_DIR:-target}"
-cp -R "$target_dir/web-assets/example" "$target_dir/web-assets/images" "$TRUNK_STAGING_DIR/"
+assets="${LAVENDER_WEB_ASSETS:-${CARGO_TARGET_DIR:-target}/web-assets}"
+cp -R "$assets/example" "$assets/images" "$TRUNK_STAGING_DIR/"
 
 if [ "${TRUNK_PROFILE:-debug}" = "release" ]; then
     wasm="$TRUNK_STAGING_DIR/pkg/lavender-web_bg.wasm"

@@ -10,8 +10,14 @@
 # Written to $CARGO_TARGET_DIR/web-assets/ (outside Trunk's watched folders), through a
 # temporary folder and a rename; regenerated only when the models, this script or the
 # `lavender` binary change. The debug binary is the one `cargo test` builds anyway.
+#
+# Under Trunk started by scripts/build-web.sh ($LAVENDER_WEB_ASSETS set), the assets are made
+# already and nothing is done here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${LAVENDER_WEB_ASSETS:-}" ]; then
+    exit 0
+fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/web-assets"

@@ -49,6 +49,11 @@ export interface MapChoice {
   layer: string;
   /** "mean", "max" or a head's index (grid only). */
   head: string;
+  /**
+   * "per-map": each word's map spans [0, 1] on its own; "shared": one range for all the
+   * answer's words, so a word that drew little attention stays faint.
+   */
+  normalisation: "per-map" | "shared";
 }
 
 /** The selected word and where the student looked for it. */

@@ -380,13 +380,22 @@ test("WebGPU: the example answers as the native CLI", { timeout: 600_000 }, asyn
   });
 });
 
-test("WebGPU: a model beyond the adapter's buffer limit is refused in the page", { timeout: 300_000 }, async () => {
+test("WebGPU: a model beyond the adapter's buffer limit is refused before its weights download", { timeout: 300_000 }, async () => {
   await withPage({}, async (page) => {
+    // Every bundle file the page (or its worker) asks the server for.
+    const fetched = [];
+    page.context().on("request", (request) => {
+      const name = new URL(request.url()).pathname.split("/").pop();
+      if (new URL(request.url()).pathname.includes("/example/")) fetched.push(name);
+    });
     await page.goto(server.url + "?max-buffer=1000");
     const loaded = await modelState(page);
     assert.equal(loaded.backend, "webgpu");
     assert.equal(loaded.state, "error");
     assert.match(loaded.error, /too large for the WebGPU adapter/);
+    // The config was read (so requests are seen), the weights never asked for.
+    assert.ok(fetched.includes("config.json"), fetched.join(" "));
+    assert.ok(!fetched.includes("model.bpk"), fetched.join(" "));
   });
 });
 

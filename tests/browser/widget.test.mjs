@@ -160,15 +160,33 @@ test("a page using only the documented API gets every event and drives the explo
     assert.ok(mine, `"circle" is not among ${JSON.stringify(listed)}`);
     assert.ok(Math.abs(mine[1] - word.map[peak]) < 1e-6, `${mine[1]} vs ${word.map[peak]}`);
 
-    // The layer × head grid: one small map per cross-attention layer and head; a click on
-    // one shows it large, and its map comes as an event with that choice.
+    // The layer × head grid: folded, and not computed, until opened; then one small map per
+    // cross-attention layer and head; a click on one shows it large, and its map comes as an
+    // event with that choice.
     const { layers, heads } = manifest.cross_attention;
+    assert.equal(await page.locator(".lx-head-cell").count(), 0);
+    await page.locator(".lx-heads > summary").click();
     await page.locator(".lx-head-cell").nth(layers.length * heads - 1).waitFor();
     assert.equal(await page.locator(".lx-head-cell").count(), layers.length * heads);
     await page.locator('.lx-head-cell[data-layer="1"][data-head="0"]').click();
     await page.waitForFunction(() => window.seen.some((e) => e.name === "word" && e.detail.choice.aggregation === "grid"
       && e.detail.choice.layer === "1" && e.detail.choice.head === "0"));
     assert.equal(await page.locator('.lx-head-cell[data-layer="1"][data-head="0"]').getAttribute("aria-pressed"), "true");
+
+    // One scale shared by all words: the same map up to an affine change (min-max normalised
+    // again, it is the per-word map).
+    await page.selectOption(".lx-normalisation", "shared");
+    await page.waitForFunction(() => window.seen.some((e) => e.name === "word" && e.detail.choice.normalisation === "shared"));
+    const [perWord, shared] = await page.evaluate(() => {
+      const maps = window.seen.filter((e) => e.name === "word" && e.detail.choice.layer === "1" && e.detail.choice.head === "0");
+      const of = (n) => Array.from(maps.find((e) => e.detail.choice.normalisation === n).detail.map);
+      return [of("per-map"), of("shared")];
+    });
+    const [low, high] = [Math.min(...shared), Math.max(...shared)];
+    assert.ok(low >= 0 && high <= 1 && high > low, `${low} ${high}`);
+    const renormalised = shared.map((v) => (v - low) / (high - low));
+    const gap = Math.max(...renormalised.map((v, i) => Math.abs(v - perWord[i])));
+    assert.ok(gap < 1e-3, `shared and per-word maps differ in shape by ${gap}`);
 
     // A word that is not there is an error thrown to the caller, not a broken explorer.
     const bad = await page.evaluate(async () => {
@@ -243,9 +261,11 @@ test("the explorer's page keeps its view in the URL, and the URL reopens it", { 
     await page.locator(".lx-word").nth(1).click();
     await page.selectOption(".lx-aggregation", "grid");
     await page.selectOption(".lx-layer", "0");
+    await page.selectOption(".lx-normalisation", "shared");
     await page.waitForFunction(() => {
       const query = new URLSearchParams(location.search);
-      return query.get("word") === "1" && query.get("aggregation") === "grid" && query.get("layer") === "0";
+      return query.get("word") === "1" && query.get("aggregation") === "grid" && query.get("layer") === "0"
+        && query.get("scale") === "shared";
     });
     const link = page.url();
     assert.ok(link.startsWith(server.url), link);
@@ -267,6 +287,7 @@ test("the explorer's page keeps its view in the URL, and the URL reopens it", { 
     );
     assert.equal(await reopened.inputValue(".lx-aggregation"), "grid");
     assert.equal(await reopened.inputValue(".lx-layer"), "0");
+    assert.equal(await reopened.inputValue(".lx-normalisation"), "shared");
     await reopened.waitForFunction((expected) => document.querySelector(".lx-canvas").toDataURL() === expected, pixels, { timeout: 30_000 });
     assert.deepEqual(problems, []);
   });

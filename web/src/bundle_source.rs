@@ -3,12 +3,13 @@
 //! Every file is checked against `manifest.json` (size and SHA-256) before anything loads it;
 //! only checked files are cached, keyed by their digest, so a changed bundle is fetched anew.
 //! Nothing is downloaded past what the manifest announces: the manifest itself is capped, a
-//! bundle larger than wasm32 can hold is refused before its download, and each file's
-//! download stops at its listed size.
+//! bundle larger than wasm32 can hold is refused before its download, the small files come
+//! first so the caller can refuse a model too large for the device before the weights are
+//! fetched, and each file's download stops at its listed size.
 
 use js_sys::{Reflect, Uint8Array};
 use lavender_core::bundle::{
-    BundleError, BundleFiles, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest,
+    BundleError, BundleFiles, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, WEIGHTS_FILE,
 };
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -39,7 +40,13 @@ pub struct Fetched {
 }
 
 /// Fetches the bundle at `base` (a folder URL), every file checked against the manifest.
-pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<Fetched, String> {
+/// `before_weights` sees the files fetched so far (all but the weights) before the weights'
+/// download starts; its error ends the load there.
+pub async fn fetch_bundle(
+    base: &str,
+    on_progress: &dyn Fn(Progress),
+    before_weights: &dyn Fn(&BundleFiles) -> Result<(), String>,
+) -> Result<Fetched, String> {
     let base = if base.ends_with('/') {
         base.to_string()
     } else {
@@ -67,7 +74,15 @@ pub async fn fetch_bundle(base: &str, on_progress: &dyn Fn(Progress)) -> Result<
         ..Progress::default()
     };
     let mut fresh = Vec::new();
-    for (name, entry) in &manifest.files {
+    // The weights last: everything else (configs, tokenizer, Aligner, examples) is small.
+    let (weights, small): (Vec<_>, Vec<_>) = manifest
+        .files
+        .iter()
+        .partition(|(name, _)| name.as_str() == WEIGHTS_FILE);
+    for (name, entry) in small.into_iter().chain(weights) {
+        if name == WEIGHTS_FILE {
+            before_weights(&files)?;
+        }
         let url = js::resolve_url(name, &base)?;
         let key = cache_key(&url, &entry.sha256);
         progress.file = name.clone();

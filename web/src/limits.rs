@@ -1,10 +1,17 @@
 //! Whether a model fits the WebGPU adapter: every weight tensor lives in one storage buffer,
 //! and browsers cap a buffer (`maxStorageBufferBindingSize`, often 128 MiB, `maxBufferSize`
 //! 256 MiB). A model whose largest tensor exceeds the cap cannot run on that adapter; this is
-//! checked before loading, so the page says so instead of failing deep inside wgpu.
+//! checked from the bundle's config before its weights are downloaded, so the page says so
+//! at once instead of failing deep inside wgpu after the download.
+
+use std::collections::BTreeMap;
 
 use js_sys::{Promise, Reflect};
-use lavender_core::vlm::mllama::config::MllamaConfig;
+use lavender_core::{
+    bundle::{BundleFiles, WEIGHTS_FILE},
+    vlm::mllama::config::MllamaConfig,
+    weights::FileSource,
+};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -52,6 +59,22 @@ pub fn largest_tensor_bytes(config: &MllamaConfig) -> u64 {
     .into_iter()
     .max()
     .unwrap_or(0)
+}
+
+/// `Err` with a message for the page when the model of bundle `files` has a weight larger than
+/// `limit` bytes, read from its config (the weights need not be there yet).
+pub fn check_bundle_fits(files: &BundleFiles, limit: u64) -> Result<(), String> {
+    let small: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .filter(|(name, _)| *name != WEIGHTS_FILE)
+        .map(|(name, bytes)| (name.to_string(), bytes.to_vec()))
+        .collect();
+    let config = MllamaConfig::from_source(&FileSource::Memory {
+        label: files.label(),
+        files: &small,
+    })
+    .map_err(|error| error.to_string())?;
+    check_fits(&config, limit)
 }
 
 /// `Err` with a message for the page when `config`'s largest tensor exceeds `limit` bytes.

@@ -24,7 +24,10 @@ use crate::{
         student::TextToImageAttention,
         student_maps::{Aggregation, StudentMapsError, token_maps},
     },
-    maps::{normalise::mean_rows_normalised, words::word_spans},
+    maps::{
+        normalise::{Normalisation, mean_rows, min_max_per_map},
+        words::word_spans,
+    },
     vlm::mllama::{
         student::{Mllama, Prepared, per_layer_attention},
         text::KvCache,
@@ -143,8 +146,9 @@ impl Mllama {
         words
     }
 
-    /// Maps `[words, size, size]` (each min-max normalised) of `words` for the chosen layer
-    /// and head of `attention`.
+    /// Maps `[words, size, size]` of `words` for the chosen layer and head of `attention`,
+    /// brought to `[0, 1]` by `normalisation` (per word, or one range for all of them).
+    #[allow(clippy::too_many_arguments)]
     pub fn sequence_word_maps(
         &self,
         prepared: &Prepared,
@@ -152,6 +156,7 @@ impl Mllama {
         words: &[SequenceWord],
         layer: Pick,
         head: Pick,
+        normalisation: Normalisation,
         size: usize,
     ) -> Tensor<3> {
         let pick_head = |probs: &Tensor<3>| -> Tensor<2> {
@@ -191,7 +196,48 @@ impl Mllama {
             .iter()
             .map(|word| word.positions.iter().map(|&p| p - 1).collect())
             .collect();
-        mean_rows_normalised(grid, &predecessors)
+        normalisation.apply(mean_rows(grid, &predecessors))
+    }
+
+    /// Word `word`'s maps `[layers * heads, size, size]` for every captured cross-attention
+    /// layer and head (layer-major), each min-max normalised: what [`Self::sequence_word_maps`]
+    /// gives that word for `Pick::One(layer)` and `Pick::One(head)`, in one pass instead of
+    /// `layers * heads` (the grid mapping is linear, so the mean over the word's positions is
+    /// taken first, on `heads` rows per layer instead of the whole sequence).
+    ///
+    /// Errors: [`StudentMapsError::Position`] for a position with no predecessor in the
+    /// sequence, [`StudentMapsError::NoPositions`] for a word without positions.
+    pub fn word_head_maps(
+        &self,
+        prepared: &Prepared,
+        attention: &SequenceAttention,
+        word: &SequenceWord,
+        size: usize,
+    ) -> Result<Tensor<3>, StudentMapsError> {
+        let device = self.device();
+        let rows = predecessor_rows(word, sequence_rows(attention))?;
+        let count = rows.len();
+        let rows = Tensor::<1, Int>::from_data(
+            TensorData::new(rows.into_iter().map(|r| r as i64).collect(), [count]),
+            device,
+        );
+        let per_layer: Vec<Tensor<2>> = attention
+            .layers
+            .iter()
+            .map(|(_, probs)| {
+                let [heads, _, keys] = probs.dims();
+                probs
+                    .clone()
+                    .select(1, rows.clone())
+                    .mean_dim(1)
+                    .reshape([heads, keys])
+            })
+            .collect();
+        if per_layer.is_empty() {
+            return Ok(Tensor::zeros([0, size, size], device));
+        }
+        let grid = attention_to_grid(Tensor::cat(per_layer, 0), &self.geometry(prepared), size);
+        Ok(min_max_per_map(grid))
     }
 
     /// Maps `[words, size, size]` of `words` with one of training's aggregations
@@ -209,6 +255,7 @@ impl Mllama {
     /// none, [`StudentMapsError::AlignerHeads`] when it does not take the model's heads,
     /// [`StudentMapsError::Position`] for a word position with no predecessor in the sequence,
     /// [`StudentMapsError::NoPositions`] for a word without positions.
+    #[allow(clippy::too_many_arguments)]
     pub fn sequence_word_maps_aggregated(
         &self,
         prepared: &Prepared,
@@ -216,41 +263,28 @@ impl Mllama {
         words: &[SequenceWord],
         aligner: Option<&Aligner>,
         aggregation: Aggregation,
+        normalisation: Normalisation,
         size: usize,
     ) -> Result<Tensor<3>, StudentMapsError> {
         let device = self.device();
         if aggregation.needs_aligner() && aligner.is_none() {
             return Err(StudentMapsError::NoAligner(aggregation));
         }
-        let seq = attention
-            .layers
-            .first()
-            .map_or(attention.seq_len, |(_, probs)| probs.dims()[1]);
+        let seq = sequence_rows(attention);
         // The rows each word reads, and the distinct rows to aggregate (in first-use order).
         let mut rows: Vec<usize> = Vec::new();
         let mut word_rows: Vec<Vec<usize>> = Vec::with_capacity(words.len());
         for word in words {
-            let mut indices = Vec::with_capacity(word.positions.len());
-            for &position in &word.positions {
-                if position == 0 || position > seq {
-                    return Err(StudentMapsError::Position {
-                        word: word.text.clone(),
-                        position,
-                        seq,
-                    });
-                }
-                let row = match rows.iter().position(|&r| r == position - 1) {
+            let indices = predecessor_rows(word, seq)?
+                .into_iter()
+                .map(|row| match rows.iter().position(|&r| r == row) {
                     Some(index) => index,
                     None => {
-                        rows.push(position - 1);
+                        rows.push(row);
                         rows.len() - 1
                     }
-                };
-                indices.push(row);
-            }
-            if indices.is_empty() {
-                return Err(StudentMapsError::NoPositions(word.text.clone()));
-            }
+                })
+                .collect();
             word_rows.push(indices);
         }
         if words.is_empty() {
@@ -270,8 +304,38 @@ impl Mllama {
             geometry: self.geometry(prepared),
         };
         let maps = token_maps(&reduced, aligner, aggregation, GridMode::Corrected, size)?;
-        Ok(mean_rows_normalised(maps, &word_rows))
+        Ok(normalisation.apply(mean_rows(maps, &word_rows)))
     }
+}
+
+/// The sequence length the captured attention has rows for.
+fn sequence_rows(attention: &SequenceAttention) -> usize {
+    attention
+        .layers
+        .first()
+        .map_or(attention.seq_len, |(_, probs)| probs.dims()[1])
+}
+
+/// The attention rows `word` is read at (the positions before its tokens), checked against a
+/// sequence of `seq` rows.
+fn predecessor_rows(word: &SequenceWord, seq: usize) -> Result<Vec<usize>, StudentMapsError> {
+    if word.positions.is_empty() {
+        return Err(StudentMapsError::NoPositions(word.text.clone()));
+    }
+    word.positions
+        .iter()
+        .map(|&position| {
+            if position == 0 || position > seq {
+                Err(StudentMapsError::Position {
+                    word: word.text.clone(),
+                    position,
+                    seq,
+                })
+            } else {
+                Ok(position - 1)
+            }
+        })
+        .collect()
 }
 
 /// The token range whose decoded texts cover the last occurrence of `text` in their
@@ -388,11 +452,122 @@ mod tests {
             (Pick::One(1), Pick::One(3)),
             (Pick::Max, Pick::Max),
         ] {
-            let maps = student.sequence_word_maps(&prepared, &attention, &words, layer, head, 8);
+            let maps = student.sequence_word_maps(
+                &prepared,
+                &attention,
+                &words,
+                layer,
+                head,
+                Normalisation::PerMap,
+                8,
+            );
             assert_eq!(maps.dims(), [words.len(), 8, 8]);
             let values: Vec<f32> = maps.into_data().try_to_vec().unwrap();
             assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
         }
+    }
+
+    /// Largest absolute difference of two equally long value lists.
+    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+    }
+
+    /// Shared normalisation is one affine map for all words: its maps span [0, 1] together,
+    /// and each, min-max normalised again on its own, is the per-word map. On the fixture the
+    /// words' strengths differ, so some word stays below the top of the range.
+    #[test]
+    fn shared_normalisation_scales_all_words_together() {
+        let (student, prepared, question, answer) = fixture_answer();
+        let words = student.sequence_words(&prepared, question, &answer);
+        let attention = student.sequence_attention(&prepared, &answer);
+        let maps = |normalisation| {
+            student.sequence_word_maps(
+                &prepared,
+                &attention,
+                &words,
+                Pick::One(1),
+                Pick::Mean,
+                normalisation,
+                8,
+            )
+        };
+        let per_map: Vec<f32> = maps(Normalisation::PerMap)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let shared = maps(Normalisation::Shared);
+        let renormalised: Vec<f32> = min_max_per_map(shared.clone())
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let shared: Vec<f32> = shared.into_data().try_to_vec().unwrap();
+        let error = max_difference(&renormalised, &per_map);
+        assert!(error < 1e-4, "renormalised shared maps differ by {error}");
+        let min = shared.iter().copied().fold(f32::MAX, f32::min);
+        let max = shared.iter().copied().fold(f32::MIN, f32::max);
+        // The top is range / (range + eps) with the fixture's small attention range.
+        assert!(min.abs() < 1e-6 && (max - 1.0).abs() < 1e-4, "{min} {max}");
+        let word_peaks: Vec<f32> = shared
+            .chunks(64)
+            .map(|map| map.iter().copied().fold(f32::MIN, f32::max))
+            .collect();
+        assert!(
+            word_peaks.iter().any(|&peak| peak < 0.9),
+            "every word peaks near 1: {word_peaks:?}"
+        );
+    }
+
+    /// The layer x head grid of one word, made in one pass, equals that word's map from
+    /// `sequence_word_maps` for every single layer and head; a bad word is an error.
+    #[test]
+    fn head_maps_of_a_word_are_its_single_layer_and_head_maps() {
+        let (student, prepared, question, answer) = fixture_answer();
+        let words = student.sequence_words(&prepared, question, &answer);
+        let attention = student.sequence_attention(&prepared, &answer);
+        let (layers, heads) = (attention.layers.len(), attention.heads());
+        // A word of several pieces ("Dog") checks the mean over pieces.
+        let index = words
+            .iter()
+            .position(|w| w.positions.len() > 1)
+            .expect("a word of several tokens");
+        let grid: Vec<f32> = student
+            .word_head_maps(&prepared, &attention, &words[index], 8)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(grid.len(), layers * heads * 64);
+        for layer in 0..layers {
+            for head in 0..heads {
+                let expected: Vec<f32> = student
+                    .sequence_word_maps(
+                        &prepared,
+                        &attention,
+                        &words,
+                        Pick::One(layer),
+                        Pick::One(head),
+                        Normalisation::PerMap,
+                        8,
+                    )
+                    .narrow(0, index, 1)
+                    .into_data()
+                    .try_to_vec()
+                    .unwrap();
+                let cell = (layer * heads + head) * 64;
+                let error = max_difference(&grid[cell..cell + 64], &expected);
+                assert!(error < 1e-5, "layer {layer} head {head}: differ by {error}");
+            }
+        }
+        let odd = SequenceWord {
+            text: "odd".into(),
+            source: WordSource::Answer,
+            positions: vec![0],
+        };
+        assert!(matches!(
+            student.word_head_maps(&prepared, &attention, &odd, 8),
+            Err(StudentMapsError::Position { position: 0, .. })
+        ));
     }
 
     /// Word maps computed by hand from `token_maps` over the whole sequence: each word's rows
@@ -457,6 +632,7 @@ mod tests {
                     &words,
                     aligner,
                     aggregation,
+                    Normalisation::PerMap,
                     8,
                 )
                 .unwrap()
@@ -490,6 +666,7 @@ mod tests {
                 &none,
                 None,
                 Aggregation::MaxMax,
+                Normalisation::PerMap,
                 8,
             )
             .unwrap();
@@ -510,6 +687,7 @@ mod tests {
                 words,
                 aligner,
                 aggregation,
+                Normalisation::PerMap,
                 8,
             )
         };
@@ -581,7 +759,15 @@ mod tests {
         };
         let maps = |layer: Pick, head: Pick, attention: &SequenceAttention| -> Vec<f32> {
             student
-                .sequence_word_maps(&prepared, attention, &words, layer, head, 8)
+                .sequence_word_maps(
+                    &prepared,
+                    attention,
+                    &words,
+                    layer,
+                    head,
+                    Normalisation::PerMap,
+                    8,
+                )
                 .into_data()
                 .try_to_vec()
                 .unwrap()

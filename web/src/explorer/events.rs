@@ -10,7 +10,7 @@
 //! - `lavender-answer`: `{ text, tokenIds, words: [{ text, answer }] }`, once its maps are in;
 //! - `lavender-word`: `{ index, text, answer, size, map, choice }` with `map` a
 //!   `Float32Array` of `size * size` values in [0, 1], row-major, of the selected word and the
-//!   map choice shown (`{ aggregation, layer, head }`);
+//!   map choice shown (`{ aggregation, layer, head, normalisation }`);
 //! - `lavender-error`: `{ kind, message }` (`kind` as `.lx-error[data-kind]`).
 
 use js_sys::{Array, Float32Array, Object, Reflect};
@@ -177,6 +177,7 @@ pub(super) fn announce(host: web_sys::HtmlElement, view: Shared, ui: Ui) {
                             ("aggregation", choice.aggregation.into()),
                             ("layer", choice.layer.into()),
                             ("head", choice.head.into()),
+                            ("normalisation", choice.normalisation.into()),
                         ]),
                     ),
                 ]),

@@ -141,6 +141,7 @@ fn maps_json(view: &Shared, ui: Ui) -> Option<String> {
         "layer": ui.layer.get_untracked().id(),
         "cross_attention_layers": ui.layers.get_untracked(),
         "head": ui.head.get_untracked().id(),
+        "normalisation": ui.normalisation.get_untracked().id(),
         "size": size,
         "answer": ui.answer.get_untracked(),
         "token_ids": ui.token_ids.get_untracked(),

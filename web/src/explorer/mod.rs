@@ -37,7 +37,7 @@ use self::{
     },
     picture::load_image_url,
     replies::on_reply,
-    requests::{load_model, request_head_maps},
+    requests::load_model,
     state::{ErrorKind, Shared, Ui, View},
 };
 
@@ -174,19 +174,6 @@ pub fn Explorer(options: ExplorerOptions) -> impl IntoView {
             ui.example.track();
             if let Some(canvas) = canvas.get() {
                 repaint(&view_state, ui, &canvas, teacher_canvas.get().as_ref());
-            }
-        });
-    }
-
-    // The layer × head grid follows the selected word (once its run has its maps).
-    {
-        let (link, view_state) = (link.clone(), view_state.clone());
-        Effect::new(move |_| {
-            let Some(word) = ui.selected.get() else {
-                return;
-            };
-            if ui.run_state.get() == state::RunState::Done {
-                request_head_maps(&link, &view_state, word);
             }
         });
     }

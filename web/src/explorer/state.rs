@@ -9,6 +9,7 @@
 use std::{cell::RefCell, rc::Rc};
 
 use image::RgbImage;
+pub(super) use lavender_core::maps::normalise::Normalisation;
 use leptos::prelude::*;
 
 use crate::{
@@ -263,6 +264,8 @@ pub(super) struct Ui {
     pub(super) aggregation: RwSignal<Aggregation>,
     pub(super) layer: RwSignal<Pick>,
     pub(super) head: RwSignal<Pick>,
+    /// Each word's map scaled on its own, or all words' together.
+    pub(super) normalisation: RwSignal<Normalisation>,
     /// The bundle carries the trained Aligner.
     pub(super) has_aligner: RwSignal<bool>,
     pub(super) opacity: RwSignal<f32>,
@@ -301,6 +304,7 @@ impl Ui {
             aggregation: RwSignal::new(Aggregation::Grid),
             layer: RwSignal::new(Pick::Mean),
             head: RwSignal::new(Pick::Mean),
+            normalisation: RwSignal::new(Normalisation::PerMap),
             has_aligner: RwSignal::new(false),
             opacity: RwSignal::new(0.6),
             colormap: RwSignal::new(Colormap::Inferno),
@@ -320,6 +324,7 @@ impl Ui {
             aggregation: self.aggregation.get_untracked().id().into(),
             layer: self.layer.get_untracked().id(),
             head: self.head.get_untracked().id(),
+            normalisation: self.normalisation.get_untracked().id().into(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The view in the page's URL (the explorer's own page only): the model, image and prompt, the
-//! selected word and the map choice are written back to the query as they change, so the
+//! selected word and the map choice (aggregation, layer, head, scale) are written back to the query as they change, so the
 //! address is a link to this view. Opened, a URL with `word` asks its question once the model
 //! and the image are in, with its map choice, then selects that word.
 
@@ -11,11 +11,11 @@ use crate::{js, worker::client::Link};
 
 use super::{
     requests::run,
-    state::{Aggregation, ModelState, Pick, RunState, Shared, Ui},
+    state::{Aggregation, ModelState, Normalisation, Pick, RunState, Shared, Ui},
 };
 
 /// The query parameters this module owns (others, such as `backend`, are left alone).
-const OWNED: [&str; 7] = [
+const OWNED: [&str; 8] = [
     "model",
     "image",
     "prompt",
@@ -23,6 +23,7 @@ const OWNED: [&str; 7] = [
     "aggregation",
     "layer",
     "head",
+    "scale",
 ];
 
 /// A view to reopen: the word and the map choice of a shared link.
@@ -32,6 +33,7 @@ pub(super) struct SharedView {
     aggregation: Option<Aggregation>,
     layer: Pick,
     head: Pick,
+    normalisation: Normalisation,
 }
 
 impl SharedView {
@@ -48,6 +50,9 @@ impl SharedView {
             aggregation: get("aggregation").and_then(|id| Aggregation::from_id(&id)),
             layer: pick("layer"),
             head: pick("head"),
+            normalisation: get("scale")
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -87,6 +92,12 @@ pub(super) fn keep_in_url(
             ("aggregation", Some(ui.aggregation.get().id().to_string())),
             ("layer", grid.then(|| ui.layer.get().id())),
             ("head", grid.then(|| ui.head.get().id())),
+            // Only when it is not the default, so most links stay short.
+            (
+                "scale",
+                (ui.normalisation.get() != Normalisation::PerMap)
+                    .then(|| ui.normalisation.get().id().to_string()),
+            ),
         ];
         let location = window.location();
         let search = location.search().unwrap_or_default();
@@ -120,6 +131,7 @@ pub(super) fn keep_in_url(
         }
         ui.layer.set(shared.layer);
         ui.head.set(shared.head);
+        ui.normalisation.set(shared.normalisation);
         run(&link, &view, ui, prompt.get_untracked(), max_new_tokens);
     });
     // Then select the link's word, once.
@@ -155,22 +167,29 @@ mod tests {
                 ("word", "3"),
                 ("aggregation", "grid"),
                 ("layer", "1"),
-                ("head", "max")
+                ("head", "max"),
+                ("scale", "shared"),
             ])),
             Some(SharedView {
                 word: 3,
                 aggregation: Some(Aggregation::Grid),
                 layer: Pick::One(1),
                 head: Pick::Max,
+                normalisation: Normalisation::Shared,
             })
         );
         assert_eq!(
-            SharedView::from_query(query(&[("word", "0"), ("aggregation", "median")])),
+            SharedView::from_query(query(&[
+                ("word", "0"),
+                ("aggregation", "median"),
+                ("scale", "loud")
+            ])),
             Some(SharedView {
                 word: 0,
                 aggregation: None,
                 layer: Pick::Mean,
                 head: Pick::Mean,
+                normalisation: Normalisation::PerMap,
             })
         );
     }

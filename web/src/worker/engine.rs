@@ -7,15 +7,14 @@ use std::{cell::RefCell, rc::Rc};
 use image::RgbImage;
 use lavender_core::{
     align::student_maps::Aggregation,
-    bundle::WEIGHTS_FILE,
+    bundle::BundleFiles,
     explore::{Pick, SequenceAttention, SequenceWord, WordSource},
+    maps::normalise::Normalisation,
     vlm::mllama::{
-        config::MllamaConfig,
         prompt::Message,
         student::{Mllama, Prepared},
         text::{DecodeSession, Sampler, logits_to_f32},
     },
-    weights::FileSource,
 };
 
 use super::{
@@ -27,7 +26,7 @@ use crate::{
     bundle_source::{Fetched, bundle_from_files, fetch_bundle},
     device::{Backend, Chosen, choose_device},
     js::{self, now_ms},
-    limits::{adapter_buffer_limit, check_fits},
+    limits::{adapter_buffer_limit, check_bundle_fits},
 };
 
 /// A finished generation, ready for maps.
@@ -128,23 +127,38 @@ pub async fn load(
         }
         None => None,
     };
+    // The adapter's buffer cap (WebGPU only): a model with a larger weight is refused before
+    // its weights are downloaded.
+    let buffer_limit = if chosen.backend == Backend::WebGpu {
+        max_buffer.or(adapter_buffer_limit().await)
+    } else {
+        None
+    };
+    let fits = |files: &BundleFiles| match buffer_limit {
+        Some(limit) => check_bundle_fits(files, limit),
+        None => Ok(()),
+    };
     let fetched = match &url {
         Some(url) => {
             status(format!("Downloading {url}…"));
             let progress_engine = engine.clone();
-            fetch_bundle(url, &move |progress| {
-                if !superseded(&progress_engine, load) {
-                    reply(
-                        &progress_engine,
-                        Reply::Progress {
-                            load,
-                            done: progress.done,
-                            total: progress.total,
-                            file: progress.file,
-                        },
-                    )
-                }
-            })
+            fetch_bundle(
+                url,
+                &move |progress| {
+                    if !superseded(&progress_engine, load) {
+                        reply(
+                            &progress_engine,
+                            Reply::Progress {
+                                load,
+                                done: progress.done,
+                                total: progress.total,
+                                file: progress.file,
+                            },
+                        )
+                    }
+                },
+                &fits,
+            )
             .await
         }
         None => {
@@ -157,7 +171,7 @@ pub async fn load(
         return;
     }
     status("Building the model…".into());
-    let result = build(&chosen, fetched, max_buffer).await;
+    let result = build(&chosen, fetched, buffer_limit).await;
     if superseded(&engine, load) {
         return;
     }
@@ -232,7 +246,7 @@ fn send_loaded(
 async fn build(
     chosen: &Chosen,
     fetched: Result<Fetched, String>,
-    max_buffer: Option<u64>,
+    buffer_limit: Option<u64>,
 ) -> Result<(LoadedModel, usize, usize), String> {
     let Fetched {
         files,
@@ -266,21 +280,9 @@ async fn build(
             values,
         ));
     }
-    let config = {
-        let mut small = std::collections::BTreeMap::new();
-        for (name, bytes) in files.iter().filter(|(name, _)| *name != WEIGHTS_FILE) {
-            small.insert(name.to_string(), bytes.to_vec());
-        }
-        MllamaConfig::from_source(&FileSource::Memory {
-            label: files.label(),
-            files: &small,
-        })
-        .map_err(|error| error.to_string())?
-    };
-    if chosen.backend == Backend::WebGpu
-        && let Some(limit) = max_buffer.or(adapter_buffer_limit().await)
-    {
-        check_fits(&config, limit)?;
+    // Picked files were not checked yet; fetched ones were, before their weights came.
+    if let Some(limit) = buffer_limit {
+        check_bundle_fits(&files, limit)?;
     }
     let (student, dequantized) = if chosen.backend == Backend::WebGpu {
         // Loaded and dequantized on the CPU, then copied: WebGPU kernels cannot read 8-bit
@@ -490,6 +492,7 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
     if run.id != id {
         return Ok(());
     }
+    let normalisation: Normalisation = choice.normalisation.parse()?;
     let maps = if choice.aggregation == GRID {
         student.sequence_word_maps(
             &run.prepared,
@@ -497,6 +500,7 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
             &run.words,
             pick_from_id(&choice.layer),
             pick_from_id(&choice.head),
+            normalisation,
             size,
         )
     } else {
@@ -511,6 +515,7 @@ pub async fn send_maps(engine: &Shared, id: u64, choice: MapChoice) -> Result<()
                 &run.words,
                 aligner,
                 aggregation,
+                normalisation,
                 size,
             )
             .map_err(|error| error.to_string())?
@@ -577,24 +582,14 @@ pub async fn send_head_maps(engine: &Shared, id: u64, word: usize) -> Result<(),
         run.attention.heads(),
         model.map_size,
     );
-    let mut maps = Vec::with_capacity(layers * heads);
-    for layer in 0..layers {
-        for head in 0..heads {
-            let all = model.student.sequence_word_maps(
-                &run.prepared,
-                &run.attention,
-                &run.words,
-                Pick::One(layer),
-                Pick::One(head),
-                size,
-            );
-            maps.push(all.narrow(0, word, 1));
-        }
-    }
+    let maps = model
+        .student
+        .word_head_maps(&run.prepared, &run.attention, &run.words[word], size)
+        .map_err(|error| error.to_string())?;
     send_values(
         engine,
         id,
-        burn::tensor::Tensor::cat(maps, 0),
+        maps,
         Reply::HeadMaps {
             run: id,
             word,

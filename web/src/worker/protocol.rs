@@ -141,12 +141,14 @@ pub enum Reply {
 /// How a word's map is made: `aggregation` is `grid` (the attention of one layer / head, or
 /// their mean or max, on the image grid) or one of training's aggregations
 /// (`aligner-per-layer`, `mean-first`, `max-max`); `layer` and `head` (`mean`, `max` or an
-/// index) apply to `grid`.
+/// index) apply to `grid`; `normalisation` (`per-map` or `shared`) scales each word's map on
+/// its own or all of them together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapChoice {
     pub aggregation: String,
     pub layer: String,
     pub head: String,
+    pub normalisation: String,
 }
 
 /// `aggregation` of the plain attention grid.
@@ -274,12 +276,13 @@ mod tests {
                 aggregation: GRID.into(),
                 layer: "mean".into(),
                 head: "1".into(),
+                normalisation: "shared".into(),
             },
         };
         let json = serde_json::to_string(&request).unwrap();
         assert!(json.starts_with(r#"{"kind":"run","run":3,"#), "{json}");
         assert!(
-            json.contains(r#""choice":{"aggregation":"grid","layer":"mean","head":"1"}"#),
+            json.contains(r#""choice":{"aggregation":"grid","layer":"mean","head":"1","normalisation":"shared"}"#),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);

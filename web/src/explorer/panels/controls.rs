@@ -1,5 +1,5 @@
-//! How the selected word's map is made and drawn (aggregation, layer, head, opacity,
-//! colormap) and the exports; usable once there are words.
+//! How the selected word's map is made and drawn (aggregation, layer, head, per-word or
+//! shared scale, opacity, colormap) and the exports; usable once there are words.
 
 use std::rc::Rc;
 
@@ -9,7 +9,7 @@ use crate::{
     explorer::{
         export::{export_json, export_png, export_view_png},
         requests::request_maps,
-        state::{Aggregation, Pick, RunState, Shared, Ui},
+        state::{Aggregation, Normalisation, Pick, RunState, Shared, Ui},
     },
     overlay::Colormap,
     worker::client::Link,
@@ -47,9 +47,19 @@ pub(in crate::explorer) fn MapControls(
             rechoose();
         }
     };
-    let on_head = move |event: web_sys::Event| {
-        if let Some(head) = Pick::from_id(&event_target_value(&event)) {
-            ui.head.set(head);
+    let on_head = {
+        let rechoose = rechoose.clone();
+        move |event: web_sys::Event| {
+            if let Some(head) = Pick::from_id(&event_target_value(&event)) {
+                ui.head.set(head);
+            }
+            rechoose();
+        }
+    };
+    let on_normalisation = move |event: web_sys::Event| {
+        // The options are `Normalisation` ids.
+        if let Ok(normalisation) = event_target_value(&event).parse() {
+            ui.normalisation.set(normalisation);
         }
         rechoose();
     };
@@ -102,6 +112,13 @@ pub(in crate::explorer) fn MapControls(
                     {move || (0..ui.heads.get()).map(|h| view! {
                         <option value=Pick::One(h).id() prop:selected=move || ui.head.get() == Pick::One(h)>{format!("head {h}")}</option>
                     }).collect_view()}
+                </select>
+            </label>
+            <label title="Per word: each map spans the whole colour scale. Shared: one scale for all words, so a word that draws little attention looks faint.">
+                "Scale "
+                <select class="lx-normalisation" on:change=on_normalisation prop:value=move || ui.normalisation.get().id()>
+                    <option value=Normalisation::PerMap.id()>"per word"</option>
+                    <option value=Normalisation::Shared.id()>"shared across words"</option>
                 </select>
             </label>
             <label>

@@ -1,6 +1,7 @@
 //! The layer × head grid (BertViz's overview): the selected word's map for every
 //! cross-attention layer and head, small; clicking one shows it large (the grid aggregation,
-//! that layer and head).
+//! that layer and head). Folded until opened, and asked for only while open: a large model
+//! has hundreds of heads (11B: 8 layers × 32), more work than most selections need.
 
 use std::rc::Rc;
 
@@ -9,8 +10,8 @@ use wasm_bindgen::JsCast;
 
 use crate::{
     explorer::{
-        requests::request_maps,
-        state::{Aggregation, ErrorKind, Pick, Shared, Ui},
+        requests::{request_head_maps, request_maps},
+        state::{Aggregation, ErrorKind, Pick, RunState, Shared, Ui},
     },
     overlay::{Colormap, paint},
     worker::client::Link,
@@ -19,6 +20,24 @@ use crate::{
 #[component]
 pub(in crate::explorer) fn HeadGrid(link: Rc<Link>, view_state: Shared, ui: Ui) -> impl IntoView {
     let grid = NodeRef::<html::Div>::new();
+    let open = RwSignal::new(false);
+    // While open, the grid follows the selected word (once its run has its maps).
+    {
+        let (link, view_state) = (link.clone(), view_state.clone());
+        Effect::new(move |_| {
+            let (Some(word), true) = (ui.selected.get(), open.get()) else {
+                return;
+            };
+            let held = view_state
+                .borrow()
+                .head_maps
+                .as_ref()
+                .is_some_and(|maps| maps.word == word);
+            if ui.run_state.get() == RunState::Done && !held {
+                request_head_maps(&link, &view_state, word);
+            }
+        });
+    }
     // (layers, heads, the word's text) of the maps held now.
     // `Copy` and `Send`, as the reactive children of the view must be; the value stays here.
     let view_for_shape = StoredValue::new_local(view_state.clone());
@@ -72,9 +91,25 @@ pub(in crate::explorer) fn HeadGrid(link: Rc<Link>, view_state: Shared, ui: Ui) 
     };
     let show = StoredValue::new_local(show);
 
+    let on_toggle = move |event: web_sys::Event| {
+        if let Some(details) = event
+            .target()
+            .and_then(|target| target.dyn_into::<web_sys::HtmlDetailsElement>().ok())
+        {
+            open.set(details.open());
+        }
+    };
+
     view! {
+        <details class="lx-heads" on:toggle=on_toggle hidden=move || ui.words.get().is_empty()>
+        <summary>"Every layer and head"</summary>
+        {move || match (shape(), ui.selected.get()) {
+            (_, None) => Some(view! { <p class="lx-heads-title">"Select a word to see its map in every layer and head."</p> }.into_any()),
+            (None, Some(_)) => Some(view! { <p class="lx-heads-title">"Computing…"</p> }.into_any()),
+            (Some(_), Some(_)) => None,
+        }}
         {move || shape().map(|(layers, heads, word)| view! {
-            <div class="lx-heads">
+            <div>
                 <p class="lx-heads-title">{format!("“{word}” in every cross-attention layer (rows) and head (columns); click one to show it:")}</p>
                 <div
                     class="lx-heads-grid"
@@ -107,6 +142,7 @@ pub(in crate::explorer) fn HeadGrid(link: Rc<Link>, view_state: Shared, ui: Ui) 
                 </div>
             </div>
         })}
+        </details>
     }
 }
 
