@@ -279,10 +279,13 @@ pub(super) struct Ui {
     /// The example the image is, if any.
     pub(super) example: RwSignal<Option<usize>>,
     pub(super) comparison: RwSignal<Option<Comparison>>,
-    /// The image cell last clicked (row, column of the maps' grid) and the words that
-    /// attended to it most, strongest first: (word index, value there).
-    pub(super) region: RwSignal<Option<((usize, usize), Vec<(usize, f32)>)>>,
+    /// The image cell last clicked and the words that attended to it most.
+    pub(super) region: RwSignal<Option<Region>>,
 }
+
+/// An image cell (row, column of the maps' grid) and the words that attended to it most,
+/// strongest first: (word index, value there).
+pub(super) type Region = ((usize, usize), Vec<(usize, f32)>);
 
 impl Ui {
     pub(super) fn new() -> Self {
