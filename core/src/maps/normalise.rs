@@ -26,11 +26,8 @@ pub fn min_max_shared(maps: Tensor<3>) -> Tensor<3> {
     if n == 0 {
         return maps;
     }
-    let flat = maps.reshape([1, n * h * w]);
-    let min = flat.clone().min_dim(1);
-    let max = flat.clone().max_dim(1);
-    let range = (max - min.clone()).add_scalar(NORMALISE_EPS);
-    ((flat - min) / range).reshape([n, h, w])
+    // All maps stacked as one tall map, normalised as any single map is.
+    min_max_per_map(maps.reshape([1, n * h, w])).reshape([n, h, w])
 }
 
 /// How a set of maps is brought to `[0, 1]`.
