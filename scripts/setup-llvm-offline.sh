@@ -40,6 +40,14 @@ done
 printf '%s\n' "\$out"
 SHIM
 chmod +x "$bundle/bin/llvm-config.tmp"
-mv "$bundle/bin/llvm-config.tmp" "$bundle/bin/llvm-config"
-touch "$bundle/.lavender-offline-shim" "$bundle/.tracel-llvm-installed"
+# Files are only replaced or created when they change: tracel-llvm-bundler's build script
+# reruns when the sentinel's time changes, and with it everything that links LLVM.
+if cmp -s "$bundle/bin/llvm-config.tmp" "$bundle/bin/llvm-config"; then
+    rm "$bundle/bin/llvm-config.tmp"
+else
+    mv "$bundle/bin/llvm-config.tmp" "$bundle/bin/llvm-config"
+fi
+for sentinel in .lavender-offline-shim .tracel-llvm-installed; do
+    [ -e "$bundle/$sentinel" ] || touch "$bundle/$sentinel"
+done
 echo "setup-llvm-offline: LLVM shim ready at $bundle"

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 native_target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+started=$SECONDS
+step() { echo "test: == $1 (at $((SECONDS - started)) s)"; }
 
 # The example bundle, with the native CLI, before the two start (both would build it).
 bash scripts/web-assets.sh
@@ -21,12 +23,15 @@ trap 'kill -- -"$web" 2>/dev/null || true; rm -f "$web_log"' EXIT
 cargo test
 # The web crate is not a default member (its natural target is wasm); its unit tests run natively.
 cargo test -p lavender-web --lib
+step "Rust tests done; waiting for the web build"
 
 web_status=0
 wait "$web" || web_status=$?
 cat "$web_log"
+step "web build done"
 if [ "$web_status" -ne 0 ]; then
     echo "test: the web build failed (exit $web_status)" >&2
     exit 1
 fi
 (cd tests/browser && node --test --test-reporter=spec)
+step "browser tests done"
