@@ -21,8 +21,9 @@ web=$!
 trap 'kill -- -"$web" 2>/dev/null || true; rm -f "$web_log"' EXIT
 
 cargo test
-# The web crate is not a default member (its natural target is wasm); its unit tests run natively.
-cargo test -p lavender-web --lib
+# The web crate is not a default member (its natural target is wasm); its unit tests run
+# natively, built with Burn's kernels unoptimised (Cargo.toml, profile web-unit).
+cargo test -p lavender-web --lib --profile web-unit
 step "Rust tests done; waiting for the web build"
 
 web_status=0
