@@ -128,7 +128,7 @@ pub async fn load(
         None => None,
     };
     // The adapter's buffer cap (WebGPU only): a model with a larger weight is refused before
-    // its weights are downloaded.
+    // its weights are downloaded (fetched bundles) or before it is built (picked files).
     let buffer_limit = if chosen.backend == Backend::WebGpu {
         max_buffer.or(adapter_buffer_limit().await)
     } else {
@@ -163,7 +163,9 @@ pub async fn load(
         }
         None => {
             status("Reading the picked files…".into());
-            bundle_from_files(files).await
+            bundle_from_files(files)
+                .await
+                .and_then(|picked| fits(&picked.files).map(|()| picked))
         }
     };
     // Not built at all when superseded meanwhile: two models at once may not fit.
@@ -171,7 +173,7 @@ pub async fn load(
         return;
     }
     status("Building the model…".into());
-    let result = build(&chosen, fetched, buffer_limit).await;
+    let result = build(&chosen, fetched).await;
     if superseded(&engine, load) {
         return;
     }
@@ -246,7 +248,6 @@ fn send_loaded(
 async fn build(
     chosen: &Chosen,
     fetched: Result<Fetched, String>,
-    buffer_limit: Option<u64>,
 ) -> Result<(LoadedModel, usize, usize), String> {
     let Fetched {
         files,
@@ -280,14 +281,10 @@ async fn build(
             values,
         ));
     }
-    // Picked files were not checked yet; fetched ones were, before their weights came.
-    if let Some(limit) = buffer_limit {
-        check_bundle_fits(&files, limit)?;
-    }
     let (student, dequantized) = if chosen.backend == Backend::WebGpu {
         // Loaded and dequantized on the CPU, then copied: WebGPU kernels cannot read 8-bit
         // weights (see `Mllama::dequantized`). The download stays Q8; the GPU holds f32 (the
-        // buffer-limit check above already assumes f32).
+        // buffer-limit check in `load` already assumes f32).
         let student = Mllama::from_bundle(files, &burn::tensor::Device::flex())
             .map_err(|error| error.to_string())?;
         let (student, count) = student.dequantized();

@@ -27,42 +27,11 @@ pub(in crate::explorer) fn MapControls(
         let view_state = view_state.clone();
         move || request_maps(&link, &view_state, ui)
     };
-    let on_aggregation = {
-        let rechoose = rechoose.clone();
-        move |event: web_sys::Event| {
-            // The options are `Aggregation` ids.
-            if let Some(aggregation) = Aggregation::from_id(&event_target_value(&event)) {
-                ui.aggregation.set(aggregation);
-            }
-            rechoose();
-        }
-    };
-    let on_layer = {
-        let rechoose = rechoose.clone();
-        move |event: web_sys::Event| {
-            // The options are `Pick` ids.
-            if let Some(layer) = Pick::from_id(&event_target_value(&event)) {
-                ui.layer.set(layer);
-            }
-            rechoose();
-        }
-    };
-    let on_head = {
-        let rechoose = rechoose.clone();
-        move |event: web_sys::Event| {
-            if let Some(head) = Pick::from_id(&event_target_value(&event)) {
-                ui.head.set(head);
-            }
-            rechoose();
-        }
-    };
-    let on_normalisation = move |event: web_sys::Event| {
-        // The options are `Normalisation` ids.
-        if let Ok(normalisation) = event_target_value(&event).parse() {
-            ui.normalisation.set(normalisation);
-        }
-        rechoose();
-    };
+    // The options of each select are the ids of its choice.
+    let on_aggregation = on_choice(ui.aggregation, Aggregation::from_id, rechoose.clone());
+    let on_layer = on_choice(ui.layer, Pick::from_id, rechoose.clone());
+    let on_head = on_choice(ui.head, Pick::from_id, rechoose.clone());
+    let on_normalisation = on_choice(ui.normalisation, |id| id.parse().ok(), rechoose);
     let on_export_png = move |_| {
         if let Some(canvas) = canvas.get_untracked() {
             export_png(&canvas, ui);
@@ -146,5 +115,20 @@ pub(in crate::explorer) fn MapControls(
             <button type="button" class="lx-export-view" on:click=on_export_view>"Export view (PNG)"</button>
             <button type="button" class="lx-export-json" on:click=on_export_json>"Export maps (JSON)"</button>
         </fieldset>
+    }
+}
+
+/// A select's change handler: its value, read by `parse`, goes into `choice` (an unknown one
+/// leaves it as it is); then the maps are asked again.
+fn on_choice<T: Send + Sync + 'static>(
+    choice: RwSignal<T>,
+    parse: impl Fn(&str) -> Option<T> + 'static,
+    rechoose: impl Fn() + 'static,
+) -> impl Fn(web_sys::Event) + 'static {
+    move |event| {
+        if let Some(value) = parse(&event_target_value(&event)) {
+            choice.set(value);
+        }
+        rechoose();
     }
 }
